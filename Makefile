@@ -1,0 +1,42 @@
+# The two commands of the README:
+#   make demo   — local cluster + svcscope + sample workloads, port-forwarded to http://localhost:8080
+#   make test   — installs everything a fresh machine lacks, then lint, type checks, unit and e2e tests
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: test bootstrap install lint unit e2e cluster-up cluster-down demo demo-down
+
+$(VPY): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	touch $(VPY)
+
+bootstrap: $(VPY)
+
+# Debian packages and the Kubernetes binaries (built from Go modules, cached by version).
+install: bootstrap
+	$(VPY) -m devcluster install
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+unit: bootstrap
+	$(VENV)/bin/pytest -m "not e2e" -q
+
+e2e: install
+	$(VENV)/bin/pytest -m e2e -q tests/e2e
+
+test: lint unit e2e
+
+cluster-up: install
+	$(VPY) -m devcluster up
+
+cluster-down: bootstrap
+	$(VPY) -m devcluster down

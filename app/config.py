@@ -1,0 +1,50 @@
+"""Settings: the one place that reads the environment (prefix ``SVCSCOPE_``)."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SVCSCOPE_", extra="ignore")
+
+    # -- Kubernetes access
+    kubeconfig: str | None = None  # None: in-cluster config if available, else the default kubeconfig
+    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: all namespaces
+    watch_timeout_s: int = 300  # server-side timeoutSeconds of one watch request
+    watch_inactivity_s: float = 330.0  # reconnect if nothing (not even a bookmark) arrived for this long
+    watch_backoff_max_s: float = 30.0
+
+    # -- Web
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)  # besides localhost names
+    csrf_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
+    sse_coalesce_s: float = 0.25  # at most one fragment per stream per this interval
+    page_size: int = 50
+
+    # -- Probes
+    probe_max_count: int = 10_000
+    probe_max_concurrency: int = 256
+    probe_max_runs_active: int = 4
+    probe_runs_kept: int = 50
+    probe_max_runs_per_minute: int = 30
+
+    @field_validator("namespaces", "allowed_hosts", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,24 @@
+"""FastAPI dependency aliases: the web layer's only way to reach settings and shared state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.templating import Jinja2Templates
+
+from app.config import Settings
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_templates(request: Request) -> Jinja2Templates:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
