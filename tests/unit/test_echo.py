@@ -1,0 +1,289 @@
+"""Wire tests of the echo backend: a real server on 127.0.0.1 ephemeral ports, in a thread of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app import echo
+from app.echo import EchoServer, Identity, ServeConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class RunningServer:
+    def __init__(self, identity: Identity) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        cfg = ServeConfig(identity=identity, host="127.0.0.1", http_port=0, tcp_port=0, udp_port=0, grace=2.0)
+        self.server = EchoServer(cfg)
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(timeout=10)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+def _start(identity: Identity) -> Iterator[RunningServer]:
+    srv = RunningServer(identity)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def server() -> Iterator[RunningServer]:
+    yield from _start(Identity(pod="echo-a", ip="198.18.0.7", node="svcscope-dc"))
+
+
+def _get(port: int, method: str = "GET", headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request(method, "/some/path?x=1", headers=headers or {})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp
+
+
+def test_http_get_reports_identity(server: RunningServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.server.http_port, timeout=5)
+    conn.request("GET", "/some/path?x=1")
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    assert resp.status == 200
+    assert resp.getheader("X-Pod-Name") == "echo-a"
+    assert resp.getheader("Content-Length") == str(len(body))
+    assert json.loads(body) == {
+        "pod": "echo-a",
+        "ip": "198.18.0.7",
+        "node": "svcscope-dc",
+        "path": "/some/path?x=1",
+        "method": "GET",
+    }
+
+
+def test_http_head_has_length_but_no_body(server: RunningServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.server.http_port), timeout=5) as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        for _ in range(100):  # bounded: the server closes after one response
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"Content-Length: " in head and b"Content-Length: 0" not in head
+    assert body == b""
+
+
+def test_http_keepalive_reuses_connection(server: RunningServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.server.http_port, timeout=5)
+    conn.request("GET", "/1")
+    first = conn.getresponse()
+    first.read()
+    sock = conn.sock
+    conn.request("GET", "/2")
+    second = conn.getresponse()
+    body = json.loads(second.read())
+    assert conn.sock is sock and sock is not None  # no reconnect happened
+    assert not first.will_close and body["path"] == "/2"
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "expect_close"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", True),
+        (b"GET / HTTP/1.0\r\n\r\n", True),
+        (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", False),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False),
+    ],
+)
+def test_http_connection_header(server: RunningServer, request_bytes: bytes, expect_close: bool) -> None:
+    with socket.create_connection(("127.0.0.1", server.server.http_port), timeout=5) as sock:
+        sock.sendall(request_bytes)
+        f = sock.makefile("rb")
+        status = f.readline()
+        headers = {}
+        for _ in range(50):
+            line = f.readline().strip()
+            if not line:
+                break
+            name, _, value = line.decode().partition(":")
+            headers[name.lower()] = value.strip()
+        body = f.read(int(headers["content-length"]))
+        assert status.startswith(b"HTTP/1.1 200") and json.loads(body)["pod"] == "echo-a"
+        assert headers["connection"] == ("close" if expect_close else "keep-alive")
+        if expect_close:
+            assert f.read(1) == b""  # the server closed its side
+        f.close()
+
+
+def test_http_bad_request(server: RunningServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.server.http_port), timeout=5) as sock:
+        sock.sendall(b"NONSENSE\r\n\r\n")
+        assert sock.makefile("rb").readline().startswith(b"HTTP/1.1 400")
+
+
+def test_tcp_banner_then_echo(server: RunningServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.server.tcp_port), timeout=5) as sock:
+        f = sock.makefile("rwb")
+        assert f.readline() == b"pod=echo-a ip=198.18.0.7 node=svcscope-dc\n"
+        f.write(b"hello there\n")
+        f.flush()
+        assert f.readline() == b"hello there\n"
+        f.close()
+
+
+def test_udp_reply(server: RunningServer) -> None:
+    assert echo.udp_once("127.0.0.1", server.server.udp_port, 5) == "echo-a"
+
+
+def test_many_concurrent_connections(server: RunningServer) -> None:
+    port = server.server.http_port
+
+    async def one() -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        return json.loads(data.partition(b"\r\n\r\n")[2])["pod"]  # type: ignore[no-any-return]
+
+    async def many() -> list[str]:
+        return await asyncio.wait_for(asyncio.gather(*(one() for _ in range(256))), timeout=30)
+
+    assert asyncio.run(many()) == ["echo-a"] * 256
+
+
+@pytest.mark.parametrize("mode", ["anonymous", "identical"])
+def test_modes_hide_the_name(mode: echo.Mode) -> None:
+    bodies = []
+    for pod, ip in (("echo-a", "198.18.0.7"), ("echo-b", "198.18.0.8")):
+        for srv in _start(Identity(pod=pod, ip=ip, node="n", mode=mode)):
+            resp = http.client.HTTPConnection("127.0.0.1", srv.server.http_port, timeout=5)
+            resp.request("GET", "/")
+            r = resp.getresponse()
+            body = r.read()
+            resp.close()
+            assert r.getheader("X-Pod-Name") is None
+            with socket.create_connection(("127.0.0.1", srv.server.tcp_port), timeout=5) as sock:
+                banner = sock.makefile("rb").readline()
+            for text in (body, banner):
+                assert pod.encode() not in text and ip.encode() not in text
+            bodies.append(body)
+    if mode == "identical":
+        assert bodies[0] == bodies[1]
+    else:
+        tokens = [json.loads(b)["token"] for b in bodies]
+        assert tokens[0] != tokens[1]
+        assert tokens[0] == Identity(pod="echo-a", ip="198.18.0.7", node="other", mode=mode).token
+
+
+def _client(*argv: str) -> list[str]:
+    lines: list[str] = []
+    args = echo.build_parser().parse_args(["client", *argv])
+    assert echo.run_client(args, out=lines.append) == 0
+    return lines
+
+
+def test_client_http_tcp_udp(server: RunningServer) -> None:
+    s = server.server
+    lines = _client(
+        "--count",
+        "3",
+        "--url",
+        f"http://127.0.0.1:{s.http_port}/",
+        "--tcp",
+        f"127.0.0.1:{s.tcp_port}",
+        "--udp",
+        f"127.0.0.1:{s.udp_port}",
+        "--timeout",
+        "5",
+    )
+    assert lines == ["echo-a"] * 9
+
+
+def test_client_keepalive(server: RunningServer) -> None:
+    lines = _client("--count", "5", "--keepalive", "--url", f"http://127.0.0.1:{server.server.http_port}/")
+    assert lines == ["echo-a"] * 5
+
+
+def test_client_reports_errors_and_exits_zero() -> None:
+    with socket.socket() as probe:  # a port that is surely closed: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        lines = _client("--count", "2", "--url", f"http://127.0.0.1:{port}/", "--timeout", "2")
+    assert lines == ["ERROR refused", "ERROR refused"]
+
+
+def test_client_rejects_unbounded_count() -> None:
+    with pytest.raises(SystemExit):
+        echo.build_parser().parse_args(["client", "--count", "0", "--url", "http://127.0.0.1:1/"])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("pod=a ip=1 node=n\n", "a"),
+        ("token=abc\n", "abc"),
+        ("echo\n", "anonymous"),
+        ('{"pod": "x", "path": "/"}', "x"),
+        ('{"path": "/"}', "anonymous"),
+    ],
+)
+def test_parse_identity(text: str, expected: str) -> None:
+    assert echo.parse_identity(text) == expected
+
+
+def test_serve_exits_cleanly_on_sigterm() -> None:
+    env = {
+        **os.environ,
+        "ECHO_BIND": "127.0.0.1",
+        "ECHO_HTTP_PORT": "0",
+        "ECHO_TCP_PORT": "0",
+        "ECHO_UDP_PORT": "0",
+        "POD_NAME": "sig",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.echo", "serve"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        ready = proc.stderr.readline()  # printed once the ports are bound
+        assert "pod=sig" in ready
+        port = int(ready.split("http=:")[1].split()[0])
+        assert json.loads(_read_body(port))["pod"] == "sig"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def _read_body(port: int) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/")
+    body = conn.getresponse().read()
+    conn.close()
+    return body
