@@ -1,0 +1,251 @@
+"""Which pod answered a probe (pure). Never guess: a wrong attribution is worse than none.
+
+In order:
+1. an explicit rule (``header:X-Pod-Name``, ``regex:You've hit (\\S+)``, ``json:pod`` or
+   ``json:meta.host``) from the request or the Service annotation ``svcscope.io/pod-identity``;
+2. automatic: exactly one current endpoint's pod name or pod IP appears in the reply, matched on
+   token boundaries (``web-1`` never matches inside ``web-10``, ``10.0.0.1`` never inside ``10.0.0.12``);
+3. fingerprint: each endpoint was probed directly first; a reply identical to exactly one pod's
+   (stable, distinct) direct reply is that pod's;
+4. otherwise unattributed, with the reason and a hint.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+MAX_RULE_LENGTH = 200
+MAX_SCAN_CHARS = 16_384
+
+
+class Method(enum.StrEnum):
+    RULE = "rule"
+    AUTO = "auto"
+    FINGERPRINT = "fingerprint"
+
+
+class RuleError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What came back: HTTP headers (lower-case names) and body, or a TCP banner / UDP datagram."""
+
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    status: int | None = None
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        return next((v for k, v in self.headers if k == name), None)
+
+    def text(self) -> str:
+        return self.body[:MAX_SCAN_CHARS].decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    pod: str
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    pod: str | None
+    method: Method | None = None
+    reason: str | None = None
+    hint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    kind: str  # header | regex | json
+    expr: str
+    pattern: re.Pattern[str] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.expr}"
+
+    def extract(self, reply: Reply) -> str | None:
+        if self.kind == "header":
+            value = reply.header(self.expr)
+            return value.strip() if value is not None else None
+        if self.kind == "regex":
+            assert self.pattern is not None
+            m = self.pattern.search(reply.text())
+            if m is None:
+                return None
+            value = m.group(1) if self.pattern.groups else m.group(0)
+            return value.strip() if value is not None else None
+        try:
+            doc: object = json.loads(reply.body[:MAX_SCAN_CHARS])
+        except ValueError:
+            return None
+        for part in self.expr.split("."):
+            if isinstance(doc, Mapping) and part in doc:
+                doc = doc[part]
+            elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
+                doc = doc[int(part)]
+            else:
+                return None
+        return doc.strip() if isinstance(doc, str) else None
+
+
+def parse_rule(text: str) -> Rule:
+    """``header:NAME`` | ``regex:PATTERN`` (group 1 is the identity, else the whole match) | ``json:a.b``."""
+    text = text.strip()
+    if len(text) > MAX_RULE_LENGTH:
+        raise RuleError(f"identity rule longer than {MAX_RULE_LENGTH} characters")
+    kind, sep, expr = text.partition(":")
+    kind = kind.strip().lower()
+    if not sep or not expr.strip():
+        raise RuleError("identity rule must look like header:NAME, regex:PATTERN or json:FIELD")
+    if kind == "header":
+        expr = expr.strip()
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", expr):
+            raise RuleError(f"{expr!r} is not a valid header name")
+        return Rule("header", expr)
+    if kind == "regex":
+        try:
+            pattern = re.compile(expr)
+        except re.error as exc:
+            raise RuleError(f"invalid regex: {exc}") from exc
+        return Rule("regex", expr, pattern)
+    if kind == "json":
+        expr = expr.strip()
+        if any(not part for part in expr.split(".")):
+            raise RuleError(f"invalid JSON field path {expr!r}")
+        return Rule("json", expr)
+    raise RuleError(f"unknown identity rule kind {kind!r}: use header, regex or json")
+
+
+_NAME_CHARS = r"A-Za-z0-9_\-"
+
+
+class Matcher:
+    """Finds current endpoints' pod names and IPs in a reply, on token boundaries."""
+
+    def __init__(self, candidates: Iterable[Candidate]) -> None:
+        self.by_token: dict[str, str] = {}
+        for c in candidates:
+            self.by_token[c.pod] = c.pod
+            self.by_token[c.ip] = c.pod
+        tokens = sorted(self.by_token, key=len, reverse=True)
+        self.regex: re.Pattern[str] | None = None
+        if tokens:
+            alternation = "|".join(re.escape(t) for t in tokens)
+            # Not preceded by a name char or '.', not followed by a name char or ".<name char>"
+            # (so "web-1." ends a sentence but "web-1.x", "web-10" and "10.0.0.12" are other tokens).
+            self.regex = re.compile(
+                rf"(?<![{_NAME_CHARS}.])(?:{alternation})(?![{_NAME_CHARS}]|\.[{_NAME_CHARS}])"
+            )
+
+    def pods_in(self, text: str) -> set[str]:
+        if self.regex is None:
+            return set()
+        return {self.by_token[m.group(0)] for m in self.regex.finditer(text)}
+
+    def pod_for(self, value: str) -> str | None:
+        return self.by_token.get(value)
+
+
+def fingerprint(reply: Reply) -> str:
+    """Content identity of a reply: status + body (headers like Date vary per request)."""
+    h = hashlib.sha256()
+    h.update(str(reply.status).encode())
+    h.update(b"\0")
+    h.update(reply.body)
+    return h.hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class Fingerprints:
+    """Direct replies per pod. Usable only when each pod's replies were stable and all pods differ."""
+
+    by_pod: dict[str, set[str]] = field(default_factory=dict)
+
+    def add(self, pod: str, reply: Reply) -> None:
+        self.by_pod.setdefault(pod, set()).add(fingerprint(reply))
+
+    def problem(self) -> str | None:
+        if not self.by_pod:
+            return "no endpoint could be probed directly"
+        unstable = sorted(p for p, fps in self.by_pod.items() if len(fps) != 1)
+        if unstable:
+            return f"direct replies of {', '.join(unstable)} vary between requests"
+        owners: dict[str, list[str]] = {}
+        for pod, fps in self.by_pod.items():
+            owners.setdefault(next(iter(fps)), []).append(pod)
+        shared = [sorted(pods) for pods in owners.values() if len(pods) > 1]
+        if shared:
+            return "pods " + "; ".join(", ".join(g) for g in shared) + " give identical replies"
+        return None
+
+    def owner(self, reply: Reply) -> str | None:
+        fp = fingerprint(reply)
+        owners = [pod for pod, fps in self.by_pod.items() if fp in fps]
+        return owners[0] if len(owners) == 1 else None
+
+
+HINT_RULE = (
+    "make the backend reveal its pod (e.g. a header or body field from the Downward API env POD_NAME) "
+    "and set the Service annotation svcscope.io/pod-identity (header:NAME, regex:PATTERN or json:FIELD)"
+)
+
+
+def attribute(
+    reply: Reply,
+    candidates: Sequence[Candidate],
+    *,
+    rule: Rule | None = None,
+    fingerprints: Fingerprints | None = None,
+    matcher: Matcher | None = None,
+    auto: bool = True,
+) -> Attribution:
+    """The pod that sent ``reply``, among the current endpoints ``candidates``, or why unknown."""
+    matcher = matcher or Matcher(candidates)
+    if rule is not None:
+        value = rule.extract(reply)
+        if value is None:
+            return Attribution(None, reason=f"rule {rule.label} found nothing in the reply", hint=HINT_RULE)
+        pod = matcher.pod_for(value)
+        if pod is None:
+            return Attribution(
+                None,
+                reason=f"rule {rule.label} gave {value[:80]!r}, which is no current endpoint's pod or IP",
+                hint="the rule must yield the pod name or pod IP",
+            )
+        return Attribution(pod, Method.RULE)
+    found: set[str] = set()
+    if auto:
+        for _, value in reply.headers:
+            found |= matcher.pods_in(value)
+        found |= matcher.pods_in(reply.text())
+    if len(found) == 1:
+        return Attribution(next(iter(found)), Method.AUTO)
+    if len(found) > 1:
+        return Attribution(
+            None,
+            reason=f"reply names several endpoints ({', '.join(sorted(found))})",
+            hint="set an explicit identity rule",
+        )
+    if fingerprints is not None:
+        problem = fingerprints.problem()
+        if problem is None:
+            owner = fingerprints.owner(reply)
+            if owner is not None:
+                return Attribution(owner, Method.FINGERPRINT)
+            return Attribution(
+                None,
+                reason="reply matches no endpoint's direct reply (fingerprint)",
+                hint="the backend's reply varies or a new pod has not been fingerprinted yet",
+            )
+        return Attribution(None, reason=f"no pod name or IP in the reply and {problem}", hint=HINT_RULE)
+    return Attribution(None, reason="no current endpoint's pod name or IP in the reply", hint=HINT_RULE)

@@ -1,0 +1,210 @@
+"""A ClusterView made of plain dicts, plus builders for Services, slices and pods."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from app.domain import (
+    ContainerPort,
+    Endpoint,
+    EndpointConditions,
+    EndpointPort,
+    EndpointSlice,
+    ObjectKey,
+    Pod,
+    Protocol,
+    Service,
+    ServiceKey,
+    ServicePort,
+    ServiceType,
+    TargetRef,
+)
+
+NS = "demo"
+
+
+@dataclass
+class FakeView:
+    services: dict[ObjectKey, Service] = field(default_factory=dict)
+    slices: dict[ObjectKey, list[EndpointSlice]] = field(default_factory=dict)
+    pods: dict[ObjectKey, Pod] = field(default_factory=dict)
+
+    def service(self, key: ServiceKey) -> Service | None:
+        return self.services.get(key)
+
+    def slices_for(self, key: ServiceKey) -> Sequence[EndpointSlice]:
+        return self.slices.get(key, [])
+
+    def pod(self, key: ObjectKey) -> Pod | None:
+        return self.pods.get(key)
+
+    def add_service(self, svc: Service) -> None:
+        self.services[svc.key] = svc
+
+    def set_endpoints(
+        self,
+        key: ObjectKey,
+        pods: Sequence[tuple[str, str]],
+        ports: Sequence[EndpointPort],
+        *,
+        watched: bool = True,
+        ready: bool = True,
+    ) -> None:
+        eps = []
+        for name, ip in pods:
+            eps.append(
+                Endpoint(
+                    addresses=(ip,),
+                    conditions=EndpointConditions(ready, None, None),
+                    node_name="node-1",
+                    target_ref=TargetRef("Pod", key.namespace, name),
+                )
+            )
+            if watched:
+                self.pods[ObjectKey(key.namespace, name)] = make_pod(name, ip, key.namespace)
+        self.slices[key] = [
+            EndpointSlice(
+                key=ObjectKey(key.namespace, f"{key.name}-abc"),
+                service_name=key.name,
+                address_type="IPv4",
+                endpoints=tuple(eps),
+                ports=tuple(ports),
+            )
+        ]
+
+
+def make_pod(name: str, ip: str, namespace: str = NS) -> Pod:
+    return Pod(
+        key=ObjectKey(namespace, name),
+        uid=f"uid-{name}",
+        labels={"app": "web"},
+        phase="Running",
+        ready=True,
+        pod_ip=ip,
+        pod_ips=(ip,),
+        node_name="node-1",
+        restarts=0,
+        created=None,
+        deleting=False,
+        container_ports=(ContainerPort("echo", "http", 8080),),
+    )
+
+
+def make_service(
+    name: str = "web",
+    *,
+    cluster_ip: str = "198.19.0.50",
+    ports: Sequence[ServicePort] = (ServicePort("http", 80, "http"),),
+    namespace: str = NS,
+    type: ServiceType = ServiceType.CLUSTER_IP,
+    affinity: str = "None",
+    affinity_timeout_s: int | None = None,
+    annotations: dict[str, str] | None = None,
+    external_name: str | None = None,
+) -> Service:
+    return Service(
+        key=ObjectKey(namespace, name),
+        uid=f"uid-{name}",
+        type=type,
+        cluster_ip=cluster_ip,
+        cluster_ips=(cluster_ip,) if cluster_ip else (),
+        ip_families=("IPv4",),
+        ip_family_policy="SingleStack",
+        ports=tuple(ports),
+        selector={"app": name},
+        session_affinity=affinity,
+        affinity_timeout_s=affinity_timeout_s,
+        internal_traffic_policy="Cluster",
+        external_traffic_policy=None,
+        traffic_distribution=None,
+        external_name=external_name,
+        labels={},
+        annotations=annotations or {},
+        created=None,
+        resource_version="1",
+    )
+
+
+HTTP_PORT = EndpointPort("http", 8080, Protocol.TCP)
+
+
+def web_view(n: int = 3, **service_kw: object) -> FakeView:
+    """Service demo/web (198.19.0.50:80 -> http) with pods web-0..n-1 at 198.18.0.10+i, plus the apiserver."""
+    view = FakeView()
+    view.add_service(
+        make_service(
+            "kubernetes",
+            namespace="default",
+            cluster_ip="198.19.0.1",
+            ports=(ServicePort("https", 443, 6443),),
+        )
+    )
+    view.set_endpoints(
+        ObjectKey("default", "kubernetes"), [], [EndpointPort("https", 6443)], watched=False
+    )
+    view.slices[ObjectKey("default", "kubernetes")] = [
+        EndpointSlice(
+            key=ObjectKey("default", "kubernetes"),
+            service_name="kubernetes",
+            address_type="IPv4",
+            endpoints=(Endpoint(("198.18.255.1",), EndpointConditions(True, True, False)),),
+            ports=(EndpointPort("https", 6443),),
+        )
+    ]
+    view.add_service(make_service(**service_kw))  # type: ignore[arg-type]
+    view.set_endpoints(ObjectKey(NS, "web"), [(f"web-{i}", f"198.18.0.{10 + i}") for i in range(n)], [HTTP_PORT])
+    return view
+
+
+class L4Balancer:
+    """A tiny stand-in for kube-proxy on loopback: each new connection goes to the next backend."""
+
+    def __init__(self, backends: Sequence[int]) -> None:
+        self.backends = list(backends)
+        self._next = itertools.cycle(range(len(self.backends)))
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.connections = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> L4Balancer:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=512)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        port = self.backends[next(self._next)]
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            writer.close()
+            self._tasks.discard(task)
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(OSError):
+                dst.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        finally:
+            self._tasks.discard(task)

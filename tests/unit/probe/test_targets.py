@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import pytest
+
+from app.domain import EndpointPort, ObjectKey, Protocol, ServicePort, ServiceType
+from app.probe.targets import (
+    ForbiddenAddress,
+    NotProbeable,
+    ProbeProtocol,
+    UnknownPort,
+    UnknownService,
+    backends,
+    direct_target,
+    forbidden_reason,
+    resolve,
+)
+from tests.unit.probe.fakes import NS, make_service, web_view
+
+WEB = ObjectKey(NS, "web")
+MULTI_PORTS = (
+    ServicePort("http", 80, "http"),
+    ServicePort("dns", 53, 5353, Protocol.UDP),
+    ServicePort("dns-tcp", 53, 5353, Protocol.TCP),
+    ServicePort(None, 9000, 9000),
+)
+
+
+def test_resolves_port_by_name_and_number() -> None:
+    view = web_view(ports=MULTI_PORTS)
+    assert resolve(view, WEB, "http", ProbeProtocol.HTTP).port.port == 80
+    assert resolve(view, WEB, "80", ProbeProtocol.TCP).address == "198.19.0.50"
+    # The same number for UDP and TCP: the protocol decides.
+    assert resolve(view, WEB, "53", ProbeProtocol.UDP).port.name == "dns"
+    assert resolve(view, WEB, 53, ProbeProtocol.HTTP).port.name == "dns-tcp"
+    assert resolve(view, WEB, "9000", ProbeProtocol.TCP).port.name is None
+
+
+@pytest.mark.parametrize(
+    ("port", "protocol", "message"),
+    [
+        ("nope", ProbeProtocol.HTTP, "no port named 'nope'"),
+        ("81", ProbeProtocol.HTTP, "no port 81"),
+        ("dns", ProbeProtocol.HTTP, "is UDP, so it cannot be probed with HTTP (use UDP)"),
+        ("http", ProbeProtocol.UDP, "is TCP, so it cannot be probed with UDP"),
+        ("", ProbeProtocol.TCP, "port is empty"),
+    ],
+)
+def test_unknown_or_mismatched_port(port: str, protocol: ProbeProtocol, message: str) -> None:
+    view = web_view(ports=MULTI_PORTS)
+    with pytest.raises(UnknownPort, match=message.replace("(", r"\(").replace(")", r"\)")) as exc:
+        resolve(view, WEB, port, protocol)
+    assert exc.value.status == 422
+
+
+def test_unknown_service_is_404() -> None:
+    with pytest.raises(UnknownService) as exc:
+        resolve(web_view(), ObjectKey(NS, "nope"), "http", ProbeProtocol.HTTP)
+    assert exc.value.status == 404
+
+
+def test_headless_and_external_name_are_explained() -> None:
+    view = web_view(cluster_ip="None")
+    with pytest.raises(NotProbeable, match="headless"):
+        resolve(view, WEB, "http", ProbeProtocol.HTTP)
+    view = web_view(type=ServiceType.EXTERNAL_NAME, cluster_ip="", external_name="example.com")
+    with pytest.raises(NotProbeable, match="ExternalName"):
+        resolve(view, WEB, "http", ProbeProtocol.HTTP)
+
+
+def test_apiserver_is_refused_by_name_and_by_ip() -> None:
+    view = web_view()
+    with pytest.raises(ForbiddenAddress, match="apiserver") as exc:
+        resolve(view, ObjectKey("default", "kubernetes"), "https", ProbeProtocol.TCP)
+    assert exc.value.status == 403
+    # A Service that (mis)uses the apiserver's IP or an endpoint of it.
+    view.add_service(make_service("sneaky", cluster_ip="198.19.0.1"))
+    with pytest.raises(ForbiddenAddress, match="apiserver"):
+        resolve(view, ObjectKey(NS, "sneaky"), "http", ProbeProtocol.HTTP)
+
+
+@pytest.mark.parametrize(
+    ("ip", "reason"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("169.254.169.254", "metadata"),
+        ("fd00:ec2::254", "metadata"),
+        ("169.254.1.1", "link-local"),
+        ("fe80::1", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("255.255.255.255", "broadcast"),
+        ("nonsense", "not an IP"),
+    ],
+)
+def test_forbidden_addresses(ip: str, reason: str) -> None:
+    found = forbidden_reason(ip)
+    assert found is not None and reason in found
+
+
+@pytest.mark.parametrize("ip", ["198.19.0.50", "198.18.0.10", "10.96.0.10", "fd00::10"])
+def test_cluster_addresses_allowed(ip: str) -> None:
+    assert forbidden_reason(ip) is None
+
+
+@pytest.mark.parametrize("cluster_ip", ["127.0.0.1", "169.254.169.254"])
+def test_service_with_forbidden_cluster_ip(cluster_ip: str) -> None:
+    with pytest.raises(ForbiddenAddress):
+        resolve(web_view(cluster_ip=cluster_ip), WEB, "http", ProbeProtocol.HTTP)
+
+
+def test_backends_resolve_target_port_from_slice() -> None:
+    view = web_view(3)
+    target = resolve(view, WEB, "http", ProbeProtocol.HTTP)
+    found = backends(view, target)
+    assert [(b.pod, b.ip, b.port, b.ready) for b in found] == [
+        ("web-0", "198.18.0.10", 8080, True),
+        ("web-1", "198.18.0.11", 8080, True),
+        ("web-2", "198.18.0.12", 8080, True),
+    ]
+    assert direct_target(view, target, "198.18.0.11") == ("198.18.0.11", 8080)
+
+
+def test_direct_target_only_for_watched_pod_endpoints() -> None:
+    view = web_view(2)
+    target = resolve(view, WEB, "http", ProbeProtocol.HTTP)
+    with pytest.raises(ForbiddenAddress, match="not a current endpoint"):
+        direct_target(view, target, "198.18.0.99")
+    with pytest.raises(ForbiddenAddress, match="apiserver"):
+        direct_target(view, target, "198.18.255.1")
+    with pytest.raises(ForbiddenAddress, match="metadata"):
+        direct_target(view, target, "169.254.169.254")
+    # Endpoints whose targetRef pod is not watched are never dialled directly.
+    view.set_endpoints(WEB, [("ghost", "198.18.0.77")], [EndpointPort("http", 8080)], watched=False)
+    with pytest.raises(ForbiddenAddress, match="not a watched Pod"):
+        direct_target(view, target, "198.18.0.77")
+    (ghost,) = backends(view, target)
+    assert ghost.pod is None and not ghost.directly_probeable
