@@ -321,6 +321,8 @@ class ProbeRunner:
         self._runs[run.id] = run
         self._evict()
         run.task = asyncio.create_task(self._execute(run), name=f"probe-run-{run.id}")
+        # A task cancelled before its first step never runs _execute's handlers.
+        run.task.add_done_callback(lambda _: run.finish(RunStatus.CANCELLED))
         return run
 
     def cancel(self, run_id: str) -> bool:

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.probe.attribution import (
+    Candidate,
+    Fingerprints,
+    Method,
+    Reply,
+    RuleError,
+    attribute,
+    parse_rule,
+)
+
+PODS = [Candidate(f"web-{i}", f"10.1.0.{i + 1}") for i in range(12)]  # web-1 and web-10, 10.1.0.1 / .11
+
+
+def http(body: str, headers: dict[str, str] | None = None, status: int = 200) -> Reply:
+    return Reply(
+        body=body.encode(),
+        headers=tuple((k.lower(), v) for k, v in (headers or {}).items()),
+        status=status,
+    )
+
+
+WHOAMI = (
+    "Hostname: web-10\nIP: 127.0.0.1\nIP: ::1\nIP: 10.1.0.11\nRemoteAddr: 198.18.0.3:51234\n"
+    "GET / HTTP/1.1\nHost: 198.19.0.50\nUser-Agent: svcscope-probe/0.1\n"
+)
+JMALLOC = "Request served by web-1\n\nGET / HTTP/1.1\n\nHost: 198.19.0.50:80\nUser-Agent: svcscope-probe/0.1\n"
+
+
+@pytest.mark.parametrize(
+    ("reply", "pod"),
+    [
+        pytest.param(http("web-1"), "web-1", id="agnhost-serve-hostname"),
+        pytest.param(http("web-10\n"), "web-10", id="agnhost-prefix-name"),
+        pytest.param(http("You've hit web-1\n"), "web-1", id="kubia"),
+        pytest.param(http("You've hit web-10."), "web-10", id="kubia-sentence"),
+        pytest.param(http(WHOAMI), "web-10", id="traefik-whoami"),
+        pytest.param(http(JMALLOC), "web-1", id="jmalloc-echo-server"),
+        pytest.param(
+            http(json.dumps({"pod": "web-2", "ip": "10.1.0.3", "path": "/"}), {"X-Pod-Name": "web-2"}),
+            "web-2",
+            id="svcscope-echo",
+        ),
+        pytest.param(http("ok", {"X-Served-By": "web-11"}), "web-11", id="header-only"),
+        pytest.param(http("served from 10.1.0.11:8080"), "web-10", id="pod-ip-with-port"),
+        pytest.param(Reply(b"pod=web-3 ip=10.1.0.4 node=n1"), "web-3", id="tcp-banner"),
+        pytest.param(Reply(b"pod=web-0 ip=10.1.0.1 node=n1"), "web-0", id="udp-datagram"),
+    ],
+)
+def test_automatic(reply: Reply, pod: str) -> None:
+    got = attribute(reply, PODS)
+    assert (got.pod, got.method) == (pod, Method.AUTO)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        pytest.param("web-100 answered", "no current endpoint", id="longer-name"),
+        pytest.param("xweb-1", "no current endpoint", id="embedded"),
+        pytest.param("web-1.other", "no current endpoint", id="dotted-suffix"),
+        pytest.param("10.1.0.111", "no current endpoint", id="ip-prefix"),
+        pytest.param("hello world", "no current endpoint", id="nothing"),
+        pytest.param("web-1 proxied to web-2", "several endpoints", id="two-pods"),
+    ],
+)
+def test_never_guesses(body: str, reason: str) -> None:
+    got = attribute(http(body), PODS)
+    assert got.pod is None and got.method is None
+    assert got.reason is not None and reason in got.reason
+    assert got.hint
+
+
+@pytest.mark.parametrize(
+    ("rule", "reply", "pod"),
+    [
+        ("header:X-Backend", http("web-1 and web-2", {"X-Backend": "web-2"}), "web-2"),
+        ("regex:You've hit (\\S+)", http("web-3 says: You've hit web-4"), "web-4"),
+        ("regex:served-by=[a-z0-9-]+", http("x served-by=web-5"), None),  # whole match is not a pod
+        ("json:meta.host", http('{"meta": {"host": "web-6"}, "peer": "web-7"}'), "web-6"),
+        ("json:ips.0", http('{"ips": ["10.1.0.8"]}'), "web-7"),
+        ("json:pod", http("not json"), None),
+        ("header:X-Backend", http("web-1"), None),
+    ],
+)
+def test_rule_wins_over_automatic(rule: str, reply: Reply, pod: str | None) -> None:
+    got = attribute(reply, PODS, rule=parse_rule(rule))
+    assert got.pod == pod
+    assert got.method == (Method.RULE if pod else None)
+    if pod is None:
+        assert got.reason
+
+
+def test_rule_naming_unknown_pod_is_not_attributed() -> None:
+    got = attribute(http("", {"X-Pod": "web-99"}), PODS, rule=parse_rule("header:X-Pod"))
+    assert got.pod is None and got.reason is not None and "web-99" in got.reason
+
+
+@pytest.mark.parametrize(
+    "text", ["", "header", "header:", "header:bad name", "regex:(", "json:a..b", "xpath://x", "regex:" + "a" * 300]
+)
+def test_bad_rules(text: str) -> None:
+    with pytest.raises(RuleError):
+        parse_rule(text)
+
+
+def _fps(replies: dict[str, list[bytes]]) -> Fingerprints:
+    fps = Fingerprints()
+    for pod, bodies in replies.items():
+        for body in bodies:
+            fps.add(pod, Reply(body, status=200))
+    return fps
+
+
+def test_fingerprint_attribution_when_distinct_and_stable() -> None:
+    fps = _fps({"web-0": [b'{"token":"aa"}'] * 2, "web-1": [b'{"token":"bb"}'] * 2})
+    assert fps.problem() is None
+    got = attribute(Reply(b'{"token":"bb"}', status=200), PODS, fingerprints=fps)
+    assert (got.pod, got.method) == ("web-1", Method.FINGERPRINT)
+    other = attribute(Reply(b'{"token":"cc"}', status=200), PODS, fingerprints=fps)
+    assert other.pod is None and "fingerprint" in (other.reason or "")
+
+
+@pytest.mark.parametrize(
+    ("replies", "problem"),
+    [
+        ({"web-0": [b"same"] * 2, "web-1": [b"same"] * 2}, "identical"),
+        ({"web-0": [b"t=1", b"t=2"], "web-1": [b"u"] * 2}, "vary"),
+        ({}, "no endpoint"),
+    ],
+)
+def test_fingerprints_refused_when_ambiguous(replies: dict[str, list[bytes]], problem: str) -> None:
+    fps = _fps(replies)
+    assert problem in (fps.problem() or "")
+    got = attribute(Reply(b"same", status=200), PODS, fingerprints=fps)
+    assert got.pod is None and problem in (got.reason or "")
+
+
+def test_auto_can_be_disabled() -> None:
+    got = attribute(http("web-1"), PODS, auto=False)
+    assert got.pod is None

@@ -1,0 +1,235 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import pytest
+
+from app.domain import EndpointPort, ObjectKey, Protocol, ServicePort
+from app.echo import EchoServer, Identity, Mode, ServeConfig
+from app.probe.engine import Limits, ProbeRunner, ProbeSpec, Run, RunLimitError, RunStatus, SpecError
+from app.probe.targets import ProbeProtocol
+from tests.unit.probe.fakes import NS, FakeView, L4Balancer, web_view
+
+pytestmark = pytest.mark.timeout(30)
+
+WEB = ObjectKey(NS, "web")
+PORTS = (
+    ServicePort("http", 80, "http"),
+    ServicePort("tcp", 9000, 9000),
+    ServicePort("udp", 9001, 9001, Protocol.UDP),
+)
+SLICE_PORTS = [EndpointPort("http", 8080), EndpointPort("tcp", 9000), EndpointPort("udp", 9001, Protocol.UDP)]
+
+
+@dataclass
+class Cluster:
+    view: FakeView
+    echoes: list[EchoServer]
+    http_lb: L4Balancer
+    tcp_lb: L4Balancer
+    routes: dict[tuple[str, int], tuple[str, int]]
+
+    def dial(self, host: str, port: int) -> tuple[str, int]:
+        return self.routes.get((host, port), ("127.0.0.1", 1))  # unknown: a closed port
+
+    def runner(self, **limits: object) -> ProbeRunner:
+        return ProbeRunner(self.view, Limits(**limits), dial=self.dial)  # type: ignore[arg-type]
+
+
+async def make_cluster(n: int, mode: Mode = "normal", **service_kw: object) -> AsyncIterator[Cluster]:
+    async with AsyncExitStack() as stack:
+        view = web_view(n, ports=PORTS, **service_kw)
+        view.set_endpoints(WEB, [(f"web-{i}", f"198.18.0.{10 + i}") for i in range(n)], SLICE_PORTS)
+        echoes = []
+        for i in range(n):
+            echo = EchoServer(
+                ServeConfig(
+                    Identity(f"web-{i}", f"198.18.0.{10 + i}", "node-1", mode),
+                    host="127.0.0.1",
+                    http_port=0,
+                    tcp_port=0,
+                    udp_port=0,
+                    grace=0.1,
+                )
+            )
+            await echo.start()
+            stack.push_async_callback(echo.stop)
+            echoes.append(echo)
+        http_lb = await stack.enter_async_context(L4Balancer([e.http_port for e in echoes]))
+        tcp_lb = await stack.enter_async_context(L4Balancer([e.tcp_port for e in echoes]))
+        routes = {("198.19.0.50", 80): ("127.0.0.1", http_lb.port), ("198.19.0.50", 9000): ("127.0.0.1", tcp_lb.port)}
+        if echoes:
+            routes[("198.19.0.50", 9001)] = ("127.0.0.1", echoes[0].udp_port)
+        for i, e in enumerate(echoes):
+            ip = f"198.18.0.{10 + i}"
+            routes[(ip, 8080)] = ("127.0.0.1", e.http_port)
+            routes[(ip, 9000)] = ("127.0.0.1", e.tcp_port)
+            routes[(ip, 9001)] = ("127.0.0.1", e.udp_port)
+        yield Cluster(view, echoes, http_lb, tcp_lb, routes)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    async for c in make_cluster(3):
+        yield c
+
+
+async def finished(run: Run) -> Run:
+    assert run.task is not None
+    done, _ = await asyncio.wait([run.task], timeout=20)
+    assert done, "run did not finish in time"
+    return run
+
+
+def spec(**kw: object) -> ProbeSpec:
+    base: dict[str, object] = {"namespace": NS, "service": "web", "port": "http", "count": 60, "concurrency": 4}
+    base.update(kw)
+    return ProbeSpec(**base)  # type: ignore[arg-type]
+
+
+async def test_new_connections_spread_over_every_pod(cluster: Cluster) -> None:
+    runner = cluster.runner()
+    run = await finished(runner.start(spec()))
+    s = run.summary()
+    assert run.status == RunStatus.DONE
+    assert [p.hits for p in s.pods] == [20, 20, 20]
+    assert s.done == 60 and s.errors == () and s.unattributed == 0
+    assert s.connections == 60 and cluster.http_lb.connections == 60
+    assert run.calibration.mode == "auto"
+    assert s.chi_square is not None and not s.chi_square.rejects_uniform
+    assert run.first_reply_ms is not None
+    assert set(run.samples) == {"web-0", "web-1", "web-2"}
+
+
+async def test_reuse_one_connection_one_pod(cluster: Cluster) -> None:
+    run = await finished(cluster.runner().start(spec(reuse=True, concurrency=1, count=30)))
+    s = run.summary()
+    assert [p.hits for p in s.pods if p.hits] == [30]
+    assert s.connections == 1 and cluster.http_lb.connections == 1
+    assert "one reused connection" in s.verdict and s.explanations
+
+
+async def test_head_and_path(cluster: Cluster) -> None:
+    run = await finished(cluster.runner().start(spec(method="head", path="/x?y=1", count=6)))
+    s = run.summary()
+    assert s.attributed == 6  # HEAD has no body: the X-Pod-Name header names the pod
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+async def test_tcp_banner(cluster: Cluster, reuse: bool) -> None:
+    run = await finished(
+        cluster.runner().start(spec(port="tcp", protocol=ProbeProtocol.TCP, count=9, concurrency=3, reuse=reuse))
+    )
+    s = run.summary()
+    assert s.attributed == 9
+    assert cluster.tcp_lb.connections == (3 if reuse else 9)
+
+
+async def test_udp_datagram(cluster: Cluster) -> None:
+    run = await finished(cluster.runner().start(spec(port="9001", protocol=ProbeProtocol.UDP, count=5)))
+    s = run.summary()
+    assert [p.hits for p in s.pods] == [5, 0, 0]
+
+
+async def test_fingerprint_attribution() -> None:
+    async for c in make_cluster(3, "anonymous"):
+        run = await finished(c.runner().start(spec()))
+        s = run.summary()
+        assert run.calibration.mode == "fingerprint"
+        assert [p.hits for p in s.pods] == [20, 20, 20]
+        assert s.unattributed == 0
+
+
+async def test_identical_replies_are_unattributable() -> None:
+    async for c in make_cluster(3, "identical"):
+        run = await finished(c.runner().start(spec()))
+        s = run.summary()
+        assert run.calibration.mode == "none" and "identical" in run.calibration.note
+        assert s.attributed == 0 and s.unattributed == 60
+        assert "none could be attributed" in s.verdict
+        assert "identical" in s.unattributed_reasons[0][0]
+
+
+async def test_explicit_rule_from_annotation() -> None:
+    async for c in make_cluster(2, annotations={"svcscope.io/pod-identity": "json:pod"}):
+        run = await finished(c.runner().start(spec(count=10)))
+        assert run.rule is not None and run.calibration.mode == "rule"
+        assert run.summary().attributed == 10
+        assert {o.method for o in run.results} == {"rule"}
+
+
+async def test_refused_and_no_endpoints(cluster: Cluster) -> None:
+    del cluster.routes[("198.19.0.50", 80)]
+    run = await finished(cluster.runner().start(spec(count=5)))
+    assert dict(run.summary().errors) == {"refused": 5}
+    cluster.view.set_endpoints(WEB, [], SLICE_PORTS)
+    run = await finished(cluster.runner().start(spec(count=5)))
+    assert dict(run.summary().errors) == {"no_endpoints": 5}
+    assert run.status == RunStatus.DONE
+
+
+async def test_follow_delivers_every_result(cluster: Cluster) -> None:
+    run = cluster.runner().start(spec(count=200, concurrency=16))
+    seen: list[int] = []
+
+    async def slow_subscriber() -> None:
+        async for batch in run.follow():
+            seen.extend(o.seq for o in batch)
+            await asyncio.sleep(0)  # yield to the run: batches grow, nothing is dropped
+
+    await asyncio.wait_for(slow_subscriber(), 20)
+    assert sorted(seen) == list(range(1, 201))
+
+
+async def test_cancel(cluster: Cluster) -> None:
+    runner = cluster.runner()
+    run = runner.start(spec(count=10_000, concurrency=1))
+    assert runner.cancel(run.id)
+    await finished(run)
+    assert run.status == RunStatus.CANCELLED and len(run.results) < 10_000
+    assert not runner.cancel(run.id)
+
+
+async def test_limits(cluster: Cluster) -> None:
+    runner = cluster.runner(max_active=1, per_minute=3, kept=2)
+    first = runner.start(spec(count=10_000, concurrency=1))
+    with pytest.raises(RunLimitError, match="active"):
+        runner.start(spec())
+    runner.cancel(first.id)
+    await finished(first)
+    second = await finished(runner.start(spec(count=1)))
+    third = await finished(runner.start(spec(count=1)))
+    with pytest.raises(RunLimitError, match="per minute"):
+        runner.start(spec(count=1))
+    assert [r.id for r in runner.runs()] == [third.id, second.id]  # bounded store, newest first
+    assert runner.get(first.id) is None
+    await runner.aclose()
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"count": 0}, "count"),
+        ({"count": 10_001}, "count"),
+        ({"concurrency": 257}, "concurrency"),
+        ({"timeout_s": 0}, "timeout"),
+        ({"method": "POST"}, "method"),
+        ({"path": "http://169.254.169.254/"}, "single '/'"),
+        ({"path": "//evil.example/"}, "single '/'"),
+        ({"path": "/a b"}, "printable"),
+        ({"path": "/" + "a" * 600}, "longer"),
+        ({"path": "/\r\nHost: x"}, "printable"),
+        ({"identity": "xpath:/a"}, "identity"),
+    ],
+)
+async def test_bad_specs(cluster: Cluster, kw: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        cluster.runner().start(spec(**kw))
+
+
+def test_runner_needs_no_loop_until_start() -> None:
+    make: Callable[[], ProbeRunner] = lambda: ProbeRunner(FakeView())  # noqa: E731
+    assert make().runs() == []
