@@ -40,3 +40,12 @@ cluster-up: install
 
 cluster-down: bootstrap
 	$(VPY) -m devcluster down
+
+# The local demo (issue 5): cluster up, image built and imported, chart installed with the sample workloads,
+# `kubectl port-forward svc/svcscope 8080:80` in the background. Idempotent.
+demo: install
+	$(VPY) -m scripts.demo up
+
+# Stops the port-forward and uninstalls the release; `make demo-down CLUSTER=1` stops the local cluster too.
+demo-down: bootstrap
+	$(VPY) -m scripts.demo down $(if $(CLUSTER),--cluster)
