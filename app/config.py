@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     watch_timeout_s: int = 300  # server-side timeoutSeconds of one watch request
     watch_inactivity_s: float = 330.0  # reconnect if nothing (not even a bookmark) arrived for this long
     watch_backoff_max_s: float = 30.0
+    cluster_domain: str = "cluster.local"  # for the DNS names shown on a Service's page
+    # Set by Kubernetes in every pod: with no kubeconfig configured, use the in-cluster ServiceAccount.
+    kubernetes_service_host: str | None = Field(default=None, validation_alias="KUBERNETES_SERVICE_HOST")
 
     # -- Web
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)  # besides localhost names
@@ -38,6 +41,8 @@ class Settings(BaseSettings):
     probe_max_runs_active: int = 4
     probe_runs_kept: int = 50
     probe_max_runs_per_minute: int = 30
+    probe_max_timeout_s: float = 30.0  # per request (H4)
+    probe_run_deadline_s: float = 900.0  # a whole run (H4)
 
     @field_validator("namespaces", "allowed_hosts", mode="before")
     @classmethod
