@@ -1,0 +1,10 @@
+# The echo backend of the devcluster tests: stdlib Python on the debootstrap base, nothing else.
+ARG BASE_IMAGE=localhost/svcscope-base:bookworm
+FROM ${BASE_IMAGE}
+WORKDIR /opt/echo
+COPY app/__init__.py app/echo.py /opt/echo/app/
+# Numeric, so that runAsNonRoot can be verified without an /etc/passwd entry.
+USER 10001
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+EXPOSE 8080/tcp 9000/tcp 9001/udp
+CMD ["python3", "-m", "app.echo", "serve"]
