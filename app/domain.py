@@ -108,15 +108,16 @@ class EndpointConditions:
     serving: bool | None
     terminating: bool | None
 
-    # How the EndpointConditions API documents an absent value: ready and serving "should be
-    # interpreted as true" (serving defers to ready), terminating as false.
+    # How the discovery.k8s.io/v1 EndpointConditions API (v1.36) documents an absent value:
+    # ready "A nil value should be interpreted as true", serving "A nil value should be interpreted
+    # as true" (it no longer defers to ready), terminating "... as false".
     @property
     def effective_ready(self) -> bool:
         return True if self.ready is None else self.ready
 
     @property
     def effective_serving(self) -> bool:
-        return self.effective_ready if self.serving is None else self.serving
+        return True if self.serving is None else self.serving
 
     @property
     def effective_terminating(self) -> bool:

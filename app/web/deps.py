@@ -8,6 +8,8 @@ from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings
+from app.kube.cache import ServiceCache
+from app.lifespan import AppState
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -22,3 +24,17 @@ def get_templates(request: Request) -> Jinja2Templates:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
+
+
+# -- shared state (added by H3 for the read path)
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.svc
+    return state
+
+
+def get_cache(request: Request) -> ServiceCache:
+    return get_state(request).cache
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+CacheDep = Annotated[ServiceCache, Depends(get_cache)]

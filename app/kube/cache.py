@@ -1,0 +1,509 @@
+"""In-memory store of Services, EndpointSlices and Pods (pure, synchronous).
+
+The watchers (``app.kube.watch``) are the only writers; pages, the JSON API, SSE streams and the
+probe engine read. Nothing here does I/O, so a page view never calls the Kubernetes API.
+
+Every mutation bumps :attr:`ServiceCache.version` and calls the subscribers with a
+:class:`Change` (the event hub turns that into SSE pushes). Indexes keep the reads fast with
+thousands of Services: slices by Service, pods by namespace + label, pods by IP, a lower-case
+search text per Service, cached endpoint counts and a cached name order.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.domain import EndpointSlice, ObjectKey, Pod, PodKey, Service, ServiceKey, ServiceType
+
+log = logging.getLogger(__name__)
+
+ALL_NAMESPACES = ""  # the scope of a cluster-wide watch
+
+
+class Kind(enum.StrEnum):
+    SERVICES = "services"
+    ENDPOINTSLICES = "endpointslices"
+    PODS = "pods"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One mutation of the cache. ``key`` is None when a whole scope was replaced (re-list)."""
+
+    version: int
+    kind: Kind
+    namespace: str  # "" for a cluster-wide replace
+    key: ObjectKey | None = None
+    service: ServiceKey | None = None  # the Service a slice belongs to, when known
+
+
+@dataclass(slots=True)
+class ScopeStatus:
+    """Sync state of one (resource, namespace scope) watch."""
+
+    synced: bool = False
+    problem: str | None = None  # shown to the user, e.g. RBAC Forbidden
+    forbidden: bool = False
+    relists: int = 0
+
+    @property
+    def settled(self) -> bool:
+        """Listed once, or known to be unlistable (Forbidden): nothing more to wait for."""
+        return self.synced or self.forbidden
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: Kind
+    scope: str
+    message: str
+
+
+class SortField(enum.StrEnum):
+    NAME = "name"
+    NAMESPACE = "namespace"
+    TYPE = "type"
+    CLUSTER_IP = "ip"
+    ENDPOINTS = "endpoints"
+    AGE = "age"
+
+
+class TypeFilter(enum.StrEnum):
+    """What the list's type filter offers. ``ClusterIP`` includes headless Services."""
+
+    CLUSTER_IP = "ClusterIP"
+    HEADLESS = "Headless"
+    NODE_PORT = "NodePort"
+    LOAD_BALANCER = "LoadBalancer"
+    EXTERNAL_NAME = "ExternalName"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceQuery:
+    namespace: str | None = None
+    search: str = ""
+    types: frozenset[TypeFilter] = frozenset()  # empty: every type
+    sort: SortField = SortField.NAME
+    descending: bool = False
+    page: int = 1
+    page_size: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointCounts:
+    ready: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    services: list[Service]
+    total: int  # matching the filters, before pagination
+    page: int
+    pages: int
+
+
+Subscriber = Callable[[Change], None]
+
+
+def _matches_type(svc: Service, types: frozenset[TypeFilter]) -> bool:
+    if not types:
+        return True
+    if svc.type is ServiceType.CLUSTER_IP:
+        return TypeFilter.CLUSTER_IP in types or (svc.headless and TypeFilter.HEADLESS in types)
+    return TypeFilter(svc.type.value) in types
+
+
+def _ip_sort_key(svc: Service) -> tuple[int, int]:
+    try:
+        ip = ipaddress.ip_address(svc.cluster_ip or "")
+    except ValueError:
+        return (9, 0)  # headless / ExternalName last
+    return (ip.version, int(ip))
+
+
+@dataclass(slots=True)
+class _Indexes:
+    slices_by_service: dict[ServiceKey, set[ObjectKey]] = field(default_factory=dict)
+    pods_by_label: dict[tuple[str, str, str], set[PodKey]] = field(default_factory=dict)
+    pods_by_ns: dict[str, set[PodKey]] = field(default_factory=dict)
+    pods_by_ip: dict[str, PodKey] = field(default_factory=dict)
+
+
+class ServiceCache:
+    """The store. ``scopes`` lists the namespaces watched (``[""]`` = all namespaces)."""
+
+    def __init__(self, scopes: Sequence[str] = (ALL_NAMESPACES,)) -> None:
+        self.scopes: tuple[str, ...] = tuple(scopes) or (ALL_NAMESPACES,)
+        self.version = 0
+        self._services: dict[ServiceKey, Service] = {}
+        self._raw_services: dict[ServiceKey, Mapping[str, Any]] = {}
+        self._slices: dict[ObjectKey, EndpointSlice] = {}
+        self._pods: dict[PodKey, Pod] = {}
+        self._ix = _Indexes()
+        self._search_text: dict[ServiceKey, str] = {}
+        self._counts: dict[ServiceKey, EndpointCounts] = {}
+        self._sorted: list[ServiceKey] | None = None
+        self._ns_objects: Counter[str] = Counter()
+        self._status: dict[tuple[Kind, str], ScopeStatus] = {
+            (kind, scope): ScopeStatus() for kind in Kind for scope in self.scopes
+        }
+        self._subscribers: list[Subscriber] = []
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(change)`` after every mutation; returns the unsubscribe function."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _emit(
+        self, kind: Kind, namespace: str, key: ObjectKey | None = None, service: ServiceKey | None = None
+    ) -> None:
+        self.version += 1
+        change = Change(self.version, kind, namespace, key, service)
+        for callback in tuple(self._subscribers):
+            try:
+                callback(change)
+            except Exception:  # a broken subscriber must not break the watch
+                log.exception("cache subscriber failed")
+
+    # -- sync state ----------------------------------------------------------------------------
+
+    def status(self, kind: Kind, scope: str) -> ScopeStatus:
+        return self._status.setdefault((kind, scope), ScopeStatus())
+
+    def mark_synced(self, kind: Kind, scope: str) -> None:
+        st = self.status(kind, scope)
+        st.synced, st.problem, st.forbidden = True, None, False
+        self._emit(kind, scope)
+
+    def set_problem(self, kind: Kind, scope: str, message: str | None, *, forbidden: bool = False) -> None:
+        st = self.status(kind, scope)
+        if (st.problem, st.forbidden) == (message, forbidden):
+            return
+        st.problem, st.forbidden = message, forbidden
+        self._emit(kind, scope)
+
+    @property
+    def synced(self) -> bool:
+        """Every watched (resource, scope) has listed once or is known to be Forbidden."""
+        return all(st.settled for st in self._status.values())
+
+    def problems(self) -> list[Problem]:
+        return [
+            Problem(kind, scope, st.problem)
+            for (kind, scope), st in sorted(self._status.items())
+            if st.problem is not None
+        ]
+
+    def sync_state(self) -> dict[str, dict[str, bool]]:
+        return {
+            kind.value: {scope or "*": self.status(kind, scope).synced for scope in self.scopes}
+            for kind in Kind
+        }
+
+    # -- writes: services ----------------------------------------------------------------------
+
+    def upsert_service(self, svc: Service, raw: Mapping[str, Any] | None = None) -> None:
+        self._put_service(svc, raw)
+        self._emit(Kind.SERVICES, svc.key.namespace, svc.key, svc.key)
+
+    def delete_service(self, key: ServiceKey) -> None:
+        if self._drop_service(key):
+            self._emit(Kind.SERVICES, key.namespace, key, key)
+
+    def _put_service(self, svc: Service, raw: Mapping[str, Any] | None) -> None:
+        key = svc.key
+        if key not in self._services:
+            self._sorted = None
+            self._ns_objects[key.namespace] += 1
+        self._services[key] = svc
+        if raw is not None:
+            self._raw_services[key] = raw
+        parts = [key.name, key.namespace, svc.cluster_ip or "", *svc.cluster_ips, svc.external_name or ""]
+        parts.extend(f"{k}={v}" for k, v in svc.labels.items())
+        self._search_text[key] = "\n".join(parts).lower()
+
+    def _drop_service(self, key: ServiceKey) -> bool:
+        if self._services.pop(key, None) is None:
+            return False
+        self._raw_services.pop(key, None)
+        self._search_text.pop(key, None)
+        self._sorted = None
+        self._dec_ns(key.namespace)
+        return True
+
+    # -- writes: endpoint slices ---------------------------------------------------------------
+
+    def upsert_slice(self, es: EndpointSlice) -> None:
+        old = self._slices.get(es.key)
+        self._put_slice(es)
+        svc = self._slice_service(es)
+        if old is not None and (old_svc := self._slice_service(old)) != svc and old_svc is not None:
+            self._emit(Kind.ENDPOINTSLICES, es.key.namespace, es.key, old_svc)
+        self._emit(Kind.ENDPOINTSLICES, es.key.namespace, es.key, svc)
+
+    def delete_slice(self, key: ObjectKey) -> None:
+        old = self._slices.get(key)
+        if old is not None and self._drop_slice(key):
+            self._emit(Kind.ENDPOINTSLICES, key.namespace, key, self._slice_service(old))
+
+    @staticmethod
+    def _slice_service(es: EndpointSlice) -> ServiceKey | None:
+        return ServiceKey(es.key.namespace, es.service_name) if es.service_name else None
+
+    def _put_slice(self, es: EndpointSlice) -> None:
+        old = self._slices.get(es.key)
+        if old is not None:
+            self._unindex_slice(old)
+        else:
+            self._ns_objects[es.key.namespace] += 1
+        self._slices[es.key] = es
+        if (svc := self._slice_service(es)) is not None:
+            self._ix.slices_by_service.setdefault(svc, set()).add(es.key)
+            self._counts.pop(svc, None)
+
+    def _unindex_slice(self, es: EndpointSlice) -> None:
+        if (svc := self._slice_service(es)) is not None:
+            keys = self._ix.slices_by_service.get(svc)
+            if keys is not None:
+                keys.discard(es.key)
+                if not keys:
+                    del self._ix.slices_by_service[svc]
+            self._counts.pop(svc, None)
+
+    def _drop_slice(self, key: ObjectKey) -> bool:
+        old = self._slices.pop(key, None)
+        if old is None:
+            return False
+        self._unindex_slice(old)
+        self._dec_ns(key.namespace)
+        return True
+
+    # -- writes: pods --------------------------------------------------------------------------
+
+    def upsert_pod(self, pod: Pod) -> None:
+        self._put_pod(pod)
+        self._emit(Kind.PODS, pod.key.namespace, pod.key)
+
+    def delete_pod(self, key: PodKey) -> None:
+        if self._drop_pod(key):
+            self._emit(Kind.PODS, key.namespace, key)
+
+    def _put_pod(self, pod: Pod) -> None:
+        old = self._pods.get(pod.key)
+        if old is not None:
+            self._unindex_pod(old)
+        else:
+            self._ns_objects[pod.key.namespace] += 1
+        self._pods[pod.key] = pod
+        ns = pod.key.namespace
+        self._ix.pods_by_ns.setdefault(ns, set()).add(pod.key)
+        for k, v in pod.labels.items():
+            self._ix.pods_by_label.setdefault((ns, k, v), set()).add(pod.key)
+        for ip in pod.pod_ips or ((pod.pod_ip,) if pod.pod_ip else ()):
+            self._ix.pods_by_ip[ip] = pod.key
+
+    def _unindex_pod(self, pod: Pod) -> None:
+        ns = pod.key.namespace
+        if (keys := self._ix.pods_by_ns.get(ns)) is not None:
+            keys.discard(pod.key)
+            if not keys:
+                del self._ix.pods_by_ns[ns]
+        for k, v in pod.labels.items():
+            if (keys := self._ix.pods_by_label.get((ns, k, v))) is not None:
+                keys.discard(pod.key)
+                if not keys:
+                    del self._ix.pods_by_label[(ns, k, v)]
+        for ip in pod.pod_ips or ((pod.pod_ip,) if pod.pod_ip else ()):
+            if self._ix.pods_by_ip.get(ip) == pod.key:
+                del self._ix.pods_by_ip[ip]
+
+    def _drop_pod(self, key: PodKey) -> bool:
+        old = self._pods.pop(key, None)
+        if old is None:
+            return False
+        self._unindex_pod(old)
+        self._dec_ns(key.namespace)
+        return True
+
+    def _dec_ns(self, namespace: str) -> None:
+        self._ns_objects[namespace] -= 1
+        if self._ns_objects[namespace] <= 0:
+            del self._ns_objects[namespace]
+
+    # -- writes: re-list -----------------------------------------------------------------------
+
+    def replace(self, kind: Kind, scope: str, objects: Iterable[Any]) -> None:
+        """Atomically replace everything of ``kind`` in ``scope`` ("" = all namespaces) after a list.
+
+        ``objects`` are domain objects, or ``(Service, raw)`` pairs for Services. Readers never see a
+        half-replaced store: this runs without yielding to the event loop.
+        """
+
+        def in_scope(key: ObjectKey) -> bool:
+            return scope == ALL_NAMESPACES or key.namespace == scope
+
+        if kind is Kind.SERVICES:
+            for key in [k for k in self._services if in_scope(k)]:
+                self._drop_service(key)
+            for item in objects:
+                svc, raw = item if isinstance(item, tuple) else (item, None)
+                self._put_service(svc, raw)
+        elif kind is Kind.ENDPOINTSLICES:
+            for key in [k for k in self._slices if in_scope(k)]:
+                self._drop_slice(key)
+            for es in objects:
+                self._put_slice(es)
+        else:
+            for key in [k for k in self._pods if in_scope(k)]:
+                self._drop_pod(key)
+            for pod in objects:
+                self._put_pod(pod)
+        self.status(kind, scope).relists += 1
+        self._emit(kind, scope)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def service(self, key: ServiceKey) -> Service | None:
+        return self._services.get(key)
+
+    def raw_service(self, key: ServiceKey) -> Mapping[str, Any] | None:
+        return self._raw_services.get(key)
+
+    def services(self) -> list[Service]:
+        return [self._services[k] for k in self._sorted_keys()]
+
+    def slice(self, key: ObjectKey) -> EndpointSlice | None:
+        return self._slices.get(key)
+
+    def slices_for(self, key: ServiceKey) -> list[EndpointSlice]:
+        """The EndpointSlices labelled ``kubernetes.io/service-name=<name>`` in the Service's namespace."""
+        return [self._slices[k] for k in sorted(self._ix.slices_by_service.get(key, ()))]
+
+    def pod(self, key: PodKey) -> Pod | None:
+        return self._pods.get(key)
+
+    def pod_by_ip(self, ip: str) -> Pod | None:
+        key = self._ix.pods_by_ip.get(ip)
+        return self._pods.get(key) if key is not None else None
+
+    def pods_matching(self, namespace: str, selector: Mapping[str, str]) -> list[Pod]:
+        """Pods in ``namespace`` whose labels contain every ``selector`` pair (empty selector: none)."""
+        if not selector:
+            return []
+        sets = []
+        for k, v in selector.items():
+            keys = self._ix.pods_by_label.get((namespace, k, v))
+            if not keys:
+                return []
+            sets.append(keys)
+        sets.sort(key=len)
+        found = set(sets[0]).intersection(*sets[1:])
+        return [self._pods[k] for k in sorted(found)]
+
+    def pods_for_service(self, key: ServiceKey) -> list[Pod]:
+        """The pods behind a Service: slice targetRefs first, the selector as fallback."""
+        found: dict[PodKey, Pod] = {}
+        for es in self.slices_for(key):
+            for ep in es.endpoints:
+                ref = ep.target_ref
+                if ref is not None and ref.kind == "Pod":
+                    pod = self._pods.get(PodKey(ref.namespace or key.namespace, ref.name))
+                    if pod is not None:
+                        found[pod.key] = pod
+        svc = self._services.get(key)
+        if svc is not None and svc.selector:
+            for pod in self.pods_matching(key.namespace, svc.selector):
+                found.setdefault(pod.key, pod)
+        return [found[k] for k in sorted(found)]
+
+    def endpoint_counts(self, key: ServiceKey) -> EndpointCounts:
+        """Ready and total endpoints over all slices (an endpoint seen in two families counts once)."""
+        cached = self._counts.get(key)
+        if cached is not None:
+            return cached
+        seen: dict[object, bool] = {}
+        for es in self.slices_for(key):
+            for ep in es.endpoints:
+                ref = ep.target_ref
+                ident: object = (ref.kind, ref.namespace, ref.name) if ref else ep.addresses
+                ready = ep.conditions.effective_ready
+                seen[ident] = seen.get(ident, False) or ready
+        counts = EndpointCounts(ready=sum(seen.values()), total=len(seen))
+        self._counts[key] = counts
+        return counts
+
+    def namespaces(self) -> list[str]:
+        """Namespaces with at least one cached object, plus the configured scopes."""
+        names = set(self._ns_objects) | {s for s in self.scopes if s}
+        return sorted(names)
+
+    def knows_namespace(self, namespace: str) -> bool:
+        return namespace in self._ns_objects or namespace in self.scopes
+
+    def sizes(self) -> dict[Kind, int]:
+        return {
+            Kind.SERVICES: len(self._services),
+            Kind.ENDPOINTSLICES: len(self._slices),
+            Kind.PODS: len(self._pods),
+        }
+
+    def endpoint_total(self) -> int:
+        return sum(len(es.endpoints) for es in self._slices.values())
+
+    def _sorted_keys(self) -> list[ServiceKey]:
+        if self._sorted is None:
+            self._sorted = sorted(self._services)
+        return self._sorted
+
+    def _sort_key(self, sort: SortField) -> Callable[[Service], Any]:
+        def endpoints(s: Service) -> tuple[int, int]:
+            counts = self.endpoint_counts(s.key)
+            return (counts.ready, counts.total)
+
+        def age(s: Service) -> float:  # ascending age = newest first; unknown creation last
+            return -s.created.timestamp() if s.created else float("inf")
+
+        keys: dict[SortField, Callable[[Service], Any]] = {
+            SortField.NAME: lambda s: (s.key.name, s.key.namespace),
+            SortField.NAMESPACE: lambda s: (s.key.namespace, s.key.name),
+            SortField.TYPE: lambda s: (s.type.value, not s.headless, s.key),
+            SortField.CLUSTER_IP: _ip_sort_key,
+            SortField.ENDPOINTS: endpoints,
+            SortField.AGE: age,
+        }
+        return keys[sort]
+
+    def query(self, q: ServiceQuery) -> QueryResult:
+        """Filter, search, sort and paginate the Services (search: name, namespace, label, IP)."""
+        needle = q.search.strip().lower()
+        terms = needle.split()
+        keys = self._sorted_keys()
+        if q.namespace:
+            keys = [k for k in keys if k.namespace == q.namespace]
+        if terms:
+            text = self._search_text
+            keys = [k for k in keys if all(t in text[k] for t in terms)]
+        services = [self._services[k] for k in keys]
+        if q.types:
+            services = [s for s in services if _matches_type(s, q.types)]
+        services.sort(key=self._sort_key(q.sort), reverse=q.descending)
+        total = len(services)
+        size = max(1, q.page_size)
+        pages = max(1, -(-total // size))
+        page = min(max(1, q.page), pages)
+        start = (page - 1) * size
+        return QueryResult(services=services[start : start + size], total=total, page=page, pages=pages)

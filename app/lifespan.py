@@ -1,0 +1,123 @@
+"""Lifespan: builds the Kubernetes client and watchers, wires cache -> hub; tears it all down.
+
+The cache, hub and metrics registry exist from ``create_app`` on (typed, in ``app.state.svc``), so
+tests can use a pre-filled cache with ``start_watchers=False`` and no cluster. The watchers only
+start inside the lifespan, and teardown closes the hub first (SSE streams end), then cancels and
+awaits every task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Gauge
+
+from app.config import Settings
+from app.hub import EventHub
+from app.kube.cache import Kind, ServiceCache
+from app.kube.client import ApiSource, create_api_client
+from app.kube.metrics import CacheCollector, WatchMetrics
+from app.kube.watch import EventSource, WatchConfig, Watcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    """Everything the running app shares (``request.app.state.svc``)."""
+
+    settings: Settings
+    cache: ServiceCache
+    hub: EventHub
+    registry: CollectorRegistry
+    watch_metrics: WatchMetrics
+    start_watchers: bool = True
+    # Test seam: an EventSource to use instead of the real apiserver client.
+    source: EventSource | None = None
+    watchers: list[Watcher] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+    # -- H4 (probes): the probe runner is stored here by the lifespan (see the marked spot below).
+    probe_runner: Any = None
+
+
+def build_state(
+    settings: Settings,
+    *,
+    cache: ServiceCache | None = None,
+    start_watchers: bool = True,
+    source: EventSource | None = None,
+) -> AppState:
+    cache = cache if cache is not None else ServiceCache(settings.namespaces or [""])
+    hub = EventHub(coalesce_s=settings.sse_coalesce_s)
+    cache.subscribe(hub.publish)
+    registry = CollectorRegistry()
+    registry.register(CacheCollector(cache))
+    sse = Gauge("svcscope_sse_clients", "Open Server-Sent Event streams", registry=registry)
+    sse.set_function(lambda: hub.subscriber_count)
+    return AppState(
+        settings=settings,
+        cache=cache,
+        hub=hub,
+        registry=registry,
+        watch_metrics=WatchMetrics(registry),
+        start_watchers=start_watchers,
+        source=source,
+    )
+
+
+async def start_watchers(state: AppState) -> None:
+    settings = state.settings
+    source = state.source
+    if source is None:
+        api = await create_api_client(
+            kubeconfig=settings.kubeconfig, in_cluster=settings.kubernetes_service_host is not None
+        )
+        state.closers.append(api.close)
+        source = ApiSource(api)
+    config = WatchConfig(
+        timeout_s=settings.watch_timeout_s,
+        inactivity_s=settings.watch_inactivity_s,
+        backoff_max_s=settings.watch_backoff_max_s,
+    )
+    for kind in Kind:
+        for scope in state.cache.scopes:
+            watcher = Watcher(source, state.cache, kind, scope, config=config, metrics=state.watch_metrics)
+            state.watchers.append(watcher)
+            state.tasks.append(asyncio.create_task(watcher.run(), name=watcher.name))
+
+
+async def stop(state: AppState) -> None:
+    state.hub.close()
+    for task in state.tasks:
+        task.cancel()
+    results = await asyncio.gather(*state.tasks, return_exceptions=True)
+    for task, result in zip(state.tasks, results, strict=True):
+        if isinstance(result, Exception):
+            log.error("task %s ended with %r", task.get_name(), result)
+    state.tasks.clear()
+    for close in reversed(state.closers):
+        with contextlib.suppress(Exception):
+            outcome = close()
+            if asyncio.iscoroutine(outcome):
+                await outcome
+    state.closers.clear()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: AppState = app.state.svc
+    try:
+        if state.start_watchers:
+            await start_watchers(state)
+        # -- H4 (probes): start the probe runner here, store it in state.probe_runner, and add
+        #    its task(s) to state.tasks / its close to state.closers so stop() tears it down.
+        yield
+    finally:
+        await stop(state)

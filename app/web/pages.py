@@ -1,0 +1,115 @@
+"""Full HTML pages: the Services list (``/``) and a Service's detail (``/services/{ns}/{name}``).
+
+Every URL works as a full page (reload, no JavaScript); an htmx request gets only the fragment.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse
+
+from app.domain import ObjectKey
+from app.kube.cache import ServiceCache, ServiceQuery, SortField, TypeFilter
+from app.kube.views import service_detail, service_list
+from app.web import partials
+from app.web.deps import CacheDep, SettingsDep, TemplatesDep
+from app.web.render import page, wants_fragment
+
+router = APIRouter()
+
+# DNS-1123 label (namespace) and Service name rules: anything else is a 422, not a lookup.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+NamespacePath = Annotated[str, Path(min_length=1, max_length=63, pattern=NAME_PATTERN)]
+NamePath = Annotated[str, Path(min_length=1, max_length=63, pattern=NAME_PATTERN)]
+
+
+def list_query(
+    settings: SettingsDep,
+    namespace: Annotated[
+        str | None, Query(max_length=63, pattern=r"^$|" + NAME_PATTERN, description="only this namespace")
+    ] = None,
+    q: Annotated[str, Query(max_length=200, description="search: name, namespace, label k=v, IP")] = "",
+    type: Annotated[
+        list[TypeFilter] | None, Query(description="Service types to show (ClusterIP includes headless)")
+    ] = None,
+    sort: Annotated[SortField, Query()] = SortField.NAME,
+    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    size: Annotated[int | None, Query(ge=1, le=500, description="rows per page")] = None,
+) -> ServiceQuery:
+    return ServiceQuery(
+        namespace=namespace or None,
+        search=q,
+        types=frozenset(type or ()),
+        sort=sort,
+        descending=order == "desc",
+        page=page,
+        page_size=size or settings.page_size,
+    )
+
+
+ListQuery = Annotated[ServiceQuery, Depends(list_query)]
+
+
+def require_namespace(cache: ServiceCache, namespace: str | None) -> None:
+    if namespace and not cache.knows_namespace(namespace):
+        raise HTTPException(
+            404,
+            f"Namespace {namespace!r} is unknown: no Service, EndpointSlice or Pod has been seen in it "
+            "(it does not exist, is empty, or is outside the namespaces svcscope watches).",
+        )
+
+
+def require_service(cache: ServiceCache, namespace: str, name: str) -> None:
+    if cache.service(ObjectKey(namespace, name)) is None:
+        where = "" if cache.knows_namespace(namespace) else " (and the namespace is unknown)"
+        raise HTTPException(404, f"Service {namespace}/{name} not found{where}.")
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def services_page(
+    request: Request,
+    cache: CacheDep,
+    settings: SettingsDep,
+    templates: TemplatesDep,
+    query: ListQuery,
+) -> HTMLResponse:
+    require_namespace(cache, query.namespace)
+    listing = service_list(cache, query)
+    if wants_fragment(request):
+        return HTMLResponse(partials.list_block(templates, listing, settings.page_size))
+    return page(
+        request,
+        "pages/services.html",
+        listing=listing,
+        list_html=partials.list_block(templates, listing, settings.page_size),
+        types=list(TypeFilter),
+        sorts=list(SortField),
+    )
+
+
+@router.get("/services/{namespace}/{name}", response_class=HTMLResponse, include_in_schema=False)
+async def service_page(
+    request: Request,
+    namespace: NamespacePath,
+    name: NamePath,
+    cache: CacheDep,
+    settings: SettingsDep,
+    templates: TemplatesDep,
+) -> HTMLResponse:
+    require_service(cache, namespace, name)
+    detail = service_detail(cache, ObjectKey(namespace, name), cluster_domain=settings.cluster_domain)
+    body = partials.detail_body(templates, detail, namespace, name)
+    if wants_fragment(request):
+        return HTMLResponse(body)
+    return page(
+        request,
+        "pages/service.html",
+        d=detail,
+        namespace=namespace,
+        name=name,
+        detail_html=body,
+        yaml_html=partials.detail_yaml(detail),
+    )

@@ -1,0 +1,27 @@
+"""Rendering helpers shared by pages, partials and streams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from app.web.security import make_csrf_token
+
+
+def wants_fragment(request: Request) -> bool:
+    """An htmx request that swaps a part of the page (a boosted request wants the whole page)."""
+    return request.headers.get("hx-request") == "true" and request.headers.get("hx-boosted") != "true"
+
+
+def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    templates: Jinja2Templates = request.app.state.templates
+    context.setdefault("csrf_token", make_csrf_token(request.app.state.settings.csrf_secret))
+    return templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def fragment(templates: Jinja2Templates, template: str, **context: Any) -> str:
+    """A partial rendered to a string (for htmx responses and SSE events)."""
+    return templates.get_template(template).render(**context)
