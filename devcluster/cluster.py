@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -21,7 +22,6 @@ from devcluster.sh import CommandError, run
 MANIFESTS_DIR = Path(__file__).with_name("manifests")
 BIN_DIR_RECORD = paths.STATE_DIR / "bin-dir"
 TIMINGS_FILE = paths.STATE_DIR / "up-timings.json"
-COREDNS_IMAGE_DEFAULT = "localhost/coredns:dev"
 
 # Start order. The control plane comes first; kubelet and kube-proxy once the apiserver answers.
 CONTROL_PLANE = ("etcd", "containerd", "kube-apiserver")
@@ -67,18 +67,38 @@ def bin_dir() -> Path:
     return ensure_installed()
 
 
-def import_images() -> None:
+def coredns_image() -> str:
+    from devcluster import install
+
+    return f"localhost/coredns:{install.COREDNS_VERSION}"
+
+
+def coredns_tarball(binaries: Path) -> Path:
+    """A one-file image of the static CoreDNS binary, written like H1's pause image (cached by its digest)."""
     from devcluster import images
 
-    images.import_all()
+    binary = (binaries / "coredns").read_bytes()
+    target = images.IMAGE_CACHE / f"coredns-{hashlib.sha256(binary).hexdigest()[:16]}.tar"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        images.write_docker_archive(tmp, coredns_image(), {"coredns": (binary, 0o755)}, ["/coredns"])
+        tmp.replace(target)
+    return target
 
 
-def coredns_image() -> str:
-    with contextlib.suppress(ImportError):
-        from devcluster import images
+def import_images(binaries: Path) -> None:
+    """Import what the node runs: pause (sandboxes), CoreDNS, and the tests' echo backend.
 
-        return str(getattr(images, "COREDNS_IMAGE", COREDNS_IMAGE_DEFAULT))
-    return COREDNS_IMAGE_DEFAULT
+    The Python base is not imported: only buildah needs it, and importing it would slow down every `up`."""
+    from devcluster import images
+
+    wanted = {
+        images.PAUSE_IMAGE: images.build_pause(),
+        coredns_image(): coredns_tarball(binaries),
+        images.ECHO_IMAGE: images.build_echo(),
+    }
+    images.import_all(images=wanted)
 
 
 # -- up
@@ -160,7 +180,7 @@ def _up(binaries: Path) -> dict[str, float]:
                 blame="containerd",
                 watch=started,
             )
-        images_done = pool.submit(import_images)  # in parallel with the apiserver's start
+        images_done = pool.submit(import_images, binaries)  # in parallel with the apiserver's start
         with node.timed("apiserver-ready", t):
             node.wait_for(
                 "apiserver /readyz", kubeapi.readyz, timeout=60, blame="kube-apiserver", watch=started
