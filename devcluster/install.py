@@ -63,6 +63,7 @@ APT_PACKAGES = (
     "kmod",
     "socat",
     "ca-certificates",
+    "chromium",  # tests/e2e/test_browser.py (issue 5): Debian's Chromium, driven by Playwright; no download
 )
 # Debian would start these on the host; the devcluster runs its own copies inside the node namespace.
 HOST_SERVICES = ("containerd", "etcd")
