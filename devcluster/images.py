@@ -276,7 +276,10 @@ def build_base(*, log: Log = _log) -> Path:
         rootfs = Path(work) / "rootfs"
         _run(
             "debootstrap",
-            ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+            # A private mount namespace: the /proc and /sys that debootstrap mounts into the chroot
+            # vanish with it, even when debootstrap fails half-way, and never show on the host.
+            ["unshare", "--mount", "--propagation", "private",
+             "debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
              DEBIAN_SUITE, str(rootfs), mirror],
         )  # fmt: skip
         _trim_rootfs(rootfs)
@@ -402,7 +405,7 @@ def build_dockerfile(
     build_flags = [f"--build-arg={k}={v}" for k, v in sorted(args.items())]
     _buildah(
         f"buildah build {tag}",
-        "build", "--pull=false", "--layers=false", "--isolation=chroot",
+        "build", "--pull=never", "--layers=false", "--isolation=chroot",
         "-f", str(dockerfile), "-t", tag, *build_flags, str(context),
     )  # fmt: skip
     _push(tag, target)
