@@ -24,6 +24,7 @@ from app.kube.cache import Kind, ServiceCache
 from app.kube.client import ApiSource, create_api_client
 from app.kube.metrics import CacheCollector, WatchMetrics
 from app.kube.watch import EventSource, WatchConfig, Watcher
+from app.probe.engine import ProbeRunner, limits_from
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         if state.start_watchers:
             await start_watchers(state)
-        # -- H4 (probes): start the probe runner here, store it in state.probe_runner, and add
-        #    its task(s) to state.tasks / its close to state.closers so stop() tears it down.
+        # -- H4 (probes): the runner probes from this process; stop() cancels its runs.
+        state.probe_runner = ProbeRunner(state.cache, limits_from(state.settings))
+        state.closers.append(state.probe_runner.aclose)
         yield
     finally:
         await stop(state)

@@ -143,9 +143,7 @@ def web_view(n: int = 3, **service_kw: object) -> FakeView:
             ports=(ServicePort("https", 443, 6443),),
         )
     )
-    view.set_endpoints(
-        ObjectKey("default", "kubernetes"), [], [EndpointPort("https", 6443)], watched=False
-    )
+    view.set_endpoints(ObjectKey("default", "kubernetes"), [], [EndpointPort("https", 6443)], watched=False)
     view.slices[ObjectKey("default", "kubernetes")] = [
         EndpointSlice(
             key=ObjectKey("default", "kubernetes"),
@@ -156,7 +154,9 @@ def web_view(n: int = 3, **service_kw: object) -> FakeView:
         )
     ]
     view.add_service(make_service(**service_kw))  # type: ignore[arg-type]
-    view.set_endpoints(ObjectKey(NS, "web"), [(f"web-{i}", f"198.18.0.{10 + i}") for i in range(n)], [HTTP_PORT])
+    view.set_endpoints(
+        ObjectKey(NS, "web"), [(f"web-{i}", f"198.18.0.{10 + i}") for i in range(n)], [HTTP_PORT]
+    )
     return view
 
 
@@ -189,12 +189,7 @@ class L4Balancer:
         self._tasks.add(task)
         self.connections += 1
         port = self.backends[next(self._next)]
-        try:
-            up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            writer.close()
-            self._tasks.discard(task)
-            return
+        up_w: asyncio.StreamWriter | None = None
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError):
@@ -205,6 +200,12 @@ class L4Balancer:
                 dst.close()
 
         try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
             await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        except OSError:
+            pass
         finally:
             self._tasks.discard(task)
+            for w in (writer, up_w):
+                if w is not None:
+                    w.close()

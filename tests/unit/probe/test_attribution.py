@@ -29,7 +29,9 @@ WHOAMI = (
     "Hostname: web-10\nIP: 127.0.0.1\nIP: ::1\nIP: 10.1.0.11\nRemoteAddr: 198.18.0.3:51234\n"
     "GET / HTTP/1.1\nHost: 198.19.0.50\nUser-Agent: svcscope-probe/0.1\n"
 )
-JMALLOC = "Request served by web-1\n\nGET / HTTP/1.1\n\nHost: 198.19.0.50:80\nUser-Agent: svcscope-probe/0.1\n"
+JMALLOC = (
+    "Request served by web-1\n\nGET / HTTP/1.1\n\nHost: 198.19.0.50:80\nUser-Agent: svcscope-probe/0.1\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -101,7 +103,8 @@ def test_rule_naming_unknown_pod_is_not_attributed() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "header", "header:", "header:bad name", "regex:(", "json:a..b", "xpath://x", "regex:" + "a" * 300]
+    "text",
+    ["", "header", "header:", "header:bad name", "regex:(", "json:a..b", "xpath://x", "regex:" + "a" * 300],
 )
 def test_bad_rules(text: str) -> None:
     with pytest.raises(RuleError):

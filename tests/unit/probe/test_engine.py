@@ -60,7 +60,10 @@ async def make_cluster(n: int, mode: Mode = "normal", **service_kw: object) -> A
             echoes.append(echo)
         http_lb = await stack.enter_async_context(L4Balancer([e.http_port for e in echoes]))
         tcp_lb = await stack.enter_async_context(L4Balancer([e.tcp_port for e in echoes]))
-        routes = {("198.19.0.50", 80): ("127.0.0.1", http_lb.port), ("198.19.0.50", 9000): ("127.0.0.1", tcp_lb.port)}
+        routes = {
+            ("198.19.0.50", 80): ("127.0.0.1", http_lb.port),
+            ("198.19.0.50", 9000): ("127.0.0.1", tcp_lb.port),
+        }
         if echoes:
             routes[("198.19.0.50", 9001)] = ("127.0.0.1", echoes[0].udp_port)
         for i, e in enumerate(echoes):
@@ -85,7 +88,13 @@ async def finished(run: Run) -> Run:
 
 
 def spec(**kw: object) -> ProbeSpec:
-    base: dict[str, object] = {"namespace": NS, "service": "web", "port": "http", "count": 60, "concurrency": 4}
+    base: dict[str, object] = {
+        "namespace": NS,
+        "service": "web",
+        "port": "http",
+        "count": 60,
+        "concurrency": 4,
+    }
     base.update(kw)
     return ProbeSpec(**base)  # type: ignore[arg-type]
 
@@ -121,7 +130,9 @@ async def test_head_and_path(cluster: Cluster) -> None:
 @pytest.mark.parametrize("reuse", [False, True])
 async def test_tcp_banner(cluster: Cluster, reuse: bool) -> None:
     run = await finished(
-        cluster.runner().start(spec(port="tcp", protocol=ProbeProtocol.TCP, count=9, concurrency=3, reuse=reuse))
+        cluster.runner().start(
+            spec(port="tcp", protocol=ProbeProtocol.TCP, count=9, concurrency=3, reuse=reuse)
+        )
     )
     s = run.summary()
     assert s.attributed == 9

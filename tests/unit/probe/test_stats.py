@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pytest
 
@@ -60,7 +61,12 @@ def test_chi_square_uniform() -> None:
 
 @pytest.mark.parametrize(
     ("values", "q", "expected"),
-    [([], 0.5, None), ([5.0], 0.95, 5.0), ([1, 2, 3, 4], 0.5, 2), ([float(i) for i in range(1, 101)], 0.95, 95.0)],
+    [
+        ([], 0.5, None),
+        ([5.0], 0.95, 5.0),
+        ([1, 2, 3, 4], 0.5, 2),
+        ([float(i) for i in range(1, 101)], 0.95, 95.0),
+    ],
 )
 def test_quantile(values: list[float], q: float, expected: float | None) -> None:
     assert quantile(values, q) == expected
@@ -82,8 +88,10 @@ def shape(**kw: object) -> RunShape:
     return RunShape(**base)  # type: ignore[arg-type]
 
 
-def outcomes(pods: list[str | None], error: str | None = None) -> list[Outcome]:
-    return [Outcome(i + 1, p, error if p is None and error else None, 1.0 + i % 10) for i, p in enumerate(pods)]
+def outcomes(pods: Sequence[str | None], error: str | None = None) -> list[Outcome]:
+    return [
+        Outcome(i + 1, p, error if p is None and error else None, 1.0 + i % 10) for i, p in enumerate(pods)
+    ]
 
 
 def test_uniform_spread() -> None:
@@ -103,7 +111,9 @@ def test_skewed_spread_rejected() -> None:
 
 
 def test_client_ip_affinity_verdict() -> None:
-    s = summarize(outcomes(["web-1"] * 200), shape(session_affinity="ClientIP", affinity_timeout_s=10800), PODS)
+    s = summarize(
+        outcomes(["web-1"] * 200), shape(session_affinity="ClientIP", affinity_timeout_s=10800), PODS
+    )
     assert s.verdict == "all 200 hits on pod web-1: consistent with ClientIP affinity; timeout 10800 s"
     assert s.chi_square is None
     assert [p.hits for p in s.pods] == [0, 200, 0]

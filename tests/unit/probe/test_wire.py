@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from app.probe import wire
+from app.probe.attribution import Reply
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -28,10 +29,12 @@ async def raw_server(response: bytes) -> AsyncIterator[int]:
         server.close()
 
 
-async def get(port: int, method: str = "GET", keep_alive: bool = True) -> tuple[wire.Connection, wire.Reply]:
+async def get(port: int, method: str = "GET", keep_alive: bool = True) -> tuple[wire.Connection, Reply]:
     conn = await wire.open_connection("127.0.0.1", port, 1)
     try:
-        reply = await wire.http_exchange(conn, method=method, path="/", host_header="svc:80", keep_alive=keep_alive)
+        reply = await wire.http_exchange(
+            conn, method=method, path="/", host_header="svc:80", keep_alive=keep_alive
+        )
     except BaseException:
         conn.close()
         raise
@@ -109,7 +112,12 @@ async def test_refused_classified() -> None:
 
 @pytest.mark.parametrize(
     ("exc", "kind"),
-    [(TimeoutError(), "timeout"), (ConnectionResetError(), "reset"), (BrokenPipeError(), "reset"), (ValueError(), "error")],
+    [
+        (TimeoutError(), "timeout"),
+        (ConnectionResetError(), "reset"),
+        (BrokenPipeError(), "reset"),
+        (ValueError(), "error"),
+    ],
 )
 def test_classify(exc: BaseException, kind: str) -> None:
     assert wire.classify(exc).kind == kind
@@ -120,7 +128,9 @@ def test_valid_paths(path: str) -> None:
     assert wire.validate_path(path) == path
 
 
-@pytest.mark.parametrize("path", ["", "a", "//x", "http://x/", "/a b", "/\x00", "/é", "/#frag", "/" + "a" * 512])
+@pytest.mark.parametrize(
+    "path", ["", "a", "//x", "http://x/", "/a b", "/\x00", "/é", "/#frag", "/" + "a" * 512]
+)
 def test_invalid_paths(path: str) -> None:
     with pytest.raises(ValueError):
         wire.validate_path(path)

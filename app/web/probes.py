@@ -1,0 +1,344 @@
+"""Probe runs over the web: JSON API, form posts, the permanent run page and its SSE stream.
+
+Thin: validation of the wire format here, everything else in ``app.probe``. Probed response bodies
+only ever reach the page through auto-escaped templates (truncated samples in ``<pre>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.domain import ObjectKey
+from app.probe.engine import ProbeRunner, ProbeSpec, Run, RunLimitError, SpecError
+from app.probe.stats import Summary
+from app.probe.targets import ProbeProtocol, TargetError
+from app.web.deps import SettingsDep, StateDep, TemplatesDep
+from app.web.render import fragment, page, wants_fragment
+
+router = APIRouter()
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+RUN_ID = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="run id")]
+PALETTE = 12
+STRIP_MAX = 10_000
+CSV_COLUMNS = tuple("seq at_ms connection pod ip node latency_ms error status method reason".split())
+
+
+class ProbeRequest(BaseModel):
+    """Start a probe run against a watched Service's ClusterIP and one of its ports."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    service: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    port: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] | int
+    protocol: Literal["HTTP", "TCP", "UDP"] = "HTTP"
+    count: int = Field(100, ge=1, le=10_000)
+    concurrency: int = Field(10, ge=1, le=256)
+    reuse: bool = False
+    method: Literal["GET", "HEAD"] = "GET"
+    path: str = Field("/", min_length=1, max_length=512)
+    timeout_s: float = Field(2.0, ge=0.05, le=30.0)
+    identity: str | None = Field(None, max_length=200, description="header:NAME | regex:PATTERN | json:FIELD")
+
+    def spec(self) -> ProbeSpec:
+        return ProbeSpec(
+            namespace=self.namespace,
+            service=self.service,
+            port=str(self.port),
+            protocol=ProbeProtocol(self.protocol),
+            count=self.count,
+            concurrency=self.concurrency,
+            reuse=self.reuse,
+            method=self.method,
+            path=self.path,
+            timeout_s=self.timeout_s,
+            identity=self.identity or None,
+        )
+
+
+class ProbeForm(ProbeRequest):
+    model_config = ConfigDict(extra="ignore")  # csrf_token travels in the same form
+    identity: str | None = Field(None, max_length=200)
+
+
+class Started(BaseModel):
+    id: str
+    status: str
+    url: str
+    api: str
+
+
+def get_runner(state: StateDep) -> ProbeRunner:
+    runner = state.probe_runner
+    if not isinstance(runner, ProbeRunner):
+        raise HTTPException(503, "the probe runner is not running")
+    return runner
+
+
+def _start(runner: ProbeRunner, spec: ProbeSpec) -> Run:
+    try:
+        return runner.start(spec)
+    except TargetError as exc:
+        raise HTTPException(exc.status, exc.message) from exc
+    except SpecError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except RunLimitError as exc:
+        raise HTTPException(429, str(exc)) from exc
+
+
+def _run_or_404(runner: ProbeRunner, run_id: str) -> Run:
+    run = runner.get(run_id)
+    if run is None:
+        raise HTTPException(
+            404, f"probe run {run_id} not found (only the last {runner.limits.kept} are kept)"
+        )
+    return run
+
+
+# -- JSON API ---------------------------------------------------------------------------------
+
+
+@router.post("/api/v1/probes", status_code=202, response_model=Started, tags=["probes"])
+async def start_probe(body: ProbeRequest, state: StateDep) -> Started:
+    """Start a run; poll ``GET /api/v1/probes/{id}`` or follow ``/runs/{id}``."""
+    run = _start(get_runner(state), body.spec())
+    return Started(id=run.id, status=run.status, url=f"/runs/{run.id}", api=f"/api/v1/probes/{run.id}")
+
+
+@router.get("/api/v1/probes", tags=["probes"])
+async def list_probes(state: StateDep) -> list[dict[str, Any]]:
+    """The kept runs, newest first (without per-request sequences)."""
+    return [run_json(r, r.summary(), sequence=False) for r in get_runner(state).runs()]
+
+
+@router.get("/api/v1/probes/{run_id}.csv", tags=["probes"], response_class=Response)
+async def probe_csv(run_id: RUN_ID, state: StateDep) -> Response:
+    """One row per request, in request order."""
+    run = _run_or_404(get_runner(state), run_id)
+    buf = io.StringIO()
+    out = csv.writer(buf)
+    out.writerow(CSV_COLUMNS)
+    known = run.known
+    for o in sorted(run.results, key=lambda o: o.seq):
+        b = known.get(o.pod) if o.pod else None
+        out.writerow(
+            [
+                o.seq,
+                f"{o.at_ms:.3f}",
+                o.connection,
+                o.pod or "",
+                b.ip if b else "",
+                (b.node or "") if b else "",
+                f"{o.latency_ms:.3f}" if o.latency_ms is not None else "",
+                o.error or "",
+                o.status if o.status is not None else "",
+                o.method or "",
+                _csv_safe(o.reason or ""),
+            ]
+        )
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="probe-{run.id}.csv"'},
+    )
+
+
+def _csv_safe(text: str) -> str:
+    # Spreadsheet formula injection: a cell must not start with = + - @.
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+@router.get("/api/v1/probes/{run_id}", tags=["probes"])
+async def get_probe(run_id: RUN_ID, state: StateDep) -> dict[str, Any]:
+    """Status, per-pod hits/share/expected share/latency, unattributed, errors by kind, sequence, verdict."""
+    run = _run_or_404(get_runner(state), run_id)
+    return run_json(run, run.summary())
+
+
+@router.post("/api/v1/probes/{run_id}/cancel", status_code=202, tags=["probes"])
+async def cancel_probe(run_id: RUN_ID, state: StateDep) -> dict[str, Any]:
+    runner = get_runner(state)
+    run = _run_or_404(runner, run_id)
+    cancelled = runner.cancel(run_id)
+    return {"id": run.id, "cancelled": cancelled, "status": run.status}
+
+
+def run_json(run: Run, s: Summary, *, sequence: bool = True) -> dict[str, Any]:
+    spec = run.spec
+    data: dict[str, Any] = {
+        "id": run.id,
+        "status": run.status,
+        "error": run.error,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.created)),
+        "elapsed_s": round(run.elapsed_s, 3),
+        "service": {"namespace": spec.namespace, "name": spec.service},
+        "target": {
+            "address": run.target.address,
+            "port": run.target.port.port,
+            "port_name": run.target.port.name,
+            "protocol": spec.protocol.value,
+            "session_affinity": run.target.session_affinity,
+            "affinity_timeout_s": run.target.affinity_timeout_s,
+        },
+        "spec": {
+            "count": spec.count,
+            "concurrency": spec.concurrency,
+            "reuse": spec.reuse,
+            "method": spec.method,
+            "path": spec.path,
+            "timeout_s": spec.timeout_s,
+            "identity": spec.identity,
+        },
+        "attribution": {
+            "mode": run.calibration.mode,
+            "note": run.calibration.note,
+            "rule": run.rule.label if run.rule else None,
+        },
+        "total": s.total,
+        "done": s.done,
+        "replies": s.replies,
+        "attributed": s.attributed,
+        "pods": [
+            {
+                "pod": p.pod,
+                "ip": p.ip,
+                "node": p.node,
+                "hits": p.hits,
+                "share": round(p.share, 6),
+                "expected_share": round(p.expected_share, 6) if p.expected_share is not None else None,
+                "latency_ms": {"p50": _ms(p.p50_ms), "p95": _ms(p.p95_ms)},
+                "current": p.current,
+            }
+            for p in s.pods
+        ],
+        "unattributed": {
+            "count": s.unattributed,
+            "reasons": [{"reason": r, "count": n} for r, n in s.unattributed_reasons],
+        },
+        "errors": dict(s.errors),
+        "connections": s.connections,
+        "latency_ms": {"p50": _ms(s.latency_p50_ms), "p95": _ms(s.latency_p95_ms)},
+        "first_reply_ms": _ms(run.first_reply_ms),
+        "chi_square": (
+            {"statistic": s.chi_square.statistic, "dof": s.chi_square.dof, "p_value": s.chi_square.p_value}
+            if s.chi_square
+            else None
+        ),
+        "verdict": s.verdict,
+        "explanations": list(s.explanations),
+        "endpoints_changed": run.endpoints_changed,
+        "samples": dict(run.samples),
+    }
+    if sequence:
+        data["sequence"] = list(s.sequence)
+    return data
+
+
+def _ms(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+# -- HTML ------------------------------------------------------------------------------------
+
+
+def colors(run: Run, s: Summary) -> dict[str, int]:
+    """A stable palette index per pod (sorted by name) for bars and the strip."""
+    names = sorted({p.pod for p in s.pods} | set(run.known))
+    return {name: i % PALETTE for i, name in enumerate(names)}
+
+
+def run_context(run: Run) -> dict[str, Any]:
+    s = run.summary()
+    return {"run": run, "s": s, "colors": colors(run, s), "strip_max": STRIP_MAX}
+
+
+@router.post("/probes", include_in_schema=False, response_model=None)
+async def start_probe_form(
+    request: Request, form: Annotated[ProbeForm, Form()], state: StateDep, templates: TemplatesDep
+) -> Response:
+    """The Service page's form: htmx gets the live run fragment, a plain form post a redirect."""
+    htmx = wants_fragment(request)
+    try:
+        run = _start(get_runner(state), form.spec())
+    except HTTPException as exc:
+        if not htmx:
+            raise
+        # htmx does not swap 4xx answers: show the message in place (the status is in the fragment).
+        html = fragment(templates, "partials/_probe_error.html", status=exc.status_code, message=exc.detail)
+        return HTMLResponse(html, headers={"X-Probe-Status": str(exc.status_code)})
+    if htmx:
+        html = fragment(templates, "partials/_probe_run.html", **run_context(run))
+        return HTMLResponse(html, status_code=202, headers={"HX-Push-Url": f"/runs/{run.id}"})
+    return RedirectResponse(f"/runs/{run.id}", status_code=303)
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
+async def run_page(
+    request: Request, run_id: RUN_ID, state: StateDep, templates: TemplatesDep
+) -> HTMLResponse:
+    run = _run_or_404(get_runner(state), run_id)
+    if wants_fragment(request):
+        return HTMLResponse(fragment(templates, "partials/_probe_run.html", **run_context(run)))
+    return page(request, "pages/probe_run.html", **run_context(run))
+
+
+@router.get("/probes/new", response_class=HTMLResponse, include_in_schema=False)
+async def new_probe_page(
+    request: Request,
+    state: StateDep,
+    namespace: Annotated[str, Query(min_length=1, max_length=63, pattern=NAME_PATTERN)],
+    service: Annotated[str, Query(min_length=1, max_length=63, pattern=NAME_PATTERN)],
+) -> HTMLResponse:
+    """The probe form on its own page (the Service page embeds the same partial)."""
+    svc = state.cache.service(ObjectKey(namespace, service))
+    if svc is None:
+        raise HTTPException(404, f"Service {namespace}/{service} not found.")
+    return page(request, "pages/probe_new.html", service=svc, runner=state.probe_runner)
+
+
+@router.get("/runs/{run_id}/stream", include_in_schema=False, response_class=EventSourceResponse)
+async def run_stream(
+    request: Request, run_id: RUN_ID, state: StateDep, settings: SettingsDep, templates: TemplatesDep
+) -> AsyncIterator[ServerSentEvent]:
+    """Live updates of a run: ``summary`` (bars, errors, verdict) and ``strip`` (new cells, appended).
+
+    The strip events carry the result cursor as their id, so a reconnecting EventSource resumes where
+    it stopped (Last-Event-ID) and never duplicates or skips a cell. When the run ends, ``done``
+    replaces the live block with the final one, which has no stream.
+    """
+    run = _run_or_404(get_runner(state), run_id)
+    last = request.headers.get("last-event-id", "")
+    cursor = int(last) if last.isdigit() else 0
+    cursor = min(cursor, len(run.results))
+    interval = max(settings.sse_coalesce_s, 0.05)
+    while True:
+        finished = run.finished
+        total = len(run.results)
+        ctx = run_context(run)
+        if total > cursor:
+            cells = run.results[cursor:total]
+            html = fragment(templates, "partials/_probe_strip_cells.html", cells=cells, colors=ctx["colors"])
+            cursor = total
+            yield ServerSentEvent(raw_data=html, event="strip", id=str(cursor))
+        yield ServerSentEvent(
+            raw_data=fragment(templates, "partials/_probe_summary.html", **ctx), event="summary"
+        )
+        if finished:
+            yield ServerSentEvent(
+                raw_data=fragment(templates, "partials/_probe_run.html", **ctx), event="done"
+            )
+            return
+        await run.wait_changed()
+        if not run.finished:
+            await asyncio.sleep(interval)  # coalesce: at most one update per interval

@@ -1,0 +1,198 @@
+"""The probe API, pages and stream on a real app with a pre-filled cache and loopback backends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from app.config import Settings
+from app.kube.cache import ServiceCache
+from app.main import create_app
+from app.probe.engine import Limits, ProbeRunner
+from app.web.security import make_csrf_token
+from tests.unit.probe.fakes import L4Balancer
+from tests.unit.probe.test_engine import Cluster, make_cluster
+
+pytestmark = pytest.mark.timeout(30)
+SECRET = "test-secret"
+
+
+def filled_cache(cluster: Cluster) -> ServiceCache:
+    cache = ServiceCache()
+    for svc in cluster.view.services.values():
+        cache.upsert_service(svc)
+    for slices in cluster.view.slices.values():
+        for es in slices:
+            cache.upsert_slice(es)
+    for pod in cluster.view.pods.values():
+        cache.upsert_pod(pod)
+    return cache
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[httpx.AsyncClient, Cluster]]:
+    async for cluster in make_cluster(3):
+        cache = filled_cache(cluster)
+        app = create_app(Settings(csrf_secret=SECRET, sse_coalesce_s=0.05), cache=cache, start_watchers=False)
+        async with app.router.lifespan_context(app):
+            app.state.svc.probe_runner = ProbeRunner(cache, Limits(), dial=cluster.dial)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+                yield c, cluster
+            await app.state.svc.probe_runner.aclose()
+
+
+BODY = {"namespace": "demo", "service": "web", "port": "http", "count": 30, "concurrency": 3}
+
+
+async def wait_done(c: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
+    for _ in range(400):  # bounded: 400 polls, each yielding to the run
+        r = await c.get(f"/api/v1/probes/{run_id}")
+        data: dict[str, Any] = r.json()
+        if data["status"] != "running":
+            return data
+        await asyncio.sleep(0.01)
+    raise AssertionError("run did not finish")
+
+
+async def test_api_run_json_and_csv(client: tuple[httpx.AsyncClient, Cluster]) -> None:
+    c, _ = client
+    r = await c.post("/api/v1/probes", json=BODY)
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    data = await wait_done(c, run_id)
+    assert data["status"] == "done" and data["done"] == 30
+    assert {p["pod"]: p["hits"] for p in data["pods"]} == {"web-0": 10, "web-1": 10, "web-2": 10}
+    pod = data["pods"][0]
+    assert pod["expected_share"] == pytest.approx(1 / 3, abs=1e-6) and pod["ip"] == "198.18.0.10"
+    assert set(pod["latency_ms"]) == {"p50", "p95"}
+    assert len(data["sequence"]) == 30 and data["errors"] == {} and data["unattributed"]["count"] == 0
+    assert "uniform" in data["verdict"]
+    csv = await c.get(f"/api/v1/probes/{run_id}.csv")
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text.strip().splitlines()
+    assert lines[0].startswith("seq,at_ms,connection,pod") and len(lines) == 31
+    listing = await c.get("/api/v1/probes")
+    assert [r["id"] for r in listing.json()] == [run_id]
+
+
+async def test_run_page_and_stream(client: tuple[httpx.AsyncClient, Cluster]) -> None:
+    c, _ = client
+    run_id = (await c.post("/api/v1/probes", json=BODY)).json()["id"]
+    await wait_done(c, run_id)
+    page = await c.get(f"/runs/{run_id}")
+    assert page.status_code == 200 and "web-1" in page.text and "sse-connect" not in page.text
+    assert page.text.count('title="#') == 30
+    stream = await c.get(f"/runs/{run_id}/stream")
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    events = [line for line in stream.text.splitlines() if line.startswith("event:")]
+    assert events == ["event: strip", "event: summary", "event: done"]
+    # Resuming with Last-Event-ID skips what the client already has.
+    resumed = await c.get(f"/runs/{run_id}/stream", headers={"Last-Event-ID": "30"})
+    assert "event: strip" not in resumed.text and "event: done" in resumed.text
+
+
+async def test_html_body_is_escaped() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b"<script>alert(1)</script> web-0"
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        async for cluster in make_cluster(1):
+            cluster.routes[("198.19.0.50", 80)] = ("127.0.0.1", server.sockets[0].getsockname()[1])
+            cache = filled_cache(cluster)
+            app = create_app(Settings(csrf_secret=SECRET), cache=cache, start_watchers=False)
+            async with app.router.lifespan_context(app):
+                runner = ProbeRunner(cache, Limits(), dial=cluster.dial)
+                app.state.svc.probe_runner = runner
+                async with httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+                ) as c:
+                    run_id = (await c.post("/api/v1/probes", json={**BODY, "count": 2})).json()["id"]
+                    await wait_done(c, run_id)
+                    page = await c.get(f"/runs/{run_id}")
+                await runner.aclose()
+            assert "<script>alert(1)</script>" not in page.text
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({**BODY, "service": "nope"}, 404, "not known"),
+        ({**BODY, "port": "nope"}, 422, "no port named"),
+        ({**BODY, "port": 9001}, 422, "is UDP"),
+        (
+            {**BODY, "namespace": "default", "service": "kubernetes", "port": "https", "protocol": "TCP"},
+            403,
+            "apiserver",
+        ),
+        ({**BODY, "count": 0}, 422, "count"),
+        ({**BODY, "count": 10_001}, 422, "count"),
+        ({**BODY, "concurrency": 300}, 422, "concurrency"),
+        ({**BODY, "path": "http://169.254.169.254/latest/meta-data"}, 422, "single '/'"),
+        ({**BODY, "path": "//169.254.169.254/"}, 422, "single '/'"),
+        ({**BODY, "address": "169.254.169.254"}, 422, "address"),
+        ({**BODY, "identity": "xpath:/x"}, 422, "identity"),
+        ({**BODY, "protocol": "ICMP"}, 422, "protocol"),
+        ({**BODY, "namespace": "../etc"}, 422, "namespace"),
+    ],
+)
+async def test_api_refusals(
+    client: tuple[httpx.AsyncClient, Cluster], body: dict[str, Any], status: int, message: str
+) -> None:
+    c, _ = client
+    r = await c.post("/api/v1/probes", json=body)
+    assert r.status_code == status, r.text
+    assert message in r.text
+
+
+async def test_unknown_run_is_404(client: tuple[httpx.AsyncClient, Cluster]) -> None:
+    c, _ = client
+    assert (await c.get("/api/v1/probes/000000000000")).status_code == 404
+    assert (await c.get("/api/v1/probes/not-an-id")).status_code == 422
+    assert (await c.get("/runs/000000000000")).status_code == 404
+
+
+async def test_csrf_origin_and_host(client: tuple[httpx.AsyncClient, Cluster]) -> None:
+    c, _ = client
+    form = {k: str(v) for k, v in BODY.items()}
+    assert (await c.post("/probes", data=form)).status_code == 403  # no token
+    assert (await c.post("/probes", data={**form, "csrf_token": "x.y"})).status_code == 403
+    evil = await c.post("/api/v1/probes", json=BODY, headers={"Origin": "http://evil.example"})
+    assert evil.status_code == 403
+    rebinding = await c.post("/api/v1/probes", json=BODY, headers={"Host": "evil.example:8080"})
+    assert rebinding.status_code == 400
+    text_plain = await c.post("/api/v1/probes", content=b"{}", headers={"Content-Type": "text/plain"})
+    assert text_plain.status_code == 403
+    assert not (await c.get("/api/v1/probes")).json()  # none of them started a run
+
+
+async def test_form_posts(client: tuple[httpx.AsyncClient, Cluster]) -> None:
+    c, _ = client
+    token = make_csrf_token(SECRET)
+    form = {**{k: str(v) for k, v in BODY.items()}, "csrf_token": token, "reuse": "false", "identity": ""}
+    plain = await c.post("/probes", data=form)
+    assert plain.status_code == 303 and plain.headers["location"].startswith("/runs/")
+    htmx = await c.post("/probes", data=form, headers={"HX-Request": "true", "X-CSRF-Token": token})
+    assert htmx.status_code == 202 and 'class="probe-run card"' in htmx.text
+    bad = await c.post(
+        "/probes", data={**form, "port": "nope"}, headers={"HX-Request": "true", "X-CSRF-Token": token}
+    )
+    assert bad.status_code == 200 and 'data-status="422"' in bad.text and "no port named" in bad.text
+    page = await c.get("/probes/new", params={"namespace": "demo", "service": "web"})
+    assert page.status_code == 200 and 'name="csrf_token"' in page.text and "http:80→http/TCP" in page.text
+
+
+def test_l4_balancer_is_a_test_double() -> None:
+    assert L4Balancer([1]).backends == [1]
