@@ -35,11 +35,13 @@ from app.probe.stats import Outcome, RunShape, Summary, summarize
 from app.probe.targets import (
     Backend,
     ClusterView,
+    ForbiddenAddress,
     ProbeProtocol,
     ProbeTarget,
     TargetError,
     backends,
     direct_target,
+    forbidden_endpoint,
     resolve,
 )
 
@@ -160,6 +162,7 @@ class Run:
         self._current_key: frozenset[tuple[str | None, str, bool]] | None = None
         self._matcher = Matcher(())
         self._candidates: tuple[Candidate, ...] = ()
+        self.forbidden: str | None = None  # set when the endpoints turn to a refused address mid-run
 
     # -- endpoints, re-read from the view so scaling mid-run is seen
     def current(self) -> tuple[Backend, ...]:
@@ -175,6 +178,7 @@ class Run:
             for b in now:
                 if b.pod is not None:
                     self.known[b.pod] = b
+            self.forbidden = forbidden_endpoint(self._view, self.target)
         return self._current
 
     @property
@@ -360,6 +364,8 @@ class ProbeRunner:
             run.finish(RunStatus.DONE)
         except asyncio.CancelledError:
             run.finish(RunStatus.CANCELLED)
+        except ForbiddenAddress as exc:
+            run.finish(RunStatus.FAILED, exc.message)
         except TimeoutError:
             run.finish(RunStatus.TIMED_OUT, f"run exceeded {self.limits.run_deadline_s:.0f} s")
         except Exception as exc:  # a bug must not leave the run "running" forever
@@ -458,6 +464,9 @@ class ProbeRunner:
         udp: wire.UdpSocket | None = None
         try:
             while (seq := run.next_seq()) is not None:
+                run.current()
+                if run.forbidden:
+                    raise ForbiddenAddress(run.forbidden)
                 t0 = time.monotonic()
                 at_ms = (t0 - run.started) * 1000.0
                 conn_id = 0

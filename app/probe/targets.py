@@ -207,7 +207,7 @@ def resolve(view: ClusterView, key: ServiceKey, port: str | int, protocol: Probe
         raise NotProbeable(f"{key} has no ClusterIP yet")
     service_port = find_port(service, port, protocol)
     _check_address(view, service.cluster_ip)
-    return ProbeTarget(
+    target = ProbeTarget(
         service=key,
         address=service.cluster_ip,
         port=service_port,
@@ -216,6 +216,27 @@ def resolve(view: ClusterView, key: ServiceKey, port: str | int, protocol: Probe
         affinity_timeout_s=service.affinity_timeout_s,
         identity_annotation=service.annotations.get(IDENTITY_ANNOTATION),
     )
+    if reason := forbidden_endpoint(view, target):
+        raise ForbiddenAddress(reason)
+    return target
+
+
+def forbidden_endpoint(view: ClusterView, target: ProbeTarget) -> str | None:
+    """Why the ClusterIP must not be probed because of where kube-proxy would send it, or None.
+
+    A selector-less Service with hand-written endpoints could route the ClusterIP to the apiserver
+    or a metadata address: the ClusterIP then is only a detour to a refused address.
+    """
+    forbidden = apiserver_addresses(view)
+    for sl in view.slices_for(target.service):
+        for ep in sl.endpoints:
+            for address in ep.addresses:
+                prefix = f"refusing to probe {target.service}: its endpoint"
+                if _normal(address) in forbidden:
+                    return f"{prefix} {address} is the Kubernetes apiserver"
+                if reason := forbidden_reason(address):
+                    return f"{prefix} {reason}"
+    return None
 
 
 def backends(view: ClusterView, target: ProbeTarget) -> tuple[Backend, ...]:

@@ -244,3 +244,13 @@ async def test_bad_specs(cluster: Cluster, kw: dict[str, object], message: str) 
 def test_runner_needs_no_loop_until_start() -> None:
     make: Callable[[], ProbeRunner] = lambda: ProbeRunner(FakeView())  # noqa: E731
     assert make().runs() == []
+
+
+async def test_run_stops_when_endpoints_turn_to_a_refused_address(cluster: Cluster) -> None:
+    run = cluster.runner().start(spec(count=10_000, concurrency=1))
+    async for _ in run.follow():
+        cluster.view.set_endpoints(WEB, [("web-0", "169.254.169.254")], SLICE_PORTS, watched=False)
+        break
+    await finished(run)
+    assert run.status == RunStatus.FAILED and run.error is not None and "metadata" in run.error
+    assert len(run.results) < 10_000

@@ -137,3 +137,15 @@ def test_direct_target_only_for_watched_pod_endpoints() -> None:
         direct_target(view, target, "198.18.0.77")
     (ghost,) = backends(view, target)
     assert ghost.pod is None and not ghost.directly_probeable
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [("198.18.255.1", "apiserver"), ("169.254.169.254", "metadata"), ("127.0.0.1", "loopback")],
+)
+def test_service_routed_to_refused_endpoint(address: str, reason: str) -> None:
+    """A selector-less Service with a hand-made endpoint must not become a detour to a refused address."""
+    view = web_view(1)
+    view.set_endpoints(WEB, [("web-0", address)], [EndpointPort("http", 8080)], watched=False)
+    with pytest.raises(ForbiddenAddress, match=reason):
+        resolve(view, WEB, "http", ProbeProtocol.HTTP)
