@@ -150,6 +150,11 @@ class ServiceCache:
         self._search_text: dict[ServiceKey, str] = {}
         self._counts: dict[ServiceKey, EndpointCounts] = {}
         self._sorted: list[ServiceKey] | None = None
+        # Sorted key lists per sort field, valid while the generations they were built at hold.
+        self._services_gen = 0
+        self._slices_gen = 0
+        self._orders: dict[SortField, tuple[tuple[int, int], list[ServiceKey]]] = {}
+        self._ip_keys: dict[ServiceKey, tuple[int, int]] = {}
         self._ns_objects: Counter[str] = Counter()
         self._status: dict[tuple[Kind, str], ScopeStatus] = {
             (kind, scope): ScopeStatus() for kind in Kind for scope in self.scopes
@@ -230,6 +235,8 @@ class ServiceCache:
             self._sorted = None
             self._ns_objects[key.namespace] += 1
         self._services[key] = svc
+        self._services_gen += 1
+        self._ip_keys[key] = _ip_sort_key(svc)
         if raw is not None:
             self._raw_services[key] = raw
         parts = [key.name, key.namespace, svc.cluster_ip or "", *svc.cluster_ips, svc.external_name or ""]
@@ -241,6 +248,8 @@ class ServiceCache:
             return False
         self._raw_services.pop(key, None)
         self._search_text.pop(key, None)
+        self._ip_keys.pop(key, None)
+        self._services_gen += 1
         self._sorted = None
         self._dec_ns(key.namespace)
         return True
@@ -271,6 +280,7 @@ class ServiceCache:
         else:
             self._ns_objects[es.key.namespace] += 1
         self._slices[es.key] = es
+        self._slices_gen += 1
         if (svc := self._slice_service(es)) is not None:
             self._ix.slices_by_service.setdefault(svc, set()).add(es.key)
             self._counts.pop(svc, None)
@@ -288,6 +298,7 @@ class ServiceCache:
         old = self._slices.pop(key, None)
         if old is None:
             return False
+        self._slices_gen += 1
         self._unindex_slice(old)
         self._dec_ns(key.namespace)
         return True
@@ -481,26 +492,42 @@ class ServiceCache:
             SortField.NAME: lambda s: (s.key.name, s.key.namespace),
             SortField.NAMESPACE: lambda s: (s.key.namespace, s.key.name),
             SortField.TYPE: lambda s: (s.type.value, not s.headless, s.key),
-            SortField.CLUSTER_IP: _ip_sort_key,
+            SortField.CLUSTER_IP: lambda s: self._ip_keys[s.key],
             SortField.ENDPOINTS: endpoints,
             SortField.AGE: age,
         }
         return keys[sort]
 
+    def _ordered(self, sort: SortField) -> list[ServiceKey]:
+        """All Service keys in ``sort`` order, rebuilt only after the data it depends on changed."""
+        gen = (self._services_gen, self._slices_gen if sort is SortField.ENDPOINTS else 0)
+        cached = self._orders.get(sort)
+        if cached is not None and cached[0] == gen:
+            return cached[1]
+        if sort is SortField.NAMESPACE:
+            keys = self._sorted_keys()
+        else:
+            key_of = self._sort_key(sort)
+            keys = [s.key for s in sorted(self._services.values(), key=key_of)]
+        self._orders[sort] = (gen, keys)
+        return keys
+
     def query(self, q: ServiceQuery) -> QueryResult:
         """Filter, search, sort and paginate the Services (search: name, namespace, label, IP)."""
         needle = q.search.strip().lower()
         terms = needle.split()
-        keys = self._sorted_keys()
+        keys = self._ordered(q.sort)
+        if q.descending:
+            keys = keys[::-1]
         if q.namespace:
             keys = [k for k in keys if k.namespace == q.namespace]
         if terms:
             text = self._search_text
-            keys = [k for k in keys if all(t in text[k] for t in terms)]
+            for term in terms:  # every term must match: narrow term by term
+                keys = [k for k in keys if term in text[k]]
         services = [self._services[k] for k in keys]
         if q.types:
             services = [s for s in services if _matches_type(s, q.types)]
-        services.sort(key=self._sort_key(q.sort), reverse=q.descending)
         total = len(services)
         size = max(1, q.page_size)
         pages = max(1, -(-total // size))
