@@ -120,7 +120,7 @@ def main() -> None:
             f"\n{args.replicas} echo pods, {args.count} probes per run, wrk {args.wrk_seconds} s per point\n"
         )
         print(
-            "| concurrency | svcscope probes/s | wrk -H 'Connection: close' req/s | ratio | errors | p50/p95 ms |"
+            "| concurrency | svcscope probes/s | wrk (Connection: close) req/s | ratio | errors | p50/p95 |"
         )
         print("|---:|---:|---:|---:|---|---|")
         for c, rate, wrk, ratio, errors, lat in rows:
