@@ -25,7 +25,6 @@ async def test_close_ends_waiting_and_new_subscriptions():
     hub = EventHub()
     sub = hub.subscribe()
     waiter = asyncio.create_task(sub.next())
-    await asyncio.sleep(0)
     hub.close()
     assert await asyncio.wait_for(waiter, 1) is False
     late = hub.subscribe()
