@@ -24,6 +24,7 @@ from app.probe.stats import Summary
 from app.probe.targets import ProbeProtocol, TargetError
 from app.web.deps import SettingsDep, StateDep, TemplatesDep
 from app.web.render import fragment, page, wants_fragment
+from app.web.security import make_csrf_token
 
 router = APIRouter()
 
@@ -278,7 +279,8 @@ async def start_probe_form(
         html = fragment(templates, "partials/_probe_error.html", status=exc.status_code, message=exc.detail)
         return HTMLResponse(html, headers={"X-Probe-Status": str(exc.status_code)})
     if htmx:
-        html = fragment(templates, "partials/_probe_run.html", **run_context(run))
+        token = make_csrf_token(state.settings.csrf_secret)
+        html = fragment(templates, "partials/_probe_run.html", csrf_token=token, **run_context(run))
         return HTMLResponse(html, status_code=202, headers={"HX-Push-Url": f"/runs/{run.id}"})
     return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
@@ -289,7 +291,10 @@ async def run_page(
 ) -> HTMLResponse:
     run = _run_or_404(get_runner(state), run_id)
     if wants_fragment(request):
-        return HTMLResponse(fragment(templates, "partials/_probe_run.html", **run_context(run)))
+        token = make_csrf_token(state.settings.csrf_secret)
+        return HTMLResponse(
+            fragment(templates, "partials/_probe_run.html", csrf_token=token, **run_context(run))
+        )
     return page(request, "pages/probe_run.html", **run_context(run))
 
 

@@ -196,3 +196,15 @@ async def test_form_posts(client: tuple[httpx.AsyncClient, Cluster]) -> None:
 
 def test_l4_balancer_is_a_test_double() -> None:
     assert L4Balancer([1]).backends == [1]
+
+
+async def test_live_page_and_cancel(client: tuple[httpx.AsyncClient, Cluster]) -> None:
+    c, _ = client
+    run_id = (await c.post("/api/v1/probes", json={**BODY, "count": 10_000, "concurrency": 1})).json()["id"]
+    page = await c.get(f"/runs/{run_id}")
+    assert f'sse-connect="/runs/{run_id}/stream"' in page.text and 'name="csrf_token" value="' in page.text
+    r = await c.post(f"/api/v1/probes/{run_id}/cancel", data={"csrf_token": make_csrf_token(SECRET)})
+    assert r.status_code == 202 and r.json()["cancelled"] is True
+    data = await wait_done(c, run_id)
+    assert data["status"] == "cancelled" and data["done"] < 10_000
+    assert len(data["sequence"]) == data["done"]
