@@ -410,6 +410,8 @@ def build_dockerfile(
     )  # fmt: skip
     _push(tag, target)
     _prune(tag, target)
+    # The previous build of this tag is now dangling; vfs keeps a full copy of it, so drop it.
+    subprocess.run(buildah_cmd("rmi", "--prune"), capture_output=True, env=_buildah_env(), check=False)
     log(f"built {tag} in {time.monotonic() - started:.0f} s")
     return target
 
