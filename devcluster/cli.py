@@ -56,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `kubectl` and `exec` pass everything after them through untouched (argparse would eat leading options).
+    if argv[:1] in (["kubectl"], ["exec"]):
+        args = parser.parse_args(argv[:1])
+        args.args = args.cmd = argv[1:]
+    else:
+        args = parser.parse_args(argv)
     try:
         return _dispatch(parser, args)
     except (cluster.ClusterError, node.ComponentError) as exc:

@@ -136,8 +136,10 @@ def up() -> dict[str, float]:
             problems = _down_locked()
             if problems:
                 say("clean-up left: " + "; ".join(problems))
-            if isinstance(exc, (CommandError, node.ComponentError, net.UnsafeRouteError)):
+            if isinstance(exc, (CommandError, node.ComponentError, net.UnsafeRouteError, ClusterError)):
                 raise ClusterError(str(exc)) from exc
+            if isinstance(exc, Exception):
+                raise ClusterError(f"{type(exc).__name__}: {exc}") from exc
             raise
 
 
