@@ -1,0 +1,161 @@
+"""Installing the chart into the real devcluster, for the e2e tests (test_chart, test_browser).
+
+Each test gets its own namespace (the `namespace` fixture) and its own release in it; the custom-clusterIP
+demo Service gets an address of its own so that tests never collide with `make demo` or with each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import select
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.chart.helmtool import CHART, documents
+
+READY_TIMEOUT_S = 180.0
+Completed = subprocess.CompletedProcess[str]
+
+
+@dataclass
+class Release:
+    """One `helm install` of the chart in a namespace of the devcluster."""
+
+    namespace: str
+    kubectl: Callable[..., subprocess.CompletedProcess[str]]  # Cluster.kubectl
+    helm_base: Sequence[str]  # helm binary + --kubeconfig
+    name: str = "svcscope"
+    sets: list[str] = field(default_factory=list)
+    install_to_ready_s: float | None = None
+
+    @property
+    def fullname(self) -> str:
+        return self.name if "svcscope" in self.name else f"{self.name}-svcscope"
+
+    @property
+    def service_account(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.fullname}"
+
+    @property
+    def cluster_role(self) -> str:
+        return f"{self.namespace}-{self.fullname}"[:63].rstrip("-")
+
+    def helm(self, *args: str, check: bool = True, timeout: float = 240.0) -> Completed:
+        proc = subprocess.run(
+            [*self.helm_base, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and proc.returncode != 0:
+            output = proc.stderr + proc.stdout
+            raise AssertionError(f"helm {' '.join(args)} exited {proc.returncode}:\n{output}")
+        return proc
+
+    def _set_args(self, sets: Sequence[str]) -> list[str]:
+        return [arg for s in sets for arg in ("--set", s)]
+
+    def template(self, *sets: str, values: Sequence[Path] = ()) -> list[dict[str, Any]]:
+        args = ["template", self.name, str(CHART), "--namespace", self.namespace]
+        args += [arg for v in values for arg in ("--values", str(v))]
+        return documents(self.helm(*args, *self._set_args([*self.sets, *sets])).stdout)
+
+    def install(self, *sets: str) -> float:
+        """`helm upgrade --install` with these values, then wait for every deployment; returns the seconds."""
+        self.sets = list(sets)
+        started = time.monotonic()
+        self.helm(
+            "upgrade", "--install", self.name, str(CHART), "--namespace", self.namespace,
+            *self._set_args(self.sets),
+        )  # fmt: skip
+        self.wait_ready()
+        self.install_to_ready_s = time.monotonic() - started
+        return self.install_to_ready_s
+
+    def upgrade(self, *sets: str) -> None:
+        """`helm upgrade` with exactly these values (no waiting: for RBAC-only changes)."""
+        self.sets = list(sets)
+        self.helm("upgrade", self.name, str(CHART), "--namespace", self.namespace, *self._set_args(self.sets))
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        deployments = self.kubectl("get", "deployments", "-n", self.namespace, "-o", "name").stdout.split()
+        deadline = time.monotonic() + timeout
+        for deploy in deployments:
+            left = max(1, int(deadline - time.monotonic()))
+            proc = self.kubectl(
+                "rollout", "status", "-n", self.namespace, deploy, f"--timeout={left}s",
+                check=False, timeout=left + 30,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                pods = self.kubectl("get", "pods", "-n", self.namespace, "-o", "wide", check=False).stdout
+                events = self.kubectl(
+                    "get", "events", "-n", self.namespace, "--sort-by=.lastTimestamp", check=False
+                ).stdout
+                raise AssertionError(
+                    f"{deploy} not Ready in {timeout:.0f} s:\n{proc.stderr}\n{pods}\n{events[-3000:]}"
+                )
+
+    def uninstall(self, *, wait: bool = True) -> None:
+        args = ["uninstall", self.name, "--namespace", self.namespace]
+        self.helm(*args, *(["--wait"] if wait else []), check=False)
+
+    def can_i(self, verb: str, resource: str, *, namespace: str | None = None, subresource: str = "") -> bool:
+        args = ["auth", "can-i", verb, resource, f"--as={self.service_account}"]
+        args += ["--namespace", namespace] if namespace else ["--all-namespaces"]
+        if subresource:
+            args += ["--subresource", subresource]
+        proc = self.kubectl(*args, check=False)
+        answer = proc.stdout.strip()
+        if answer not in ("yes", "no"):
+            raise AssertionError(f"kubectl {' '.join(args)}: {proc.stdout}{proc.stderr}")
+        return answer == "yes"
+
+
+def custom_cluster_ip() -> str:
+    """A Service address for the demo's custom-clusterIP Service, away from 198.19.200.200 (`make demo`)."""
+    return f"198.19.{random.randint(201, 250)}.{random.randint(2, 250)}"
+
+
+@contextlib.contextmanager
+def installed(release: Release, *sets: str) -> Iterator[Release]:
+    try:
+        release.install(*sets)
+        yield release
+    finally:
+        release.uninstall(wait=False)
+
+
+@contextlib.contextmanager
+def port_forward(
+    kubectl_base: Sequence[str], namespace: str, service: str, timeout: float = 30.0
+) -> Iterator[str]:
+    """`kubectl port-forward svc/SERVICE :80` on 127.0.0.1 (a free port); yields the base URL."""
+    args = [*kubectl_base, "--namespace", namespace, "port-forward", f"svc/{service}", ":80"]
+    proc = subprocess.Popen(
+        [*args, "--address", "127.0.0.1"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = ""
+        while not line.startswith("Forwarding from 127.0.0.1:"):
+            left = deadline - time.monotonic()
+            readable, _, _ = select.select([proc.stdout], [], [], max(0.0, left))
+            if not readable or proc.poll() is not None:
+                raise AssertionError(f"kubectl port-forward did not start (exit {proc.poll()}): {line}")
+            line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8080"
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        # kubectl prints a line per connection: keep reading so that a full pipe never blocks it.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        yield f"http://localhost:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
