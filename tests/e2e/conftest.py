@@ -233,6 +233,7 @@ spec:
             tcpSocket: {{port: 8080}}
             periodSeconds: 1
 """
+    spec_lines = "".join(f"  {line}\n" for line in textwrap.dedent(service_spec).strip().splitlines())
     service = f"""\
 ---
 apiVersion: v1
@@ -241,7 +242,7 @@ metadata:
   name: {name}
 spec:
   selector: {{app: {name}}}
-{textwrap.indent(textwrap.dedent(service_spec), "  ") if service_spec else ""}\
+{spec_lines}\
   ports:
 {ports}
 """
