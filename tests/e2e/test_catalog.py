@@ -113,11 +113,13 @@ class SseRecorder:
         self.client = httpx.Client(timeout=httpx.Timeout(5, read=None))
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
+        self.response: httpx.Response | None = None
         self.thread.start()
 
     def _run(self) -> None:
         try:
             with self.client.stream("GET", self.url) as resp:
+                self.response = resp
                 event, data = "", []
                 for line in resp.iter_lines():
                     if line.startswith("event: "):
@@ -147,6 +149,8 @@ class SseRecorder:
                 self.cond.wait(left)
 
     def close(self) -> None:
+        if self.response is not None:
+            self.response.close()  # drops the connection: the server sees the client go
         self.client.close()
         self.thread.join(10)
 
@@ -185,8 +189,8 @@ def test_list_and_detail_follow_a_deployment_live(cluster: Cluster, namespace: s
             rows.first("rows", lambda h: "No Services match" in h, 10)
 
             # create: the row appears within 1 s of the apiserver accepting the Service
-            cluster.apply(echo_manifest("echo", replicas=2), namespace)
             created = time.monotonic()
+            cluster.apply(echo_manifest("echo", replicas=2), namespace)
             t = rows.first("rows", lambda h: ">echo</a>" in h, 10)
             assert t - created <= LIVE_S, f"row appeared {t - created:.2f} s after create"
 
@@ -218,8 +222,8 @@ def test_list_and_detail_follow_a_deployment_live(cluster: Cluster, namespace: s
             assert all(n == 8080 for n in body["ports"][0]["per_pod"].values())
 
             # delete: the row goes away and the detail says so
-            cluster.kubectl("delete", "service/echo", "deployment/echo", "-n", namespace, "--wait=false")
             deleted = time.monotonic()
+            cluster.kubectl("delete", "service/echo", "deployment/echo", "-n", namespace, "--wait=false")
             t = rows.first("rows", lambda h: ">echo</a>" not in h, 10, since=deleted)
             assert t - deleted <= LIVE_S
             t = detail.first("detail", lambda h: "no longer exists" in h, 10, since=deleted)
