@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -45,7 +46,16 @@ def deployed(
 ) -> EchoApp:
     app = deploy_echo(namespace, replicas=replicas, **kw)
     dashboard.wait_endpoints(namespace, app.name, replicas)
+    wait_serving(dashboard, probe_body(app))
     return app
+
+
+def wait_serving(dashboard: Dashboard, body: dict[str, Any]) -> None:
+    """kube-proxy programs its rules on its own schedule, after the EndpointSlice the dashboard sees:
+    until then connections to the ClusterIP are refused. Wait until a small probe gets no error."""
+    deadline = time.monotonic() + 30
+    while (run := dashboard.probe(**{**body, "count": 12, "concurrency": 3}))["errors"]:
+        assert time.monotonic() < deadline, f"the Service never answered cleanly: {run['errors']}"
 
 
 def test_new_connections_spread_uniformly(
@@ -109,7 +119,7 @@ def test_scale_up_mid_run_shows_new_pods(
     cluster.wait_for(five_pods_answered, 90, "the two new pods to answer in the running run")
     dashboard.http.post(f"/api/v1/probes/{run_id}/cancel")
     run = dashboard.wait_run(run_id)
-    assert run["status"] == "cancelled" and run["endpoints_changed"]
+    assert run["status"] in ("cancelled", "done") and run["endpoints_changed"]
     assert len([p for p in run["pods"] if p["hits"]]) == 5
     assert all(p["expected_share"] == pytest.approx(0.2, abs=1e-5) for p in run["pods"])
 
@@ -247,7 +257,7 @@ def test_ssrf_attempts_refused(cluster: Cluster, dashboard: Dashboard, namespace
             - name: r
               image: localhost/svcscope-echo:dev
               imagePullPolicy: Never
-              command: [python3, -c, {REDIRECTOR!r}]
+              command: [python3, -c, {json.dumps(REDIRECTOR)}]
               ports: [{{name: http, containerPort: 8080}}]
               readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
         ---
@@ -261,7 +271,9 @@ def test_ssrf_attempts_refused(cluster: Cluster, dashboard: Dashboard, namespace
         namespace,
     )
     dashboard.wait_endpoints(namespace, "redirector", 1, timeout=90)
-    run = dashboard.probe(namespace=namespace, service="redirector", port="http", count=5, concurrency=1)
+    redirector: dict[str, Any] = {"namespace": namespace, "service": "redirector", "port": "http"}
+    wait_serving(dashboard, redirector)
+    run = dashboard.probe(**redirector, count=5, concurrency=1)
     assert run["status"] == "done" and run["errors"] == {} and run["done"] == 5
     assert hits(run) == {"redirector": 5}  # no name in a bare 302: the only pod, by fingerprint
     sample = next(iter(run["samples"].values()))

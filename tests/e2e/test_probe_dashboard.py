@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -29,6 +29,7 @@ class Dashboard:
     base_url: str
     http: httpx.Client
     log_path: Path
+    log: IO[bytes]
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:]
@@ -85,6 +86,7 @@ class Dashboard:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+        self.log.close()
 
 
 def start_dashboard(
@@ -125,10 +127,11 @@ def start_dashboard(
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base_url = f"http://{LINK_ADDRESS}:{port}"
     http = httpx.Client(base_url=base_url, timeout=10.0)
-    dash = Dashboard(proc, base_url, http, log_path)
+    dash = Dashboard(proc, base_url, http, log_path, log)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
+            dash.stop()
             raise AssertionError(f"dashboard exited {proc.returncode}:\n{dash.log_tail()}")
         try:
             if http.get("/readyz").status_code == 200:
