@@ -86,6 +86,7 @@ def kube_proxy_config() -> str:
         "hostnameOverride": paths.NODE_NAME,
         "mode": "iptables",
         "clusterCIDR": paths.POD_CIDR,
+        "nodePortAddresses": ["primary"],  # the node IP only (and no warning about accepting on all IPs)
         "healthzBindAddress": "127.0.0.1:10256",
         "metricsBindAddress": "127.0.0.1:10249",
         # Zeroes make kube-proxy leave the conntrack sysctls alone (some are not per-namespace here).

@@ -22,8 +22,18 @@ def _pids_file_contents() -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(paths.PID_DIR.glob("*.pid"))}
 
 
-def _processes_mentioning(needles: tuple[str, ...]) -> list[str]:
-    """Live processes whose command line mentions one of `needles` (kubectl clients of other tests aside)."""
+def _node_processes(bin_dir: Path) -> list[str]:
+    """Live processes that belong to a node: its binaries, etcd/containerd on its state, containerd's shims.
+
+    Clients of other tests (kubectl, helm, buildah) may mention the same paths and are not the node's."""
+    needles = (
+        *(f"{bin_dir}/{name} " for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")),
+        *(f"{bin_dir}/{name} " for name in ("kubelet", "kube-proxy")),
+        "/coredns ",
+        f"--data-dir {paths.ETCD_DATA_DIR}",
+        f"--config {paths.CONFIG_DIR}/containerd.toml",
+        "containerd-shim",
+    )
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -33,16 +43,14 @@ def _processes_mentioning(needles: tuple[str, ...]) -> list[str]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and any(n in cmdline for n in needles) and "kubectl" not in cmdline.split(" ", 1)[0]:
+        if state != "Z" and any(n in cmdline + " " for n in needles):
             found.append(f"{entry.name}: {cmdline.strip()}")
     return found
 
 
 def _leftovers(bin_dir: Path, records: list[node.PidRecord]) -> list[str]:
     """Everything `down` should have removed, that is still there."""
-    left = [
-        f"process {p}" for p in _processes_mentioning((str(paths.STATE_DIR), str(bin_dir), "containerd-shim"))
-    ]
+    left = [f"process {p}" for p in _node_processes(bin_dir)]
     left += [f"process {rec.name} (pid {rec.pid})" for rec in records if rec.alive()]
     if paths.NETNS_PATH.exists():
         left.append(f"netns file {paths.NETNS_PATH}")
