@@ -121,9 +121,13 @@ def render_manifest(name: str, **values: str) -> str:
 def up() -> dict[str, float]:
     """Bring the node up (a no-op if it is up and healthy). Returns timings in seconds."""
     with _locked():
-        if not health().problems:
+        state = health()
+        if not state.problems:
             say("already up")
             return {}
+        if all(s.startswith("running") for s in state.components.values()):
+            # Every process runs: never tear down a node others may be using over a passing problem.
+            return _heal()
         if _leftovers():
             say("found a stopped or broken node: removing it first")
             _down_locked()
@@ -197,17 +201,7 @@ def _up(binaries: Path) -> dict[str, float]:
                 images_done.result(timeout=600)
             except Exception as exc:
                 raise ClusterError(f"image import failed: {exc}") from exc
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        input_text=render_manifest(
-            "coredns.yaml",
-            CLUSTER_DOMAIN=paths.CLUSTER_DOMAIN,
-            DNS_SERVICE_IP=paths.DNS_SERVICE_IP,
-            COREDNS_IMAGE=coredns_image(),
-        ),
-    )
+    kubectl("apply", "-f", "-", input_text=coredns_manifest())
     with node.timed("default-serviceaccount", t):
         node.wait_for(
             "default ServiceAccount",
@@ -229,6 +223,31 @@ def _up(binaries: Path) -> dict[str, float]:
     TIMINGS_FILE.write_text(json.dumps(t, indent=2) + "\n")
     say(f"up: node Ready after {t['total-node-ready']} s, all ready after {t['total']} s")
     return t
+
+
+def _heal(timeout: float = 60.0) -> dict[str, float]:
+    """All processes run but something is not healthy (yet): re-apply CoreDNS and wait for health."""
+    say("node processes are running but unhealthy: waiting for them")
+    with contextlib.suppress(CommandError):
+        kubectl("apply", "-f", "-", input_text=coredns_manifest())
+    deadline = time.monotonic() + timeout
+    while (problems := health().problems) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if problems:
+        raise ClusterError(
+            "the node runs but is unhealthy: " + "; ".join(problems) + " (try `down`, then `up`)"
+        )
+    say("already up")
+    return {}
+
+
+def coredns_manifest() -> str:
+    return render_manifest(
+        "coredns.yaml",
+        CLUSTER_DOMAIN=paths.CLUSTER_DOMAIN,
+        DNS_SERVICE_IP=paths.DNS_SERVICE_IP,
+        COREDNS_IMAGE=coredns_image(),
+    )
 
 
 def _keep_failed_logs() -> None:
