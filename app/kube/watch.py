@@ -159,12 +159,15 @@ class Watcher:
             if not received:  # an empty stream again and again must not become a hot loop
                 await self._backoff(quick=True)
         except Gone:
-            log.info("%s: resourceVersion %s gone, re-listing", self.name, self.resource_version)
+            log.warning("%s: resourceVersion %s gone (410), re-listing", self.name, self.resource_version)
             self.resource_version = None
             self._restart("gone")
             await self._backoff(quick=True)
         except ApiError as err:
             if err.status == 410:
+                log.warning(
+                    "%s: resourceVersion %s gone (HTTP 410), re-listing", self.name, self.resource_version
+                )
                 self.resource_version = None
                 self._restart("gone")
                 await self._backoff(quick=True)
@@ -218,7 +221,7 @@ class Watcher:
         self.lists += 1
         if self.metrics is not None:
             self.metrics.lists.labels(self.kind.value).inc()
-        log.info(
+        log.warning(
             "%s: listed %d objects at resourceVersion %s", self.name, len(objects), self.resource_version
         )
 

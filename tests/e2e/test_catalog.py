@@ -265,10 +265,10 @@ ETCD_COMPACT = (
 
 
 def restart_apiserver() -> None:
-    """Stop kube-apiserver and start it again with the same arguments, holding devcluster's lock.
+    """Kill kube-apiserver and start it again with the same arguments, holding devcluster's lock.
 
-    The lock keeps a concurrent ``devcluster up`` (another session's fixture) from seeing the node
-    unhealthy meanwhile and rebuilding it.
+    The lock (held until ``devcluster status`` would say healthy) keeps a concurrent ``devcluster up``
+    (another session's fixture) from seeing the node unhealthy meanwhile and rebuilding it.
     """
     from devcluster import cluster as dc
     from devcluster import config, kubeapi, node
@@ -278,10 +278,15 @@ def restart_apiserver() -> None:
         holder = node.find_record(node.HOLDER)
         assert rec is not None and holder is not None and rec.alive()
         specs = config.components(Path(dc.BIN_DIR_RECORD.read_text().strip()))
-        os.kill(rec.pid, signal.SIGTERM)
+        # SIGKILL, a crash: a graceful SIGTERM can hang for minutes while a watch client (here the
+        # frozen app) does not read, leaving the shared node without an apiserver.
+        os.kill(rec.pid, signal.SIGKILL)
         wait_for(lambda: not rec.alive(), 30, "old kube-apiserver gone")
         new = node.start(specs["kube-apiserver"], holder)
         node.wait_for("apiserver /readyz", kubeapi.readyz, timeout=90, blame="kube-apiserver", watch=[new])
+        # Keep the lock until the whole node is healthy again (node Ready, CoreDNS available): a
+        # concurrent `up` that saw it unhealthy would rebuild the shared node from scratch.
+        node.wait_for("node healthy", lambda: not dc.health().problems, timeout=120, blame="kube-apiserver")
 
 
 def _names(url: str, namespace: str) -> set[str]:
@@ -300,10 +305,11 @@ spec:
 
 
 def test_apiserver_restart_and_forced_410_relist(cluster: Cluster, namespace: str) -> None:
-    """Freeze the app, change objects, compact etcd and restart the apiserver, thaw the app.
+    """Freeze the app, restart the apiserver, change objects, compact etcd, thaw the app.
 
-    Its watch connection is gone and its resourceVersion is older than both etcd's compacted revision
-    and the restarted apiserver's watch cache: the re-watch gets 410 Gone and the app must re-list.
+    Its watch connections are gone and its resourceVersion is older than both etcd's compacted
+    revision and the restarted apiserver's watch cache: the re-watch gets 410 Gone and the app must
+    re-list to show the current state.
     """
     env = {
         "SVCSCOPE_KUBECONFIG": str(cluster.kubeconfig),
@@ -324,18 +330,24 @@ def test_apiserver_restart_and_forced_410_relist(cluster: Cluster, namespace: st
 
         os.kill(proc.pid, signal.SIGSTOP)
         try:
+            # Move etcd's revision on with an object the app does not watch, so that the restarted
+            # apiserver's watch cache starts after the app's resourceVersion. Restart first, change
+            # Services afterwards: events sent before the crash could sit unread in the frozen app's
+            # socket buffer and move its resourceVersion on.
+            cluster.kubectl("create", "configmap", "bump-revision", "-n", namespace)
+            restart_apiserver()
             for i in range(3):
                 cluster.apply(plain_service(f"during-{i}"), namespace)
             cluster.kubectl("delete", "service", "before", "-n", namespace)
             rev = cluster.exec_in_netns("python3", "-c", ETCD_COMPACT).stdout.strip()
             assert rev.isdigit()
-            restart_apiserver()
         finally:
             os.kill(proc.pid, signal.SIGCONT)
 
         expected = {"during-0", "during-1", "during-2"}
         wait_for(lambda: _names(url, namespace) == expected, 60, f"app shows {expected}")
-        assert _metric(url, "svcscope_watch_restarts_total", reason="gone") > gone_before
+        metrics = [m for m in httpx.get(f"{url}/metrics").text.splitlines() if m.startswith("svcscope_watch")]
+        assert _metric(url, "svcscope_watch_restarts_total", reason="gone") > gone_before, metrics
         assert _metric(url, "svcscope_watch_lists_total", resource="services") > lists_before
         # and it keeps watching after the re-list
         cluster.apply(plain_service("after"), namespace)
