@@ -66,6 +66,24 @@ async def create_objects(kubeconfig: str, services: int, per: int, concurrency: 
                     raise
         sem = asyncio.Semaphore(concurrency)
 
+        async def create(method: Any, ns: str, body: Any) -> None:
+            for attempt in range(6):  # bounded retries: the shared apiserver may be busy
+                try:
+                    await method(ns, body=body)
+                    return
+                except k8s.ApiException as exc:
+                    if exc.status == 409:
+                        return
+                    if attempt == 5:
+                        raise
+                except OSError:
+                    if attempt == 5:
+                        raise
+                except Exception as exc:  # aiohttp ServerDisconnectedError and the like
+                    if attempt == 5 or "Disconnected" not in type(exc).__name__:
+                        raise
+                await asyncio.sleep(0.5 * (attempt + 1))
+
         async def one(i: int) -> None:
             ns, name = f"bench-cat-{i % NAMESPACES}", f"svc-{i:05d}"
             svc: Any = {
@@ -88,26 +106,8 @@ async def create_objects(kubeconfig: str, services: int, per: int, concurrency: 
                 ],
             }
             async with sem:
-                for attempt in range(5):
-                    try:
-                        await core.create_namespaced_service(ns, body=svc)
-                        break
-                    except k8s.ApiException as exc:
-                        if exc.status == 409:
-                            break
-                        if attempt == 4:
-                            raise
-                        await asyncio.sleep(0.5 * (attempt + 1))  # apiserver overload: back off
-                for attempt in range(5):
-                    try:
-                        await disc.create_namespaced_endpoint_slice(ns, body=eps)
-                        break
-                    except k8s.ApiException as exc:
-                        if exc.status == 409:
-                            break
-                        if attempt == 4:
-                            raise
-                        await asyncio.sleep(0.5 * (attempt + 1))
+                await create(core.create_namespaced_service, ns, svc)
+                await create(disc.create_namespaced_endpoint_slice, ns, eps)
 
         await asyncio.gather(*(one(i) for i in range(services)))
     finally:
