@@ -51,6 +51,7 @@ METHODS = ("GET", "HEAD")
 MAX_CALIBRATED_PODS = 64
 SAMPLE_CHARS = 300
 MAX_SAMPLES = 24
+ENDPOINTS_MAX_AGE_S = 0.05  # requests re-read the endpoints from the cache at most this often
 
 
 class SpecError(ValueError):
@@ -163,9 +164,15 @@ class Run:
         self._matcher = Matcher(())
         self._candidates: tuple[Candidate, ...] = ()
         self.forbidden: str | None = None  # set when the endpoints turn to a refused address mid-run
+        self._read_at = 0.0
 
     # -- endpoints, re-read from the view so scaling mid-run is seen
-    def current(self) -> tuple[Backend, ...]:
+    def current(self, max_age_s: float = 0.0) -> tuple[Backend, ...]:
+        """The endpoints now; with ``max_age_s``, a copy at most that old (the per-request path)."""
+        t = time.monotonic()
+        if max_age_s and self._current_key is not None and t - self._read_at < max_age_s:
+            return self._current
+        self._read_at = t
         now = backends(self._view, self.target)
         key = frozenset((b.pod, b.ip, b.ready) for b in now)
         if key != self._current_key:
@@ -251,7 +258,7 @@ class Run:
         return summarize(self.results, shape, self.current(), tuple(self.known.values()))
 
     def attribute(self, reply: Reply) -> Attribution:
-        self.current()
+        self.current(ENDPOINTS_MAX_AGE_S)
         cal = self.calibration
         return attribute(
             reply,
@@ -464,7 +471,7 @@ class ProbeRunner:
         udp: wire.UdpSocket | None = None
         try:
             while (seq := run.next_seq()) is not None:
-                run.current()
+                run.current(ENDPOINTS_MAX_AGE_S)
                 if run.forbidden:
                     raise ForbiddenAddress(run.forbidden)
                 t0 = time.monotonic()

@@ -9,6 +9,7 @@ unspecified, multicast, cloud metadata addresses and the apiserver (``default/ku
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class Backend:
 IDENTITY_ANNOTATION = "svcscope.io/pod-identity"
 
 
+@functools.lru_cache(maxsize=4096)
 def forbidden_reason(address: str) -> str | None:
     """Why an address is never probed, or None if it may be (subject to being watched)."""
     try:
@@ -144,6 +146,7 @@ def apiserver_addresses(view: ClusterView) -> frozenset[str]:
     return frozenset(_normal(a) for a in found)
 
 
+@functools.lru_cache(maxsize=4096)
 def _normal(address: str) -> str:
     try:
         return str(ipaddress.ip_address(address))
