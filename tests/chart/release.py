@@ -138,6 +138,7 @@ def port_forward(
         [*args, "--address", "127.0.0.1"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    drain: threading.Thread | None = None
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout
@@ -150,7 +151,8 @@ def port_forward(
             line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8080"
         port = int(line.split("127.0.0.1:")[1].split()[0])
         # kubectl prints a line per connection: keep reading so that a full pipe never blocks it.
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        drain = threading.Thread(target=proc.stdout.read, daemon=True)
+        drain.start()
         yield f"http://localhost:{port}"
     finally:
         proc.terminate()
@@ -159,3 +161,7 @@ def port_forward(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        if drain is not None:
+            drain.join(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -167,8 +167,9 @@ def test_dashboard_pod(helm: Path) -> None:
     assert container["image"] == "localhost/svcscope:dev"
     assert container["imagePullPolicy"] == "Never"
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    host = [{"name": "Host", "value": "localhost"}]  # the app refuses the pod IP as Host
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "httpHeaders": host}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "httpHeaders": host}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in spec["volumes"]
