@@ -258,10 +258,12 @@ def _keep_failed_logs() -> None:
 
 
 def _leftovers() -> bool:
+    """Is anything of a node there (running or not)?"""
     return (
         paths.STATE_DIR.exists()
         or paths.NETNS_PATH.exists()
         or Path("/sys/class/net", paths.HOST_IFACE).exists()
+        or any((h / paths.CGROUP_ROOT.lstrip("/")).exists() for h in node.cgroup_hierarchies())
     )
 
 
@@ -275,22 +277,29 @@ def down() -> list[str]:
 
 
 def _down_locked() -> list[str]:
-    problems = node.stop_all()
-    problems += [f"cgroup {d} still busy" for d in node.remove_cgroups()]
-    try:
-        net.teardown()
-    except CommandError as exc:
-        problems.append(str(exc))
-    mounts = node.mounts_below(paths.STATE_DIR)
-    for point in reversed(mounts):
-        run(["umount", "-l", point], check=False)
-    if node.mounts_below(paths.STATE_DIR):
-        problems.append(f"mounts left below {paths.STATE_DIR}; not deleting it")
-    elif paths.STATE_DIR.exists():
-        # --one-file-system: never descend into anything mounted below, whatever happened.
-        run(["rm", "-rf", "--one-file-system", str(paths.STATE_DIR)], timeout=120)
-    with contextlib.suppress(OSError):
-        paths.NETNS_PATH.parent.rmdir()  # only if empty: other namespaces are not ours
+    if not _leftovers() and not node.read_records():
+        return []
+    t: dict[str, float] = {}
+    with node.timed("processes", t):
+        problems = node.stop_all()
+    with node.timed("cgroups", t):
+        problems += [f"cgroup {d} still busy" for d in node.remove_cgroups()]
+    with node.timed("network", t):
+        try:
+            net.teardown()
+        except CommandError as exc:
+            problems.append(str(exc))
+    with node.timed("files", t):
+        for point in reversed(node.mounts_below(paths.STATE_DIR)):
+            run(["umount", "-l", point], check=False)
+        if node.mounts_below(paths.STATE_DIR):
+            problems.append(f"mounts left below {paths.STATE_DIR}; not deleting it")
+        elif paths.STATE_DIR.exists():
+            # --one-file-system: never descend into anything mounted below, whatever happened.
+            run(["rm", "-rf", "--one-file-system", str(paths.STATE_DIR)], timeout=120)
+        with contextlib.suppress(OSError):
+            paths.NETNS_PATH.parent.rmdir()  # only if empty: other namespaces are not ours
+    say(f"down: {sum(t.values()):.2f} s (" + ", ".join(f"{k} {v} s" for k, v in t.items()) + ")")
     return problems
 
 

@@ -360,42 +360,32 @@ def _wait_gone(pids: set[int], deadline: float) -> set[int]:
         time.sleep(0.05)
 
 
-def stop_all(grace_s: float = 3.0) -> list[str]:
-    """Stop everything the node started. Returns the problems that remain (empty when all is gone).
+def stop_all(deadline_s: float = 10.0) -> list[str]:
+    """Kill everything the node started. Returns the problems that remain (empty when all is gone).
 
-    Order: kubelet first (so it restarts nothing), then every process in our cgroups (containers, shims), then
-    the components newest-first, then any straggler still inside the node's namespaces."""
+    SIGKILL, no grace: `down` deletes all state right after, so there is nothing to flush (and graceful
+    stops of the apiserver and kubelet take seconds). What dies: the PIDs in our PID files, every process in
+    our cgroups (containers, shims, `kubectl exec` sessions), and any process left in the node's namespaces.
+    Repeated until none is left, because a dying parent may still have forked."""
     records = read_records()
     holder = next((rec for rec in records if rec.name == HOLDER), None)
     mntns = None
     if holder and holder.alive():
         with contextlib.suppress(OSError):
             mntns = os.readlink(holder_mntns(holder))
-    live = [rec for rec in records if rec.alive()]
-    by_name = {rec.name: rec for rec in live}
-    first = [by_name[n] for n in ("kubelet", "kube-proxy") if n in by_name]
-    _signal_all((rec.pid for rec in first), signal.SIGTERM)
-    _wait_gone({rec.pid for rec in first}, time.monotonic() + grace_s)
-    # Containers and shims: nothing of value to flush, so no grace.
-    deadline = time.monotonic() + grace_s
-    while (pids := cgroup_pids() - {rec.pid for rec in live}) and time.monotonic() < deadline:
+    pids = {rec.pid for rec in records if rec.alive()}
+    deadline = time.monotonic() + deadline_s
+    while True:
+        pids |= cgroup_pids() | processes_in_namespaces(paths.NETNS_PATH, mntns)
         _signal_all(pids, signal.SIGKILL)
-        _wait_gone(pids, time.monotonic() + 0.5)
-    rest = [rec for rec in reversed(live) if rec not in first and rec.name != HOLDER]
-    _signal_all((rec.pid for rec in rest), signal.SIGTERM)
-    left = _wait_gone({rec.pid for rec in rest}, time.monotonic() + grace_s)
-    _signal_all(left, signal.SIGKILL)
-    # Last: anything at all still in the node's namespaces (the holder among them).
-    deadline = time.monotonic() + grace_s
-    while (
-        pids := processes_in_namespaces(paths.NETNS_PATH, mntns) | cgroup_pids()
-    ) and time.monotonic() < deadline:
-        _signal_all(pids, signal.SIGKILL)
-        _wait_gone(pids, time.monotonic() + 0.5)
-    problems = [f"process {pid} would not die" for pid in sorted(_wait_gone(pids, time.monotonic()))]
+        pids = _wait_gone(pids, time.monotonic() + 0.5)
+        if not (pids | cgroup_pids() | processes_in_namespaces(paths.NETNS_PATH, mntns)):
+            break
+        if time.monotonic() > deadline:
+            return [f"process {pid} would not die" for pid in sorted(pids)]
     for rec in records:
         _pid_file(rec.name).unlink(missing_ok=True)
-    return problems
+    return []
 
 
 def mounts_below(prefix: Path) -> list[str]:
