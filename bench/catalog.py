@@ -245,7 +245,7 @@ def run(args: argparse.Namespace, kubeconfig: str, kubectl: str) -> None:
 | what | result |
 | --- | --- |
 | objects | {objects}; app saw {total} Services |
-| create (bench client, 32 in flight) | {create_s:.1f} s |
+| create (bench client, 16 in flight) | {create_s:.1f} s |
 | `kubectl get svc -A` | {ms(kubectl_s)} |
 | svcscope start → /readyz 200 (process start, list of all three resources) | {sync_s:.2f} s |
 | first list page `/` (50 rows, HTML) | {ms(page)} — {statistics.median(page) / k:.3f}x kubectl |

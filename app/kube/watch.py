@@ -221,7 +221,7 @@ class Watcher:
         self.lists += 1
         if self.metrics is not None:
             self.metrics.lists.labels(self.kind.value).inc()
-        log.warning(
+        log.info(
             "%s: listed %d objects at resourceVersion %s", self.name, len(objects), self.resource_version
         )
 
