@@ -124,9 +124,20 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
+_up_result: list[subprocess.CompletedProcess[str]] = []  # `up` as run by pytest_collection_finish
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Bring the node up here, before the first test: a hook is not bound by the per-test timeout, and a
+    # machine that still has to import or build images needs longer than one test may take.
+    if session.config.option.collectonly or not any(i.get_closest_marker("e2e") for i in session.items):
+        return
+    _up_result.append(devcluster("up", timeout=UP_TIMEOUT_S, check=False))
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
-    proc = devcluster("up", timeout=UP_TIMEOUT_S, check=False)
+    proc = _up_result[0] if _up_result else devcluster("up", timeout=UP_TIMEOUT_S, check=False)
     if proc.returncode != 0:
         # pytest.fail, never skip: an e2e run without a cluster must not look green.
         pytest.fail(
