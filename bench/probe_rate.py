@@ -11,6 +11,7 @@ Prints a Markdown table (copied into bench/probe.md).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.conftest import Cluster, deploy_echo_app, devcluster
+from tests.e2e.test_probe import wait_serving
 from tests.e2e.test_probe_dashboard import Dashboard, start_dashboard
 
 
@@ -92,7 +94,8 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--wrk-seconds", type=int, default=10)
+    parser.add_argument("--wrk-seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating probe/wrk rounds per point")
     args = parser.parse_args()
 
     cluster = cluster_handle()
@@ -109,15 +112,24 @@ def main() -> None:
     try:
         app = deploy_echo_app(cluster, namespace, "echo", replicas=args.replicas)
         dash.wait_endpoints(namespace, "echo", args.replicas)
+        wait_serving(dash, {"namespace": namespace, "service": "echo", "port": "http"})
         url = f"http://{app.cluster_ip}:80/"
         rows = []
         for c in args.concurrency:
-            rate, run = probe_rate(dash, namespace, "echo", args.count, c)
-            wrk = wrk_rate(url, c, args.wrk_seconds)
+            # Alternate the two clients and take medians: the machine is shared and noisy.
+            rates: list[float] = []
+            wrks: list[float] = []
+            for _ in range(args.rounds):
+                rate, run = probe_rate(dash, namespace, "echo", args.count, c)
+                rates.append(rate)
+                wrks.append(wrk_rate(url, c, args.wrk_seconds))
+            rate, wrk = statistics.median(rates), statistics.median(wrks)
             rows.append((c, rate, wrk, rate / wrk, run["errors"], run["latency_ms"]))
         clicks = [first_hit_ms(dash, namespace, "echo") for _ in range(7)]
         print(
-            f"\n{args.replicas} echo pods, {args.count} probes per run, wrk {args.wrk_seconds} s per point\n"
+            f"\n{args.replicas} echo pods, {args.count} probes per run, wrk {args.wrk_seconds} s, median of "
+            f"{args.rounds} alternating rounds per point; load average {os.getloadavg()[0]:.1f} on "
+            f"{os.cpu_count()} CPUs\n"
         )
         print(
             "| concurrency | svcscope probes/s | wrk (Connection: close) req/s | ratio | errors | p50/p95 |"
