@@ -82,13 +82,18 @@ class TypeFilter(enum.StrEnum):
     NODE_PORT = "NodePort"
     LOAD_BALANCER = "LoadBalancer"
     EXTERNAL_NAME = "ExternalName"
+    ALL = "all"  # a query value only: every type
+
+
+# What the list shows when the user has not chosen: ClusterIP Services, headless ones included.
+DEFAULT_TYPES = frozenset({TypeFilter.CLUSTER_IP})
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceQuery:
     namespace: str | None = None
     search: str = ""
-    types: frozenset[TypeFilter] = frozenset()  # empty: every type
+    types: frozenset[TypeFilter] = DEFAULT_TYPES  # empty: every type
     sort: SortField = SortField.NAME
     descending: bool = False
     page: int = 1

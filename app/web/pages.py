@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
 
 from app.domain import ObjectKey
-from app.kube.cache import ServiceCache, ServiceQuery, SortField, TypeFilter
+from app.kube.cache import DEFAULT_TYPES, ServiceCache, ServiceQuery, SortField, TypeFilter
 from app.kube.views import service_detail, service_list
 from app.web import partials
 from app.web.deps import CacheDep, SettingsDep, TemplatesDep
@@ -42,12 +42,20 @@ def list_query(
     return ServiceQuery(
         namespace=namespace or None,
         search=q,
-        types=frozenset(type or ()),
+        types=_types(type),
         sort=sort,
         descending=order == "desc",
         page=page,
         page_size=size or settings.page_size,
     )
+
+
+def _types(chosen: list[TypeFilter] | None) -> frozenset[TypeFilter]:
+    if not chosen:
+        return DEFAULT_TYPES
+    if TypeFilter.ALL in chosen:
+        return frozenset()
+    return frozenset(chosen)
 
 
 ListQuery = Annotated[ServiceQuery, Depends(list_query)]

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from fastapi.templating import Jinja2Templates
 from markupsafe import escape
 
-from app.kube.cache import ServiceQuery, SortField
+from app.kube.cache import DEFAULT_TYPES, ServiceQuery, SortField, TypeFilter
 from app.kube.views import ServiceDetail, ServiceList
 from app.web.render import fragment
 
@@ -21,7 +21,7 @@ def query_params(query: ServiceQuery, **overrides: object) -> list[tuple[str, st
     values: dict[str, object] = {
         "namespace": query.namespace or "",
         "q": query.search,
-        "type": sorted(t.value for t in query.types),
+        "type": _type_values(query.types),
         "sort": query.sort.value if query.sort is not SortField.NAME else "",
         "order": "desc" if query.descending else "",
         "page": query.page if query.page != 1 else "",
@@ -35,6 +35,14 @@ def query_params(query: ServiceQuery, **overrides: object) -> list[tuple[str, st
         elif value not in ("", None):
             out.append((key, str(value)))
     return out
+
+
+def _type_values(types: frozenset[TypeFilter]) -> list[str]:
+    if not types:
+        return [TypeFilter.ALL.value]
+    if types == DEFAULT_TYPES:
+        return []  # implied
+    return sorted(t.value for t in types)
 
 
 def query_string(query: ServiceQuery, **overrides: object) -> str:

@@ -38,13 +38,21 @@ def flat(text: str) -> str:
 
 
 def test_list_page_full_and_paginated(client):
-    r = client.get("/")
+    r = client.get("/?type=all")
     assert r.status_code == 200 and "<html" in r.text
     assert 'sse-connect="/streams/services?' in r.text
     assert "4 Services" in flat(r.text) and "page 1 of 2" in flat(r.text)
-    assert 'href="/?page=2"' in r.text  # plain links work without JavaScript
-    r = client.get("/?page=2")
+    assert 'href="/?type=all&amp;page=2"' in r.text  # plain links work without JavaScript
+    r = client.get("/?type=all&page=2")
     assert "web" in r.text and "page 2 of 2" in flat(r.text)
+
+
+def test_list_shows_cluster_ip_services_by_default(client):
+    r = client.get("/")
+    assert "3 Services" in flat(r.text) and "example.invalid" not in r.text
+    assert 'value="ClusterIP" checked' in flat(r.text) and 'value="all" checked' not in flat(r.text)
+    r = client.get("/?type=Headless&type=ExternalName")
+    assert "example.invalid" in r.text
 
 
 def test_list_filters_and_fragment(client):
@@ -125,7 +133,7 @@ def test_json_errors(client, url, status, text):
 
 
 def test_api_list_and_detail(client):
-    body = client.get("/api/v1/services?namespace=shop&sort=endpoints&order=desc&size=10").json()
+    body = client.get("/api/v1/services?namespace=shop&type=all&sort=endpoints&order=desc&size=10").json()
     assert body["total"] == 4 and body["synced"] is True and body["items"][0]["name"] == "web"
     web = body["items"][0]
     assert (web["endpoints_ready"], web["endpoints_total"]) == (2, 3)
@@ -172,7 +180,7 @@ def _events(lines: Iterator[str], count: int) -> list[tuple[str, str]]:
 
 def test_sse_list_stream_pushes_changes_and_ends_on_shutdown(client, cache):
     state = client.app.state.svc
-    with client.stream("GET", "/streams/services?namespace=shop&size=50") as r:
+    with client.stream("GET", "/streams/services?namespace=shop&type=all&size=50") as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = r.iter_lines()
         ((event, html),) = _events(lines, 1)
