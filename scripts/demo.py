@@ -174,7 +174,7 @@ def install_release(log: Log = _log, *, restart: bool = False, extra_sets: Seque
     existed = release_installed()
     log(f"helm: upgrade --install {RELEASE} (namespace {NAMESPACE}, demo.enabled=true)")
     args = [*helm_base(), "upgrade", "--install", RELEASE, str(CHART), "--namespace", NAMESPACE]
-    args += ["--create-namespace", "--set", "demo.enabled=true"]
+    args += ["--create-namespace", "--reset-values", "--set", "demo.enabled=true"]
     for s in extra_sets:
         args += ["--set", s]
     _run(args, timeout=180)

@@ -68,7 +68,7 @@ class Release:
         self.sets = list(sets)
         started = time.monotonic()
         self.helm(
-            "upgrade", "--install", self.name, str(CHART), "--namespace", self.namespace,
+            "upgrade", "--install", self.name, str(CHART), "--namespace", self.namespace, "--reset-values",
             *self._set_args(self.sets),
         )  # fmt: skip
         self.wait_ready()
@@ -78,7 +78,9 @@ class Release:
     def upgrade(self, *sets: str) -> None:
         """`helm upgrade` with exactly these values (no waiting: for RBAC-only changes)."""
         self.sets = list(sets)
-        self.helm("upgrade", self.name, str(CHART), "--namespace", self.namespace, *self._set_args(self.sets))
+        # --reset-values: with no --set at all, helm would silently reuse the previous release's values.
+        args = ["upgrade", self.name, str(CHART), "--namespace", self.namespace, "--reset-values"]
+        self.helm(*args, *self._set_args(self.sets))
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         deployments = self.kubectl("get", "deployments", "-n", self.namespace, "-o", "name").stdout.split()

@@ -1,0 +1,222 @@
+"""The chart against the real devcluster (issue 5): server-side dry run, install with the image built from the
+project's Dockerfile, hardened pod that becomes Ready, least-privilege RBAC, clean uninstall."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts import demo
+from tests.chart.helmtool import VALUES_DIR, by_kind
+from tests.chart.release import Release, custom_cluster_ip, port_forward
+from tests.e2e.conftest import Cluster, wait_for
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+RBAC_SETTLE_S = 30.0  # the RBAC authorizer reads from an informer: a new rule shows up within moments
+
+
+@pytest.fixture(scope="module")
+def image(cluster: Cluster) -> str:
+    demo.build_image()
+    return demo.IMAGE
+
+
+@pytest.fixture
+def release(cluster: Cluster, namespace: str, image: str) -> Iterator[Release]:
+    rel = Release(
+        namespace=namespace,
+        kubectl=cluster.kubectl,
+        helm_base=[str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig)],
+    )
+    yield rel
+    rel.uninstall(wait=False)  # the ClusterRole(Binding) outlive the namespace otherwise
+
+
+def _record(name: str, value: object) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / "chart-e2e.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = value
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _dashboard_pod(cluster: Cluster, rel: Release) -> dict[str, Any]:
+    selector = f"app.kubernetes.io/name=svcscope,app.kubernetes.io/instance={rel.name}"
+    (pod,) = cluster.ready_pods(rel.namespace, selector)
+    return pod
+
+
+@pytest.mark.parametrize("case", ["defaults", "namespaced-rbac", "all-features", "demo"])
+def test_server_side_dry_run(release: Release, case: str) -> None:
+    """The apiserver (admission, validation, defaulting) accepts every rendered object."""
+    sets = [f"demo.customClusterIP={custom_cluster_ip()}"]
+    if case == "namespaced-rbac":
+        sets.append(f"rbac.namespaces={{{release.namespace}}}")
+    rendered = release.helm(
+        "template", release.name, str(demo.CHART), "--namespace", release.namespace,
+        "--values", str(VALUES_DIR / f"{case}.yaml"), *[a for s in sets for a in ("--set", s)],
+    ).stdout  # fmt: skip
+    proc = release.kubectl(
+        "apply", "--dry-run=server", "--namespace", release.namespace, "-o", "name", "-f", "-",
+        input=rendered, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.split()) >= 5
+    # Nothing was created.
+    assert not release.kubectl("get", "deployments", "-n", release.namespace, "-o", "name").stdout.strip()
+
+
+def test_installed_pod_is_non_root_read_only_and_ready(cluster: Cluster, release: Release) -> None:
+    seconds = release.install("demo.enabled=true", f"demo.customClusterIP={custom_cluster_ip()}")
+    _record("install_to_ready_s", round(seconds, 1))
+    pod = _dashboard_pod(cluster, release)
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == demo.IMAGE
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    (status,) = pod["status"]["containerStatuses"]
+    assert status["ready"] is True and status["restartCount"] == 0
+
+    # What the process really gets, seen from inside the running container.
+    probe = (
+        "import os, errno\n"
+        "print(os.getuid(), os.getgid())\n"
+        "try:\n"
+        "    open('/app/written', 'w')\n"
+        "    print('root-fs-writable')\n"
+        "except OSError as e:\n"
+        "    print('root-fs', errno.errorcode[e.errno])\n"
+        "open('/tmp/written', 'w').write('x')\n"
+        "print('tmp-ok')\n"
+        "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])\n"
+    )
+    out = release.kubectl(
+        "exec", "-n", release.namespace, pod["metadata"]["name"], "--", "python", "-c", probe
+    ).stdout.split("\n")
+    assert out[0] == "10001 10001"
+    assert out[1] == "root-fs EROFS"
+    assert out[2] == "tmp-ok"
+    assert out[3] == "0000000000000000"  # no capabilities at all
+
+    # The echo backends run from the same image, as the same unprivileged user.
+    echo_pods = cluster.ready_pods(release.namespace, "app.kubernetes.io/name=svcscope-echo")
+    assert len(echo_pods) == 3
+    for echo in echo_pods:
+        assert echo["spec"]["containers"][0]["image"] == demo.IMAGE
+        assert echo["spec"]["securityContext"]["runAsUser"] == 10001
+
+
+def test_port_forward_reaches_the_dashboard(cluster: Cluster, release: Release) -> None:
+    """What a user does: `kubectl port-forward svc/svcscope`; the health endpoints answer on localhost."""
+    release.install()
+    kubectl = [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
+    with port_forward(kubectl, release.namespace, release.fullname) as url:
+        for path in ("/healthz", "/readyz"):
+            with urllib.request.urlopen(f"{url}{path}", timeout=10) as resp:  # loopback
+                assert resp.status == 200
+
+
+def _assert_access(rel: Release, expected: dict[tuple[str, str, str], bool]) -> None:
+    def actual() -> dict[tuple[str, str, str], bool]:
+        return {key: rel.can_i(key[0], key[1], subresource=key[2]) for key in expected}
+
+    deadline = time.monotonic() + RBAC_SETTLE_S
+    while (got := actual()) != expected and time.monotonic() < deadline:
+        time.sleep(0.5)  # polling the authorizer until the new rules show, bounded by the deadline
+    wrong = {f"{verb} {res}{'/' + sub if sub else ''}": got[(verb, res, sub)]
+             for (verb, res, sub), want in expected.items() if got[(verb, res, sub)] != want}  # fmt: skip
+    assert not wrong, f"can-i answers that differ from the chart's intent (actual shown): {wrong}"
+
+
+READ = {(verb, res, ""): True for verb in ("get", "list", "watch")
+        for res in ("services", "pods", "endpointslices.discovery.k8s.io")}  # fmt: skip
+NEVER = {
+    ("get", "secrets", ""): False,
+    ("list", "secrets", ""): False,
+    ("watch", "secrets", ""): False,
+    ("list", "configmaps", ""): False,
+    ("create", "services", ""): False,
+    ("delete", "services", ""): False,
+    ("update", "services", ""): False,
+    ("get", "nodes", ""): False,
+    ("create", "serviceaccounts", "token"): False,
+    ("impersonate", "serviceaccounts", ""): False,
+}
+OPTIONAL = {
+    "rbac.exec": {("create", "pods", "exec"): True},
+    "rbac.probePods": {
+        ("create", "pods", ""): True,
+        ("delete", "pods", ""): True,
+        ("get", "pods", "log"): True,
+    },
+    "rbac.patchServices": {("patch", "services", ""): True},
+}
+OPTIONAL_OFF = {key: False for grants in OPTIONAL.values() for key in grants}
+
+
+def test_rbac_is_least_privilege(release: Release) -> None:
+    """Default token: read-only; no Secrets, no exec. Each optional verb appears only with its own value."""
+    release.install()
+    _assert_access(release, {**READ, **NEVER, **OPTIONAL_OFF})
+    for flag, grants in OPTIONAL.items():
+        release.upgrade(f"{flag}=true")
+        _assert_access(release, {**READ, **NEVER, **OPTIONAL_OFF, **grants})
+    release.upgrade()
+    _assert_access(release, {**READ, **NEVER, **OPTIONAL_OFF})
+
+
+def test_namespaced_rbac_reaches_only_its_namespaces(cluster: Cluster, release: Release) -> None:
+    release.install(f"rbac.namespaces={{{release.namespace}}}")
+    assert release.can_i("list", "services", namespace=release.namespace)
+    assert release.can_i("watch", "endpointslices.discovery.k8s.io", namespace=release.namespace)
+    assert not release.can_i("list", "services", namespace="default")
+    assert not release.can_i("list", "services")  # cluster-wide
+    assert not release.kubectl("get", "clusterrole", release.cluster_role, check=False).returncode == 0
+    pod = _dashboard_pod(cluster, release)
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["SVCSCOPE_NAMESPACES"] == release.namespace
+
+
+def test_uninstall_leaves_nothing_behind(cluster: Cluster, release: Release) -> None:
+    release.install("demo.enabled=true", f"demo.customClusterIP={custom_cluster_ip()}")
+    docs = release.template("demo.enabled=true")
+    assert by_kind(docs, "ClusterRole")
+    release.uninstall(wait=True)
+    ns = release.namespace
+
+    wait_for(
+        lambda: not cluster.get("pods", "-n", ns)["items"], 120, f"the pods of {ns} to be gone"
+    )  # fmt: skip
+    kinds = cluster.kubectl("api-resources", "--verbs=list", "--namespaced", "-o", "name").stdout.split()
+    kinds = [k for k in kinds if k not in ("events", "events.events.k8s.io")]
+    left = cluster.get(",".join(kinds), "-n", ns)["items"]
+    leftovers = [
+        f"{item['kind']}/{item['metadata']['name']}"
+        for item in left
+        if (item["kind"], item["metadata"]["name"]) not in {("ServiceAccount", "default"),
+                                                            ("ConfigMap", "kube-root-ca.crt")}
+    ]  # fmt: skip
+    assert not leftovers, f"left in {ns} after helm uninstall: {leftovers}"
+    for kind in ("clusterrole", "clusterrolebinding"):
+        proc = cluster.kubectl("get", kind, release.cluster_role, check=False)
+        assert proc.returncode != 0 and "NotFound" in proc.stderr
+    labelled = cluster.get("clusterroles,clusterrolebindings", "-l", "app.kubernetes.io/part-of=svcscope")
+    assert not [i for i in labelled["items"] if i["metadata"]["name"].startswith(f"{ns}-")]
+
+
+def test_image_size_is_recorded(image: str) -> None:
+    from devcluster import images
+
+    tarballs = sorted(images.IMAGE_CACHE.glob("svcscope_dev-*.tar"), key=lambda p: p.stat().st_mtime)
+    assert tarballs, f"no tarball of {image} in {images.IMAGE_CACHE}"
+    size_mib = tarballs[-1].stat().st_size / 2**20
+    _record("image_tarball_mib", round(size_mib, 1))
+    assert size_mib < 400, f"the image tarball is {size_mib:.0f} MiB"
