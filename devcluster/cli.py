@@ -137,6 +137,7 @@ def _image(action: str) -> int:
     if action == "build":
         images.build_all()
     else:
-        images.import_all()
+        images.import_all()  # pause, base, echo
+        cluster.import_images(cluster.bin_dir(), system=True)  # and CoreDNS
     print(f"image {action}: done in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0

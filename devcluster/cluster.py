@@ -87,18 +87,25 @@ def coredns_tarball(binaries: Path) -> Path:
     return target
 
 
-def import_images(binaries: Path) -> None:
-    """Import what the node runs: pause (sandboxes), CoreDNS, and the tests' echo backend.
+def import_images(binaries: Path, *, system: bool) -> None:
+    """Import into the node's containerd what it runs: with `system`, pause (sandboxes) and CoreDNS; without,
+    the tests' echo backend (the bulk: ~160 MB).
 
     The Python base is not imported: only buildah needs it, and importing it would slow down every `up`."""
     from devcluster import images
 
-    wanted = {
-        images.PAUSE_IMAGE: images.build_pause(),
-        coredns_image(): coredns_tarball(binaries),
-        images.ECHO_IMAGE: images.build_echo(),
-    }
+    if system:
+        wanted = {images.PAUSE_IMAGE: images.build_pause(), coredns_image(): coredns_tarball(binaries)}
+    else:
+        wanted = {images.ECHO_IMAGE: images.build_echo()}
     images.import_all(images=wanted)
+
+
+def _imported(done: Future[None], what: str) -> None:
+    try:
+        done.result(timeout=600)
+    except Exception as exc:
+        raise ClusterError(f"importing {what} failed: {exc}") from exc
 
 
 # -- up
@@ -176,8 +183,8 @@ def _up(binaries: Path) -> dict[str, float]:
     for name in CONTROL_PLANE:
         started.append(node.start(specs[name], holder))
     say("control plane started")
+    # One worker: the small system images first, then the echo image, all while the apiserver starts.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        images_done: Future[None] | None = None
         with node.timed("containerd", t):
             node.wait_for(
                 "containerd socket",
@@ -186,7 +193,8 @@ def _up(binaries: Path) -> dict[str, float]:
                 blame="containerd",
                 watch=started,
             )
-        images_done = pool.submit(import_images, binaries)  # in parallel with the apiserver's start
+        system_images = pool.submit(import_images, binaries, system=True)
+        test_images = pool.submit(import_images, binaries, system=False)
         with node.timed("apiserver-ready", t):
             node.wait_for(
                 "apiserver /readyz", kubeapi.readyz, timeout=60, blame="kube-apiserver", watch=started
@@ -196,28 +204,27 @@ def _up(binaries: Path) -> dict[str, float]:
         with node.timed("node-ready", t):
             node.wait_for("node Ready", kubeapi.node_ready, timeout=60, blame="kubelet", watch=started)
         t["total-node-ready"] = round(time.monotonic() - start, 2)
-        with node.timed("images", t):
-            try:
-                images_done.result(timeout=600)
-            except Exception as exc:
-                raise ClusterError(f"image import failed: {exc}") from exc
-    kubectl("apply", "-f", "-", input_text=coredns_manifest())
-    with node.timed("default-serviceaccount", t):
-        node.wait_for(
-            "default ServiceAccount",
-            kubeapi.default_service_account,
-            timeout=30,
-            blame="kube-controller-manager",
-            watch=started,
-        )
-    with node.timed("coredns", t):
-        node.wait_for(
-            "CoreDNS Deployment available",
-            lambda: kubeapi.deployment_available("kube-system", "coredns"),
-            timeout=90,
-            blame="kubelet",
-            watch=started,
-        )
+        with node.timed("system-images", t):
+            _imported(system_images, "the pause and CoreDNS images")
+        kubectl("apply", "-f", "-", input_text=coredns_manifest())
+        with node.timed("default-serviceaccount", t):
+            node.wait_for(
+                "default ServiceAccount",
+                kubeapi.default_service_account,
+                timeout=30,
+                blame="kube-controller-manager",
+                watch=started,
+            )
+        with node.timed("coredns", t):
+            node.wait_for(
+                "CoreDNS Deployment available",
+                lambda: kubeapi.deployment_available("kube-system", "coredns"),
+                timeout=90,
+                blame="kubelet",
+                watch=started,
+            )
+        with node.timed("echo-image", t):
+            _imported(test_images, "the echo image")
     net.check_routes()  # again, now that the CNI bridge exists
     t["total"] = round(time.monotonic() - start, 2)
     TIMINGS_FILE.write_text(json.dumps(t, indent=2) + "\n")
