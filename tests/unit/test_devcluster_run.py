@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import tomllib
+from pathlib import Path
 
 import pytest
 
-from devcluster import config, net, paths, pki
+from devcluster import config, net, node, paths, pki
 
 SAFE_ROUTES = [
     {"dst": "default", "dev": paths.NODE_IFACE, "scope": "link"},
@@ -95,3 +97,24 @@ def test_apiserver_certificate_names_every_way_it_is_reached() -> None:
 def test_kubelet_identity_is_what_the_node_authorizer_expects() -> None:
     kubelet = next(i for i in pki.IDENTITIES if i.name == "kubelet")
     assert kubelet.subject() == f"/CN=system:node:{paths.NODE_NAME}/O=system:nodes"
+
+
+def test_mount_script_binds_the_state_back_over_the_var_overlay() -> None:
+    lines = node.mount_script().splitlines()
+    stage = str(paths.NS_STAGING_MOUNTPOINT)
+    keep = lines.index(f"mount --bind {paths.STATE_DIR} {stage}/state")
+    var_overlay = next(
+        i for i, line in enumerate(lines) if line.startswith("mount -t overlay") and line.endswith(" /var")
+    )
+    back = lines.index(f"mount --bind {stage}/state {paths.STATE_DIR}")
+    assert keep < var_overlay < back  # saved before /var is covered, put back on top of it afterwards
+    assert lines[-1] == f"mount --bind {paths.NS_RUN_DIR} /run"
+    assert all(f"upperdir={stage}/" in line for line in lines if line.startswith("mount -t overlay"))
+
+
+def test_a_pid_record_tells_a_live_process_from_a_recycled_pid() -> None:
+    me = os.getpid()
+    stat = Path(f"/proc/{me}/stat").read_text()
+    start_ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+    assert node.PidRecord("me", me, start_ticks).alive()
+    assert not node.PidRecord("me", me, start_ticks + 1).alive()
