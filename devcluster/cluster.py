@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devcluster import config, kubeapi, net, node, paths, pki
-from devcluster.sh import CommandError, run
+from devcluster.sh import CommandError, in_netns, run
 
 MANIFESTS_DIR = Path(__file__).with_name("manifests")
 BIN_DIR_RECORD = paths.STATE_DIR / "bin-dir"
@@ -349,10 +349,42 @@ def health() -> Health:
         result.problems.append(f"netns {paths.NETNS}: missing")
     else:
         _check(result, "routes stay on the machine", lambda: not net.leaving_routes(net.routes()))
+        for name, ok in _local_health().items():
+            result.checks[name] = "ok" if ok else "no answer"
+            if not ok:
+                result.problems.append(f"{name}: no answer")
     if _check(result, "apiserver /readyz", kubeapi.readyz):
         _check(result, "node Ready", kubeapi.node_ready)
         _check(result, "CoreDNS available", lambda: kubeapi.deployment_available("kube-system", "coredns"))
     return result
+
+
+# Health endpoints that listen on the namespace's loopback only (plain HTTP).
+LOCAL_HEALTH = {
+    "etcd /health": f"{paths.ETCD_URL}/health",
+    "kubelet /healthz": "http://127.0.0.1:10248/healthz",
+    "kube-proxy /healthz": "http://127.0.0.1:10256/healthz",
+}
+_PROBE_SCRIPT = """\
+import json, sys, urllib.request
+out = {}
+for url in sys.argv[1:]:
+    try:
+        out[url] = urllib.request.urlopen(url, timeout=2).status == 200
+    except Exception:
+        out[url] = False
+print(json.dumps(out))
+"""
+
+
+def _local_health() -> dict[str, bool]:
+    """One Python inside the node's network namespace checks every loopback-only health endpoint."""
+    try:
+        proc = run(in_netns(["python3", "-c", _PROBE_SCRIPT, *LOCAL_HEALTH.values()]), timeout=15)
+        answers = json.loads(proc.stdout)
+    except (CommandError, ValueError):
+        answers = {}
+    return {name: bool(answers.get(url)) for name, url in LOCAL_HEALTH.items()}
 
 
 def env_lines() -> list[str]:
