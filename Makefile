@@ -27,10 +27,13 @@ lint: bootstrap
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-unit: bootstrap
+# Unit tests include the chart's golden tests, which need the helm binary that `install` builds.
+unit: install
 	$(VENV)/bin/pytest -m "not e2e" -q
 
+# The e2e session fixture brings the cluster up (or reuses a healthy one); the down/up lifecycle test runs last.
 e2e: install
+	$(VPY) -m devcluster image build
 	$(VENV)/bin/pytest -m e2e -q tests/e2e
 
 test: lint unit e2e
