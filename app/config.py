@@ -43,8 +43,11 @@ class Settings(BaseSettings):
     probe_max_runs_per_minute: int = 30
     probe_max_timeout_s: float = 30.0  # per request (H4)
     probe_run_deadline_s: float = 900.0  # a whole run (H4)
+    # Extra probe origins besides the dashboard itself: "probe-pod" and/or "exec" (need RBAC; H4).
+    probe_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    probe_pod_image: str = "localhost/svcscope:dev"  # image with `python3 -m app.echo client` (H4)
 
-    @field_validator("namespaces", "allowed_hosts", mode="before")
+    @field_validator("namespaces", "allowed_hosts", "probe_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

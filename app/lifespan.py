@@ -20,11 +20,12 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from app.config import Settings
 from app.hub import EventHub
+from app.kube.actions import create_remote_prober
 from app.kube.cache import Kind, ServiceCache
 from app.kube.client import ApiSource, create_api_client
 from app.kube.metrics import CacheCollector, WatchMetrics
 from app.kube.watch import EventSource, WatchConfig, Watcher
-from app.probe.engine import ProbeRunner, limits_from
+from app.probe.engine import ProbeRunner, limits_from, parse_origins
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.start_watchers:
             await start_watchers(state)
         # -- H4 (probes): the runner probes from this process; stop() cancels its runs.
-        state.probe_runner = ProbeRunner(state.cache, limits_from(state.settings))
+        remote = await create_remote_prober(state.settings)  # None unless probe-pod/exec are enabled
+        if remote is not None:
+            state.closers.append(remote.close)
+        origins = parse_origins(state.settings.probe_origins)
+        state.probe_runner = ProbeRunner(
+            state.cache, limits_from(state.settings), remote=remote, origins=origins
+        )
         state.closers.append(state.probe_runner.aclose)
         yield
     finally:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from app.config import Settings
 from app.domain import ObjectKey
@@ -54,6 +56,32 @@ MAX_SAMPLES = 24
 ENDPOINTS_MAX_AGE_S = 0.05  # requests re-read the endpoints from the cache at most this often
 
 
+class Origin(enum.StrEnum):
+    """Where the requests come from (the mission's ways of testing from inside a cluster)."""
+
+    DASHBOARD = "dashboard"  # this process, i.e. the dashboard's own pod
+    PROBE_POD = "probe-pod"  # a short-lived pod of the svcscope image; results read from its log
+    EXEC = "exec"  # `kubectl exec` into an existing pod that has the svcscope echo client
+
+
+def parse_origins(names: Sequence[str]) -> tuple[Origin, ...]:
+    """Enabled extra origins from settings; an unknown name is a configuration error."""
+    try:
+        return tuple(Origin(n.strip()) for n in names if n.strip() and n.strip() != Origin.DASHBOARD)
+    except ValueError as exc:
+        raise ValueError(f"SVCSCOPE_PROBE_ORIGINS: {exc}; use probe-pod and/or exec") from exc
+
+
+class RemoteProber(Protocol):
+    """Runs the echo client elsewhere in the cluster (``app.kube.actions.KubeActions``)."""
+
+    async def probe_pod(self, namespace: str, argv: Sequence[str], timeout_s: float) -> list[str]: ...
+
+    async def exec_in_pod(
+        self, namespace: str, pod: str, argv: Sequence[str], timeout_s: float
+    ) -> list[str]: ...
+
+
 class SpecError(ValueError):
     """Invalid probe parameters (HTTP 422)."""
 
@@ -86,6 +114,8 @@ class ProbeSpec:
     path: str = "/"
     timeout_s: float = 2.0
     identity: str | None = None
+    origin: Origin = Origin.DASHBOARD
+    exec_pod: str | None = None  # origin exec: the pod (in the Service's namespace) to run the client in
 
     def validated(self, limits: Limits) -> ProbeSpec:
         if not 1 <= self.count <= limits.max_count:
@@ -113,6 +143,8 @@ class ProbeSpec:
             path=path,
             timeout_s=self.timeout_s,
             identity=(self.identity or "").strip() or None,
+            origin=self.origin,
+            exec_pod=self.exec_pod,
         )
 
 
@@ -287,12 +319,16 @@ class ProbeRunner:
         *,
         clock: Callable[[], float] = time.monotonic,
         dial: Callable[[str, int], tuple[str, int]] | None = None,
+        remote: RemoteProber | None = None,
+        origins: Sequence[Origin] = (),
     ) -> None:
         """``dial`` maps a checked target address to the socket address to connect to (a test seam)."""
         self.view = view
         self.limits = limits or Limits()
         self._clock = clock
         self._dial = dial or (lambda host, port: (host, port))
+        self.remote = remote
+        self.origins = (Origin.DASHBOARD, *(o for o in origins if o is not Origin.DASHBOARD and remote))
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._starts: deque[float] = deque()
 
@@ -311,6 +347,7 @@ class ProbeRunner:
         spec = spec.validated(self.limits)
         key = ObjectKey(spec.namespace, spec.service)
         target = resolve(self.view, key, spec.port, spec.protocol)
+        self._check_origin(spec)
         rule_text = spec.identity or target.identity_annotation
         rule: Rule | None = None
         if rule_text:
@@ -336,6 +373,26 @@ class ProbeRunner:
         run.task.add_done_callback(lambda _: run.finish(RunStatus.CANCELLED))
         return run
 
+    def _check_origin(self, spec: ProbeSpec) -> None:
+        if spec.origin not in self.origins:
+            raise SpecError(
+                f"origin {spec.origin.value!r} is not enabled "
+                f"(enabled: {', '.join(o.value for o in self.origins)}); "
+                "see SVCSCOPE_PROBE_ORIGINS and the chart's probe RBAC values"
+            )
+        if spec.origin is Origin.DASHBOARD:
+            return
+        if spec.concurrency != 1:
+            raise SpecError(f"origin {spec.origin.value} sends one request at a time: set concurrency to 1")
+        if spec.method != "GET" or spec.identity:
+            raise SpecError(f"origin {spec.origin.value} supports GET without an identity rule only")
+        if spec.origin is Origin.EXEC:
+            if not spec.exec_pod:
+                raise SpecError("origin exec needs exec_pod: a pod of the Service's namespace")
+            pod = self.view.pod(ObjectKey(spec.namespace, spec.exec_pod))
+            if pod is None or pod.phase != "Running":
+                raise SpecError(f"pod {spec.namespace}/{spec.exec_pod} is not a watched running pod")
+
     def cancel(self, run_id: str) -> bool:
         run = self._runs.get(run_id)
         if run is None or run.finished or run.task is None:
@@ -360,6 +417,10 @@ class ProbeRunner:
         workers: list[asyncio.Task[None]] = []
         try:
             async with asyncio.timeout(self.limits.run_deadline_s):
+                if run.spec.origin is not Origin.DASHBOARD:
+                    await self._execute_remote(run)
+                    run.finish(RunStatus.DONE)
+                    return
                 if run.rule is None:
                     await self._calibrate(run)
                 run.started = time.monotonic()
@@ -383,6 +444,36 @@ class ProbeRunner:
                 w.cancel()
             if workers:
                 await asyncio.gather(*workers, return_exceptions=True)
+
+    # -- other origins: the echo client runs in a pod; one output line per request
+    async def _execute_remote(self, run: Run) -> None:
+        assert self.remote is not None
+        spec, target = run.spec, run.target
+        argv = client_argv(target, spec)
+        budget = spec.count * spec.timeout_s + 5
+        run.calibration.mode = "auto"
+        run.calibration.note = (
+            f"the echo client in a pod ({spec.origin.value}) reports the answering pod per request"
+        )
+        run.started = time.monotonic()
+        if spec.origin is Origin.PROBE_POD:
+            lines = await self.remote.probe_pod(spec.namespace, argv, budget)
+        else:
+            assert spec.exec_pod is not None
+            lines = await self.remote.exec_in_pod(spec.namespace, spec.exec_pod, argv, budget)
+        run.current()
+        outcomes = [line.strip() for line in lines if line.strip()][: spec.count]
+        for seq, line in enumerate(outcomes, start=1):
+            conn = 1 if spec.reuse else seq
+            if line.startswith("ERROR"):
+                kind = line.removeprefix("ERROR").strip() or "error"
+                run.add(Outcome(seq, None, kind, None, conn))
+                continue
+            pod = run._matcher.pod_for(line)
+            reason = None if pod else f"the client reported {line[:60]!r}, which is no current endpoint's pod"
+            run.add(Outcome(seq, pod, None, None, conn, reason=reason, method="auto" if pod else None))
+        for seq in range(len(outcomes) + 1, spec.count + 1):
+            run.add(Outcome(seq, None, "no_output", None, seq, reason="the client printed no line for it"))
 
     # -- calibration: direct probes to each pod (pod IP:targetPort)
     async def _calibrate(self, run: Run) -> None:
@@ -544,6 +635,31 @@ def _drop(sock: wire.Connection | wire.UdpSocket | None) -> None:
     if sock is not None:
         with contextlib.suppress(Exception):
             sock.close()
+
+
+def client_argv(target: ProbeTarget, spec: ProbeSpec) -> list[str]:
+    """``python3 -m app.echo client`` arguments for the target (the ClusterIP, never another address)."""
+    host = f"[{target.address}]" if ":" in target.address else target.address
+    hostport = f"{host}:{target.port.port}"
+    argv = [
+        "python3",
+        "-m",
+        "app.echo",
+        "client",
+        "--count",
+        str(spec.count),
+        "--timeout",
+        str(spec.timeout_s),
+    ]
+    if spec.protocol is ProbeProtocol.HTTP:
+        argv += ["--url", f"http://{hostport}{spec.path}"]
+        if spec.reuse:
+            argv.append("--keepalive")
+    elif spec.protocol is ProbeProtocol.TCP:
+        argv += ["--tcp", hostport]
+    else:
+        argv += ["--udp", hostport]
+    return argv
 
 
 def limits_from(settings: Settings) -> Limits:

@@ -19,7 +19,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.domain import ObjectKey
-from app.probe.engine import ProbeRunner, ProbeSpec, Run, RunLimitError, SpecError
+from app.probe.engine import Origin, ProbeRunner, ProbeSpec, Run, RunLimitError, SpecError
 from app.probe.stats import Summary
 from app.probe.targets import ProbeProtocol, TargetError
 from app.web.deps import SettingsDep, StateDep, TemplatesDep
@@ -51,6 +51,13 @@ class ProbeRequest(BaseModel):
     path: str = Field("/", min_length=1, max_length=512)
     timeout_s: float = Field(2.0, ge=0.05, le=30.0)
     identity: str | None = Field(None, max_length=200, description="header:NAME | regex:PATTERN | json:FIELD")
+    origin: Literal["dashboard", "probe-pod", "exec"] = Field(
+        "dashboard",
+        description="dashboard (this process), probe-pod or exec — the last two only when enabled",
+    )
+    exec_pod: str | None = Field(
+        None, max_length=253, pattern=NAME_PATTERN, description="origin exec: the pod"
+    )
 
     def spec(self) -> ProbeSpec:
         return ProbeSpec(
@@ -65,12 +72,15 @@ class ProbeRequest(BaseModel):
             path=self.path,
             timeout_s=self.timeout_s,
             identity=self.identity or None,
+            origin=Origin(self.origin),
+            exec_pod=self.exec_pod or None,
         )
 
 
 class ProbeForm(ProbeRequest):
     model_config = ConfigDict(extra="ignore")  # csrf_token travels in the same form
     identity: str | None = Field(None, max_length=200)
+    exec_pod: str | None = Field(None, max_length=253)
 
 
 class Started(BaseModel):
@@ -200,6 +210,8 @@ def run_json(run: Run, s: Summary, *, sequence: bool = True) -> dict[str, Any]:
             "path": spec.path,
             "timeout_s": spec.timeout_s,
             "identity": spec.identity,
+            "origin": spec.origin.value,
+            "exec_pod": spec.exec_pod,
         },
         "attribution": {
             "mode": run.calibration.mode,

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -9,7 +9,17 @@ import pytest
 
 from app.domain import EndpointPort, ObjectKey, Protocol, ServicePort
 from app.echo import EchoServer, Identity, Mode, ServeConfig
-from app.probe.engine import Limits, ProbeRunner, ProbeSpec, Run, RunLimitError, RunStatus, SpecError
+from app.probe.engine import (
+    Limits,
+    Origin,
+    ProbeRunner,
+    ProbeSpec,
+    Run,
+    RunLimitError,
+    RunStatus,
+    SpecError,
+    parse_origins,
+)
 from app.probe.targets import ProbeProtocol
 from tests.unit.probe.fakes import NS, FakeView, L4Balancer, web_view
 
@@ -254,3 +264,69 @@ async def test_run_stops_when_endpoints_turn_to_a_refused_address(cluster: Clust
     await finished(run)
     assert run.status == RunStatus.FAILED and run.error is not None and "metadata" in run.error
     assert len(run.results) < 10_000
+
+
+class FakeRemote:
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self.calls: list[tuple[str, str | None, list[str]]] = []
+
+    async def probe_pod(self, namespace: str, argv: Sequence[str], timeout_s: float) -> list[str]:
+        self.calls.append((namespace, None, list(argv)))
+        return self.lines
+
+    async def exec_in_pod(self, namespace: str, pod: str, argv: Sequence[str], timeout_s: float) -> list[str]:
+        self.calls.append((namespace, pod, list(argv)))
+        return self.lines
+
+
+async def test_probe_pod_origin_maps_client_lines(cluster: Cluster) -> None:
+    remote = FakeRemote(["web-0", "web-1", "ERROR refused", "token=abc", "web-0"])
+    runner = ProbeRunner(cluster.view, Limits(), remote=remote, origins=(Origin.PROBE_POD, Origin.EXEC))
+    run = await finished(runner.start(spec(origin=Origin.PROBE_POD, count=6, concurrency=1)))
+    s = run.summary()
+    assert run.status == RunStatus.DONE
+    assert [p.hits for p in s.pods] == [2, 1, 0]
+    assert dict(s.errors) == {"no_output": 1, "refused": 1} and s.unattributed == 1
+    ((ns, pod, argv),) = remote.calls
+    assert (ns, pod) == (NS, None)
+    assert argv[:4] == ["python3", "-m", "app.echo", "client"] and "http://198.19.0.50:80/" in argv
+    run = await finished(
+        runner.start(
+            spec(
+                origin=Origin.EXEC,
+                exec_pod="web-2",
+                port="udp",
+                protocol=ProbeProtocol.UDP,
+                count=1,
+                concurrency=1,
+            )
+        )
+    )
+    assert remote.calls[-1][1] == "web-2" and "--udp" in remote.calls[-1][2]
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"origin": Origin.PROBE_POD, "concurrency": 2}, "concurrency to 1"),
+        ({"origin": Origin.EXEC, "concurrency": 1}, "exec_pod"),
+        ({"origin": Origin.EXEC, "concurrency": 1, "exec_pod": "nope"}, "not a watched running pod"),
+    ],
+)
+async def test_remote_origin_checks(cluster: Cluster, kw: dict[str, object], message: str) -> None:
+    runner = ProbeRunner(
+        cluster.view, Limits(), remote=FakeRemote([]), origins=(Origin.PROBE_POD, Origin.EXEC)
+    )
+    with pytest.raises(SpecError, match=message):
+        runner.start(spec(**kw))
+
+
+async def test_remote_origins_off_by_default(cluster: Cluster) -> None:
+    with pytest.raises(SpecError, match="not enabled"):
+        cluster.runner().start(spec(origin=Origin.PROBE_POD, concurrency=1))
+    # Enabled in settings but without a client to act with: still only the dashboard.
+    assert ProbeRunner(cluster.view, origins=(Origin.EXEC,)).origins == (Origin.DASHBOARD,)
+    with pytest.raises(ValueError, match="SVCSCOPE_PROBE_ORIGINS"):
+        parse_origins(["probe-pod", "ssh"])
+    assert parse_origins(["dashboard", " exec "]) == (Origin.EXEC,)
