@@ -33,6 +33,7 @@ class Release:
     name: str = "svcscope"
     sets: list[str] = field(default_factory=list)
     install_to_ready_s: float | None = None
+    notes: str = ""  # what `helm upgrade --install` printed (NOTES.txt rendered)
 
     @property
     def fullname(self) -> str:
@@ -67,10 +68,10 @@ class Release:
         """`helm upgrade --install` with these values, then wait for every deployment; returns the seconds."""
         self.sets = list(sets)
         started = time.monotonic()
-        self.helm(
+        self.notes = self.helm(
             "upgrade", "--install", self.name, str(CHART), "--namespace", self.namespace, "--reset-values",
             *self._set_args(self.sets),
-        )  # fmt: skip
+        ).stdout  # fmt: skip
         self.wait_ready()
         self.install_to_ready_s = time.monotonic() - started
         return self.install_to_ready_s

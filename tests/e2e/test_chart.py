@@ -77,6 +77,8 @@ def test_server_side_dry_run(release: Release, case: str) -> None:
 def test_installed_pod_is_non_root_read_only_and_ready(cluster: Cluster, release: Release) -> None:
     seconds = release.install("demo.enabled=true", f"demo.customClusterIP={custom_cluster_ip()}")
     _record("install_to_ready_s", round(seconds, 1))
+    command = f"kubectl --namespace {release.namespace} port-forward svc/svcscope 8080:80"
+    assert command in release.notes, release.notes
     pod = _dashboard_pod(cluster, release)
     (container,) = pod["spec"]["containers"]
     assert container["image"] == demo.IMAGE
@@ -122,6 +124,27 @@ def test_port_forward_reaches_the_dashboard(cluster: Cluster, release: Release) 
         for path in ("/healthz", "/readyz"):
             with urllib.request.urlopen(f"{url}{path}", timeout=10) as resp:  # loopback
                 assert resp.status == 200
+
+
+def test_shutdown_is_graceful_with_an_open_stream(cluster: Cluster, release: Release) -> None:
+    """SIGTERM with a live SSE stream open: uvicorn's --timeout-graceful-shutdown (10 s) ends it well before
+    the kubelet's terminationGracePeriodSeconds (20 s) would SIGKILL it."""
+    release.install()
+    pod = _dashboard_pod(cluster, release)["metadata"]["name"]
+    kubectl = [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
+    with port_forward(kubectl, release.namespace, release.fullname) as url:
+        stream = urllib.request.urlopen(f"{url}/streams/services", timeout=30)  # loopback
+        try:
+            assert stream.status == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            assert stream.readline()  # the stream is live
+            started = time.monotonic()
+            release.kubectl("delete", "pod", "-n", release.namespace, pod, "--wait=true", "--timeout=60s")
+            took = time.monotonic() - started
+        finally:
+            stream.close()
+    _record("delete_pod_with_open_stream_s", round(took, 1))
+    assert took < 18, f"deleting the pod took {took:.1f} s: the graceful shutdown did not end in time"
 
 
 def _assert_access(rel: Release, expected: dict[tuple[str, str, str], bool]) -> None:
