@@ -112,7 +112,7 @@ def main() -> None:
     try:
         app = deploy_echo_app(cluster, namespace, "echo", replicas=args.replicas)
         dash.wait_endpoints(namespace, "echo", args.replicas)
-        wait_serving(dash, {"namespace": namespace, "service": "echo", "port": "http"})
+        wait_serving(dash, {"namespace": namespace, "service": "echo", "port": "http"}, args.replicas)
         url = f"http://{app.cluster_ip}:80/"
         rows = []
         for c in args.concurrency:
