@@ -21,7 +21,7 @@ COPY pyproject.toml build/wheelhouse* /src/wheelhouse/
 RUN python3 -c 'import sys, tomllib; deps = tomllib.load(open("wheelhouse/pyproject.toml", "rb"))["project"]["dependencies"]; sys.stdout.write("\n".join(deps) + "\n")' > requirements.txt \
  && python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --find-links /src/wheelhouse ${PIP_INSTALL_ARGS} -r requirements.txt \
- && /opt/venv/bin/pip uninstall -q -y pip
+ && /opt/venv/bin/pip uninstall -q -y setuptools pip  # neither is needed at run time
 # The application is not installed as a package: it runs from /app, next to its templates and static files.
 COPY app/ /app/app/
 COPY templates/ /app/templates/
