@@ -31,6 +31,9 @@ CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 MAX_FORM_BYTES = 64 * 1024
+# Read-only machine endpoints that kubelet probes and metric scrapers call by pod IP. They carry
+# nothing a rebinding page could use to act, so the Host check does not apply to them.
+HOST_EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def host_without_port(host: str) -> str:
@@ -95,7 +98,8 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if not self.hosts.allows(headers.get("host")):
+        exempt = scope["method"] in SAFE_METHODS and scope["path"] in HOST_EXEMPT_PATHS
+        if not exempt and not self.hosts.allows(headers.get("host")):
             await _plain(
                 send,
                 400,
