@@ -203,6 +203,28 @@ def test_allowed_hosts_reach_the_app(helm: Path) -> None:
     assert _env(container)["SVCSCOPE_PAGE_SIZE"] == "100"
 
 
+@pytest.mark.parametrize(
+    ("sets", "origins"),
+    [
+        ((), None),
+        (("rbac.patchServices=true",), None),
+        (("rbac.probePods=true",), "probe-pod"),
+        (("rbac.exec=true",), "exec"),
+        (("rbac.probePods=true", "rbac.exec=true"), "probe-pod,exec"),
+    ],
+)
+def test_probe_origins_follow_their_rbac_verbs(
+    helm: Path, sets: tuple[str, ...], origins: str | None
+) -> None:
+    container = _dashboard(_docs(helm, *sets))["spec"]["template"]["spec"]["containers"][0]
+    env = _env(container)
+    assert env.get("SVCSCOPE_PROBE_ORIGINS") == origins
+    if origins:  # the probe pod runs the chart's own image (it carries the echo client)
+        assert env["SVCSCOPE_PROBE_POD_IMAGE"] == container["image"]
+    else:
+        assert "SVCSCOPE_PROBE_POD_IMAGE" not in env
+
+
 def test_grace_period_must_cover_graceful_shutdown(helm: Path) -> None:
     proc = run_helm(
         helm,
