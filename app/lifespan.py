@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +114,45 @@ async def stop(state: AppState) -> None:
     state.closers.clear()
 
 
+def begin_shutdown(state: AppState) -> None:
+    """End what keeps responses open: SSE subscriptions and running probes."""
+    state.hub.close()
+    if state.probe_runner is not None:
+        state.tasks.append(asyncio.create_task(state.probe_runner.aclose(), name="probe-runner-close"))
+
+
+def end_streams_on_signal(state: AppState) -> Callable[[], None]:
+    """Chain a SIGTERM/SIGINT handler in front of the server's own.
+
+    uvicorn runs the lifespan's shutdown only after every open response has finished, and an SSE
+    response never finishes by itself: without this, a pod with a browser tab open would take the
+    whole ``--timeout-graceful-shutdown`` to stop. The server's handler still runs, so its graceful
+    shutdown proceeds as usual. Returns a function that puts the previous handlers back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signals are only delivered to the main thread (e.g. not under TestClient)
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        loop.call_soon_threadsafe(begin_shutdown, state)
+        chained = previous[signum]
+        if callable(chained):
+            chained(signum, frame)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        current = signal.getsignal(sig)
+        if callable(current):  # only in front of a server that handles the signal itself
+            previous[sig] = current
+            signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.svc
@@ -127,6 +168,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             state.cache, limits_from(state.settings), remote=remote, origins=origins
         )
         state.closers.append(state.probe_runner.aclose)
+        state.closers.append(end_streams_on_signal(state))
         yield
     finally:
         await stop(state)
