@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     # Extra probe origins besides the dashboard itself: "probe-pod" and/or "exec" (need RBAC; H4).
     probe_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     probe_pod_image: str = "localhost/svcscope:dev"  # image with `python3 -m app.echo client` (H4)
+    # Let users flip a watched Service's sessionAffinity from its page (needs RBAC patch on services; H6).
+    allow_affinity_patch: bool = False
+    # The dashboard's own pod (Downward API in the chart): shown as the client of "dashboard" probe runs.
+    pod_name: str | None = Field(default=None, validation_alias="POD_NAME")
+    pod_ip: str | None = Field(default=None, validation_alias="POD_IP")
 
     @field_validator("namespaces", "allowed_hosts", "probe_origins", mode="before")
     @classmethod

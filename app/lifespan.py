@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from app.config import Settings
 from app.hub import EventHub
-from app.kube.actions import create_remote_prober
+from app.kube.actions import create_actions
 from app.kube.cache import Kind, ServiceCache
 from app.kube.client import ApiSource, create_api_client
 from app.kube.metrics import CacheCollector, WatchMetrics
@@ -49,6 +49,8 @@ class AppState:
     closers: list[Callable[[], Any]] = field(default_factory=list)
     # -- H4 (probes): the probe runner is stored here by the lifespan (see the marked spot below).
     probe_runner: Any = None
+    # -- H6: app.kube.actions.KubeActions when a write is enabled (affinity patch, probe origins), else None.
+    actions: Any = None
 
 
 def build_state(
@@ -160,12 +162,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.start_watchers:
             await start_watchers(state)
         # -- H4 (probes): the runner probes from this process; stop() cancels its runs.
-        remote = await create_remote_prober(state.settings)  # None unless probe-pod/exec are enabled
-        if remote is not None:
-            state.closers.append(remote.close)
-        origins = parse_origins(state.settings.probe_origins)
+        settings = state.settings
+        actions = state.actions  # a test seam: an actions object set before startup is used as is
+        if actions is None:
+            actions = await create_actions(settings)  # None unless a write (origin, patch) is enabled
+            if actions is not None:
+                state.closers.append(actions.close)
+                state.actions = actions
+        origins = parse_origins(settings.probe_origins)
         state.probe_runner = ProbeRunner(
-            state.cache, limits_from(state.settings), remote=remote, origins=origins
+            state.cache,
+            limits_from(settings),
+            remote=actions if origins else None,
+            origins=origins,
+            dashboard_pod=settings.pod_name,
+            dashboard_ip=settings.pod_ip,
         )
         state.closers.append(state.probe_runner.aclose)
         state.closers.append(end_streams_on_signal(state))

@@ -1,21 +1,27 @@
-"""Kubernetes *actions* for probes from other origins (H4): a short-lived probe pod, or exec in a pod.
+"""Kubernetes *actions*: the only writes svcscope ever makes, each only when enabled and allowed by RBAC.
 
-The only writes svcscope ever makes, and only when enabled (``SVCSCOPE_PROBE_ORIGINS``) and allowed by
-RBAC (create/delete pods and get pods/log for ``probe-pod``; create pods/exec for ``exec``). Both run
-``python3 -m app.echo client …`` (the svcscope image carries it) and return its output lines: one
-answering identity or ``ERROR <kind>`` per request.
+* Probes from other origins (H4): a short-lived probe pod, or exec in a pod (``SVCSCOPE_PROBE_ORIGINS``;
+  create/delete pods and get pods/log for ``probe-pod``, create pods/exec for ``exec``). Both run
+  ``python3 -m app.echo client …`` (the svcscope image carries it) and return its output lines: one
+  answering identity or ``ERROR <kind>`` per request.
+* Session affinity of a watched Service (``SVCSCOPE_ALLOW_AFFINITY_PATCH``; patch on services): a merge
+  patch of ``spec.sessionAffinity`` and ``spec.sessionAffinityConfig``. The page learns the result from
+  the watch like any other change; nothing is read back here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.stream import WsApiClient
 
 from app.config import Settings
@@ -25,13 +31,59 @@ from app.probe.engine import parse_origins
 MANAGED_BY = "svcscope"
 
 
+AFFINITIES = ("None", "ClientIP")
+MAX_AFFINITY_TIMEOUT_S = 86_400  # the API's upper bound for sessionAffinityConfig.clientIP.timeoutSeconds
+DEFAULT_AFFINITY_TIMEOUT_S = 10_800  # what the API defaults to for ClientIP
+PATCH_TIMEOUT_S = 10.0
+
+
 class ActionError(Exception):
-    pass
+    """An action failed; ``status`` is the HTTP status the web layer should answer with."""
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
 
 
-async def create_remote_prober(settings: Settings) -> KubeActions | None:
-    """KubeActions when an origin other than the dashboard is enabled, else None (no extra client)."""
-    if not parse_origins(settings.probe_origins):
+@dataclass(frozen=True, slots=True)
+class AffinityChange:
+    """A Service's new session affinity; invalid values raise ValueError (pure, no API access)."""
+
+    affinity: str
+    timeout_s: int | None = None  # ClientIP only; None keeps the API default (10800 s)
+
+    def __post_init__(self) -> None:
+        if self.affinity not in AFFINITIES:
+            raise ValueError(f"session affinity must be one of {', '.join(AFFINITIES)}")
+        if self.timeout_s is not None:
+            if self.affinity != "ClientIP":
+                raise ValueError("a timeout applies only to ClientIP affinity")
+            if not 1 <= self.timeout_s <= MAX_AFFINITY_TIMEOUT_S:
+                raise ValueError(f"timeout must be between 1 and {MAX_AFFINITY_TIMEOUT_S} seconds")
+
+    @classmethod
+    def parse(cls, affinity: str, timeout: str | int | None) -> AffinityChange:
+        """From form values: the timeout is ignored for None and must be a whole number for ClientIP."""
+        if affinity != "ClientIP" or timeout is None or (isinstance(timeout, str) and not timeout.strip()):
+            return cls(affinity)
+        try:
+            seconds = int(timeout)
+        except ValueError:
+            raise ValueError("timeout must be a whole number of seconds") from None
+        return cls(affinity, seconds)
+
+    def patch(self) -> dict[str, Any]:
+        """A JSON merge patch: ``null`` removes the config, which the API forbids with affinity None."""
+        config: dict[str, Any] | None = None
+        if self.affinity == "ClientIP":
+            config = {"clientIP": {"timeoutSeconds": self.timeout_s or DEFAULT_AFFINITY_TIMEOUT_S}}
+        return {"spec": {"sessionAffinity": self.affinity, "sessionAffinityConfig": config}}
+
+
+async def create_actions(settings: Settings) -> KubeActions | None:
+    """KubeActions when a write is enabled (another probe origin or the affinity patch), else None."""
+    if not parse_origins(settings.probe_origins) and not settings.allow_affinity_patch:
         return None
     api = await create_api_client(
         kubeconfig=settings.kubeconfig, in_cluster=settings.kubernetes_service_host is not None
@@ -49,10 +101,27 @@ class KubeActions:
     async def close(self) -> None:
         await self.api.close()
 
-    async def probe_pod(self, namespace: str, argv: Sequence[str], timeout_s: float) -> list[str]:
+    async def patch_session_affinity(self, namespace: str, name: str, change: AffinityChange) -> None:
+        """Merge-patch a Service's session affinity; ActionError carries the API's status and message."""
+        core = k8s.CoreV1Api(self.api)
+        try:
+            async with asyncio.timeout(PATCH_TIMEOUT_S):
+                await core.patch_namespaced_service(  # type: ignore[call-arg]  # the client takes it at runtime
+                    name, namespace, change.patch(), _content_type="application/merge-patch+json"
+                )
+        except ApiException as exc:
+            raise ActionError(_api_message(exc, f"Service {namespace}/{name}"), _status_of(exc)) from exc
+        except TimeoutError as exc:
+            raise ActionError(f"the apiserver did not answer within {PATCH_TIMEOUT_S:.0f} s") from exc
+        except Exception as exc:  # connection errors and the like: a 502, never a 500
+            raise ActionError(f"patching Service {namespace}/{name} failed: {type(exc).__name__}") from exc
+
+    async def probe_pod(
+        self, namespace: str, argv: Sequence[str], timeout_s: float, *, name: str | None = None
+    ) -> list[str]:
         """Run ``argv`` in a fresh pod of the svcscope image, read its log, delete it."""
         core = k8s.CoreV1Api(self.api)
-        name = f"svcscope-probe-{secrets.token_hex(4)}"
+        name = name or f"svcscope-probe-{secrets.token_hex(4)}"
         pod: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -126,3 +195,22 @@ class KubeActions:
                 timeout_s + 30,
             )
         return str(out).splitlines()
+
+
+def _status_of(exc: ApiException) -> int:
+    status = int(exc.status or 0)
+    return status if status in (403, 404, 409, 422) else 502
+
+
+def _api_message(exc: ApiException, what: str) -> str:
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        message = ""
+    message = message or str(exc.reason or "error")
+    if exc.status == 403:
+        return (
+            f"the dashboard's ServiceAccount may not patch {what} ({message}); "
+            "install the chart with rbac.patchServices=true"
+        )
+    return f"{what}: {message}"[:500]

@@ -75,7 +75,9 @@ def parse_origins(names: Sequence[str]) -> tuple[Origin, ...]:
 class RemoteProber(Protocol):
     """Runs the echo client elsewhere in the cluster (``app.kube.actions.KubeActions``)."""
 
-    async def probe_pod(self, namespace: str, argv: Sequence[str], timeout_s: float) -> list[str]: ...
+    async def probe_pod(
+        self, namespace: str, argv: Sequence[str], timeout_s: float, *, name: str | None = None
+    ) -> list[str]: ...
 
     async def exec_in_pod(
         self, namespace: str, pod: str, argv: Sequence[str], timeout_s: float
@@ -197,6 +199,9 @@ class Run:
         self._candidates: tuple[Candidate, ...] = ()
         self.forbidden: str | None = None  # set when the endpoints turn to a refused address mid-run
         self._read_at = 0.0
+        # Where the requests come from (the client kube-proxy sees), when known: a pod name and its IP.
+        self.client_pod: str | None = None
+        self.client_ip: str | None = None
 
     # -- endpoints, re-read from the view so scaling mid-run is seen
     def current(self, max_age_s: float = 0.0) -> tuple[Backend, ...]:
@@ -321,8 +326,11 @@ class ProbeRunner:
         dial: Callable[[str, int], tuple[str, int]] | None = None,
         remote: RemoteProber | None = None,
         origins: Sequence[Origin] = (),
+        dashboard_pod: str | None = None,
+        dashboard_ip: str | None = None,
     ) -> None:
-        """``dial`` maps a checked target address to the socket address to connect to (a test seam)."""
+        """``dial`` maps a checked target address to the socket address to connect to (a test seam);
+        ``dashboard_pod``/``dashboard_ip`` name this process's pod (the client of "dashboard" runs)."""
         self.view = view
         self.limits = limits or Limits()
         self._clock = clock
@@ -331,6 +339,7 @@ class ProbeRunner:
         self.origins = (Origin.DASHBOARD, *(o for o in origins if o is not Origin.DASHBOARD and remote))
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._starts: deque[float] = deque()
+        self._dashboard = (dashboard_pod, dashboard_ip)
 
     def get(self, run_id: str) -> Run | None:
         return self._runs.get(run_id)
@@ -365,6 +374,7 @@ class ProbeRunner:
             raise RunLimitError(f"{self.active} probe runs are active (limit {self.limits.max_active})")
         self._starts.append(now)
         run = Run(secrets.token_hex(6), spec, target, rule, self.view)
+        self._set_client(run)
         run.current()
         self._runs[run.id] = run
         self._evict()
@@ -392,6 +402,16 @@ class ProbeRunner:
             pod = self.view.pod(ObjectKey(spec.namespace, spec.exec_pod))
             if pod is None or pod.phase != "Running":
                 raise SpecError(f"pod {spec.namespace}/{spec.exec_pod} is not a watched running pod")
+
+    def _set_client(self, run: Run) -> None:
+        spec = run.spec
+        if spec.origin is Origin.DASHBOARD:
+            run.client_pod, run.client_ip = self._dashboard
+        elif spec.origin is Origin.PROBE_POD:
+            run.client_pod = f"svcscope-probe-{run.id}"  # its IP is known only while it runs
+        elif spec.exec_pod:
+            pod = self.view.pod(ObjectKey(spec.namespace, spec.exec_pod))
+            run.client_pod, run.client_ip = spec.exec_pod, pod.pod_ip if pod else None
 
     def cancel(self, run_id: str) -> bool:
         run = self._runs.get(run_id)
@@ -457,7 +477,7 @@ class ProbeRunner:
         )
         run.started = time.monotonic()
         if spec.origin is Origin.PROBE_POD:
-            lines = await self.remote.probe_pod(spec.namespace, argv, budget)
+            lines = await self.remote.probe_pod(spec.namespace, argv, budget, name=run.client_pod)
         else:
             assert spec.exec_pod is not None
             lines = await self.remote.exec_in_pod(spec.namespace, spec.exec_pod, argv, budget)

@@ -120,4 +120,5 @@ async def service_page(
         name=name,
         detail_html=body,
         yaml_html=partials.detail_yaml(detail),
+        affinity_patch=settings.allow_affinity_patch,
     )

@@ -225,6 +225,20 @@ def test_probe_origins_follow_their_rbac_verbs(
         assert "SVCSCOPE_PROBE_POD_IMAGE" not in env
 
 
+@pytest.mark.parametrize(
+    ("sets", "allowed"),
+    [((), False), (("rbac.patchServices=true",), True), (("rbac.exec=true", "rbac.probePods=true"), False)],
+)
+def test_affinity_patch_follows_the_patch_verb(helm: Path, sets: tuple[str, ...], allowed: bool) -> None:
+    """The app offers the affinity toggle exactly when the chart grants patch on services."""
+    docs = _docs(helm, *sets)
+    env = _env(_dashboard(docs)["spec"]["template"]["spec"]["containers"][0])
+    granted = any(("", "services", "patch") in _granted(rules) for rules in _role_rules(docs))
+    assert granted is allowed
+    assert env.get("SVCSCOPE_ALLOW_AFFINITY_PATCH") == ("true" if allowed else None)
+    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+
+
 def test_grace_period_must_cover_graceful_shutdown(helm: Path) -> None:
     proc = run_helm(
         helm,

@@ -270,8 +270,12 @@ class FakeRemote:
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
         self.calls: list[tuple[str, str | None, list[str]]] = []
+        self.names: list[str | None] = []
 
-    async def probe_pod(self, namespace: str, argv: Sequence[str], timeout_s: float) -> list[str]:
+    async def probe_pod(
+        self, namespace: str, argv: Sequence[str], timeout_s: float, *, name: str | None = None
+    ) -> list[str]:
+        self.names.append(name)
         self.calls.append((namespace, None, list(argv)))
         return self.lines
 
@@ -304,6 +308,25 @@ async def test_probe_pod_origin_maps_client_lines(cluster: Cluster) -> None:
         )
     )
     assert remote.calls[-1][1] == "web-2" and "--udp" in remote.calls[-1][2]
+
+
+async def test_runs_know_their_client(cluster: Cluster) -> None:
+    """Comparing origins needs to know which client kube-proxy saw: the pod (and IP) per origin."""
+    remote = FakeRemote(["web-0"])
+    runner = ProbeRunner(
+        cluster.view,
+        Limits(),
+        remote=remote,
+        origins=(Origin.PROBE_POD, Origin.EXEC),
+        dashboard_pod="svcscope-abc",
+        dashboard_ip="198.18.0.99",
+    )
+    run = await finished(runner.start(spec(count=3, concurrency=1)))
+    assert (run.client_pod, run.client_ip) == ("svcscope-abc", "198.18.0.99")
+    run = await finished(runner.start(spec(origin=Origin.PROBE_POD, count=1, concurrency=1)))
+    assert run.client_pod == f"svcscope-probe-{run.id}" and remote.names == [run.client_pod]
+    run = await finished(runner.start(spec(origin=Origin.EXEC, exec_pod="web-2", count=1, concurrency=1)))
+    assert run.client_pod == "web-2" and run.client_ip == cluster.view.pods[ObjectKey(NS, "web-2")].pod_ip
 
 
 @pytest.mark.parametrize(
