@@ -14,7 +14,8 @@ from app.domain import ObjectKey
 from app.kube.cache import DEFAULT_TYPES, ServiceCache, ServiceQuery, SortField, TypeFilter
 from app.kube.views import service_detail, service_list
 from app.web import partials
-from app.web.deps import CacheDep, SettingsDep, TemplatesDep
+from app.web.compare import service_runs
+from app.web.deps import CacheDep, SettingsDep, StateDep, TemplatesDep
 from app.web.render import page, wants_fragment
 
 router = APIRouter()
@@ -106,6 +107,7 @@ async def service_page(
     cache: CacheDep,
     settings: SettingsDep,
     templates: TemplatesDep,
+    state: StateDep,
 ) -> HTMLResponse:
     require_service(cache, namespace, name)
     detail = service_detail(cache, ObjectKey(namespace, name), cluster_domain=settings.cluster_domain)
@@ -121,4 +123,5 @@ async def service_page(
         detail_html=body,
         yaml_html=partials.detail_yaml(detail),
         affinity_patch=settings.allow_affinity_patch,
+        runs=service_runs(state, namespace, name),
     )

@@ -213,6 +213,7 @@ def run_json(run: Run, s: Summary, *, sequence: bool = True) -> dict[str, Any]:
             "origin": spec.origin.value,
             "exec_pod": spec.exec_pod,
         },
+        "client": {"pod": run.client_pod, "ip": run.client_ip},
         "attribution": {
             "mode": run.calibration.mode,
             "note": run.calibration.note,

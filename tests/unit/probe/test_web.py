@@ -208,3 +208,52 @@ async def test_live_page_and_cancel(client: tuple[httpx.AsyncClient, Cluster]) -
     data = await wait_done(c, run_id)
     assert data["status"] == "cancelled" and data["done"] < 10_000
     assert len(data["sequence"]) == data["done"]
+
+
+async def test_runs_table_service_page_and_compare(client: tuple[httpx.AsyncClient, Cluster]) -> None:
+    c, _ = client
+    first = (await c.post("/api/v1/probes", json=BODY)).json()["id"]
+    second = (await c.post("/api/v1/probes", json={**BODY, "reuse": True, "concurrency": 1})).json()["id"]
+    for run_id in (first, second):
+        data = await wait_done(c, run_id)
+        assert data["client"] == {"pod": None, "ip": None}
+    page = await c.get("/services/demo/web")
+    assert page.status_code == 200 and 'data-testid="recent-runs"' in page.text
+    assert page.text.count('data-testid="run-row"') == 2 and f'href="/runs/{first}"' in page.text
+    assert "3 pods: web-0 33%" in page.text  # the distribution summary
+    runs = await c.get("/runs?namespace=demo&service=web", headers={"HX-Request": "true"})
+    assert "<html" not in runs.text and runs.text.count('data-testid="run-row"') == 2
+    assert (await c.get("/runs?namespace=demo&service=db")).text.count('data-testid="run-row"') == 0
+
+    api = await c.get(f"/api/v1/probes/compare?ids={first},{second}")
+    assert api.status_code == 200, api.text
+    data = api.json()
+    assert [r["id"] for r in data["runs"]] == [first, second]
+    assert [r["origin"] for r in data["runs"]] == ["dashboard", "dashboard"]
+    shares = {row["pod"]: [cell["hits"] for cell in row["runs"]] for row in data["pods"]}
+    assert [sum(col) for col in zip(*shares.values(), strict=True)] == [30, 30]
+    assert sorted(shares) == ["web-0", "web-1", "web-2"]
+    assert max(hits[1] for hits in shares.values()) == 30  # the reused connection: one pod got all
+    assert any("balances connections, not requests" in n for n in data["notes"])
+    html = await c.get(f"/runs/compare?ids={first}&ids={second}")
+    assert html.status_code == 200 and html.text.count('data-testid="compare-verdict"') == 2
+    assert html.text.count('data-testid="compare-pod"') == 3
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "message"),
+    [
+        ("ids=aaaaaaaaaaaa", 422, "between 2 and 6"),
+        ("ids=aaaaaaaaaaaa,nope", 422, "not a run id"),
+        ("ids=aaaaaaaaaaaa,bbbbbbbbbbbb", 404, "not found"),
+        ("", 422, "ids"),
+    ],
+)
+async def test_compare_refusals(
+    client: tuple[httpx.AsyncClient, Cluster], query: str, status: int, message: str
+) -> None:
+    c, _ = client
+    for path in ("/api/v1/probes/compare", "/runs/compare"):
+        r = await c.get(f"{path}?{query}", headers={"Accept": "application/json"})
+        assert r.status_code == status, (path, r.text)
+        assert message in r.json()["detail"]

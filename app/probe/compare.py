@@ -1,0 +1,173 @@
+"""Compare probe runs side by side: which pods answered each origin, and what the verdicts were.
+
+Pure view models over run snapshots. The mission's three ways of testing from inside a cluster (the
+dashboard's pod, exec into an existing pod, a short-lived probe pod) are three different clients to
+kube-proxy: with ``None`` affinity each spreads on its own; with ``ClientIP`` each may be pinned to a
+different pod. A snapshot is taken once, so a table never mixes two moments of a running run.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from app.probe.engine import Run
+
+MAX_COMPARED = 6
+RUN_ID_RE = re.compile(r"^[0-9a-f]{12}$")
+
+
+@dataclass(frozen=True, slots=True)
+class PodShare:
+    pod: str
+    hits: int
+    share: float
+    expected_share: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSnapshot:
+    """What the runs table and the comparison show of one run."""
+
+    id: str
+    namespace: str
+    service: str
+    port: str  # name:port, or the number
+    protocol: str
+    origin: str
+    client_pod: str | None
+    client_ip: str | None
+    count: int
+    done: int
+    reuse: bool
+    concurrency: int
+    status: str
+    verdict: str
+    session_affinity: str
+    affinity_timeout_s: int | None
+    pods: tuple[PodShare, ...]
+    unattributed: int
+    errors: int
+    created: float
+
+    @property
+    def client(self) -> str:
+        """The client kube-proxy sees, as far as known."""
+        parts = [p for p in (self.client_pod, self.client_ip) if p]
+        if len(parts) == 2:
+            return f"{parts[0]} ({parts[1]})"
+        return parts[0] if parts else "unknown"
+
+    @property
+    def answering(self) -> tuple[PodShare, ...]:
+        """Pods with hits, most hits first (ties by name)."""
+        return tuple(sorted((p for p in self.pods if p.hits), key=lambda p: (-p.hits, p.pod)))
+
+    @property
+    def distribution(self) -> str:
+        """A one-line summary, e.g. ``3 pods: web-a 34% · web-b 33% · web-c 33%``."""
+        answering = self.answering
+        if not answering:
+            return "no attributed reply"
+        shown = " · ".join(f"{p.pod} {p.share:.0%}" for p in answering[:4])
+        more = f" · +{len(answering) - 4} more" if len(answering) > 4 else ""
+        noun = "pod" if len(answering) == 1 else "pods"
+        return f"{len(answering)} {noun}: {shown}{more}"
+
+    @property
+    def created_text(self) -> str:
+        return time.strftime("%H:%M:%S", time.gmtime(self.created))
+
+
+def snapshot(run: Run) -> RunSnapshot:
+    s = run.summary()
+    spec, port = run.spec, run.target.port
+    return RunSnapshot(
+        id=run.id,
+        namespace=spec.namespace,
+        service=spec.service,
+        port=f"{port.name}:{port.port}" if port.name else str(port.port),
+        protocol=spec.protocol.value,
+        origin=spec.origin.value,
+        client_pod=run.client_pod,
+        client_ip=run.client_ip,
+        count=spec.count,
+        done=s.done,
+        reuse=spec.reuse,
+        concurrency=spec.concurrency,
+        status=run.status,
+        verdict=s.verdict,
+        session_affinity=run.target.session_affinity,
+        affinity_timeout_s=run.target.affinity_timeout_s,
+        pods=tuple(PodShare(p.pod, p.hits, p.share, p.expected_share) for p in s.pods),
+        unattributed=s.unattributed,
+        errors=sum(n for _, n in s.errors),
+        created=run.created,
+    )
+
+
+def of_service(
+    runs: Iterable[RunSnapshot], namespace: str, service: str, limit: int = 10
+) -> list[RunSnapshot]:
+    """The newest ``limit`` runs of one Service (``runs`` newest first)."""
+    return [r for r in runs if (r.namespace, r.service) == (namespace, service)][:limit]
+
+
+def parse_run_ids(values: Sequence[str], limit: int = MAX_COMPARED) -> list[str]:
+    """``ids=a,b`` and/or ``ids=a&ids=b``: distinct run ids in the given order; ValueError if invalid."""
+    ids: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip().lower()
+            if not part:
+                continue
+            if not RUN_ID_RE.match(part):
+                raise ValueError(f"{part[:20]!r} is not a run id (12 hex digits)")
+            if part not in ids:
+                ids.append(part)
+    if not 2 <= len(ids) <= limit:
+        raise ValueError(f"choose between 2 and {limit} runs to compare (got {len(ids)})")
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonRow:
+    pod: str
+    cells: tuple[PodShare | None, ...]  # one per run; None: the pod was no endpoint of that run
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    runs: tuple[RunSnapshot, ...]
+    rows: tuple[ComparisonRow, ...]
+    notes: tuple[str, ...]
+
+
+def compare(runs: Sequence[RunSnapshot]) -> Comparison:
+    """Per-pod shares side by side (pods sorted by name), with notes on what makes runs comparable."""
+    pods = sorted({p.pod for r in runs for p in r.pods})
+    by_run = [{p.pod: p for p in r.pods} for r in runs]
+    rows = tuple(ComparisonRow(pod, tuple(m.get(pod) for m in by_run)) for pod in pods)
+    notes: list[str] = []
+    targets = {(r.namespace, r.service, r.port, r.protocol) for r in runs}
+    if len({(r.namespace, r.service) for r in runs}) > 1:
+        notes.append("these runs probed different Services: their pods are different backends")
+    elif len(targets) > 1:
+        notes.append("these runs probed different ports or protocols of the Service")
+    if any(r.reuse for r in runs) and not all(r.reuse for r in runs):
+        notes.append(
+            "some runs reused connections: a Service balances connections, not requests, so a reused "
+            "connection stays on one pod whatever the affinity"
+        )
+    if len({r.session_affinity for r in runs}) > 1:
+        notes.append("the session affinity differed between these runs (it was changed in between)")
+    if any(r.session_affinity == "ClientIP" for r in runs) and len({r.origin for r in runs}) > 1:
+        notes.append(
+            "with ClientIP affinity kube-proxy pins each client IP to one pod: each origin is a different "
+            "client, so each may be pinned to a different pod"
+        )
+    if any(r.status == "running" for r in runs):
+        notes.append("a run is still going: reload for its final numbers")
+    return Comparison(tuple(runs), rows, tuple(notes))
