@@ -170,6 +170,11 @@ def release_installed() -> bool:
     return proc.returncode == 0
 
 
+# The local demo shows everything: flipping sessionAffinity from the page and probing from a probe pod or from
+# inside an existing pod. Each of these is off by default in the chart (it widens the dashboard's RBAC).
+DEMO_FEATURES = ("rbac.patchServices=true", "rbac.probePods=true", "rbac.exec=true")
+
+
 def install_release(log: Log = _log, *, restart: bool = False, extra_sets: Sequence[str] = ()) -> None:
     existed = release_installed()
     log(f"helm: upgrade --install {RELEASE} (namespace {NAMESPACE}, demo.enabled=true)")
@@ -280,7 +285,7 @@ def up(port: int) -> int:
     cluster_up()
     rebuilt = build_image()
     install_started = time.monotonic()
-    install_release(restart=rebuilt)
+    install_release(restart=rebuilt, extra_sets=DEMO_FEATURES)
     wait_ready()
     install_to_ready = time.monotonic() - install_started
     url = start_port_forward(port)
