@@ -19,6 +19,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.domain import ObjectKey
+from app.lifespan import AppState
 from app.probe.engine import Origin, ProbeRunner, ProbeSpec, Run, RunLimitError, SpecError
 from app.probe.stats import Summary
 from app.probe.targets import ProbeProtocol, TargetError
@@ -97,15 +98,18 @@ def get_runner(state: StateDep) -> ProbeRunner:
     return runner
 
 
-def _start(runner: ProbeRunner, spec: ProbeSpec) -> Run:
+def _start(state: AppState, spec: ProbeSpec) -> Run:
+    """Start a run and announce it on the event hub (the Service page's Recent runs follow it)."""
     try:
-        return runner.start(spec)
+        run = get_runner(state).start(spec)
     except TargetError as exc:
         raise HTTPException(exc.status, exc.message) from exc
     except SpecError as exc:
         raise HTTPException(422, str(exc)) from exc
     except RunLimitError as exc:
         raise HTTPException(429, str(exc)) from exc
+    state.hub.publish(run)
+    return run
 
 
 def _run_or_404(runner: ProbeRunner, run_id: str) -> Run:
@@ -123,7 +127,7 @@ def _run_or_404(runner: ProbeRunner, run_id: str) -> Run:
 @router.post("/api/v1/probes", status_code=202, response_model=Started, tags=["probes"])
 async def start_probe(body: ProbeRequest, state: StateDep) -> Started:
     """Start a run; poll ``GET /api/v1/probes/{id}`` or follow ``/runs/{id}``."""
-    run = _start(get_runner(state), body.spec())
+    run = _start(state, body.spec())
     return Started(id=run.id, status=run.status, url=f"/runs/{run.id}", api=f"/api/v1/probes/{run.id}")
 
 
@@ -284,7 +288,7 @@ async def start_probe_form(
     """The Service page's form: htmx gets the live run fragment, a plain form post a redirect."""
     htmx = wants_fragment(request)
     try:
-        run = _start(get_runner(state), form.spec())
+        run = _start(state, form.spec())
     except HTTPException as exc:
         if not htmx:
             raise

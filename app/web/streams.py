@@ -1,25 +1,34 @@
 """Server-Sent Events: live fragments for the list and detail pages.
 
-Each stream subscribes to the event hub with a filter, re-renders its fragment when something
+Each cache stream subscribes to the event hub with a filter, re-renders its fragment when something
 relevant changed (coalesced by the hub: at most one render per ``sse_coalesce_s``), and sends it
 only when the HTML differs from what the client already has. The hub closes the subscription on
 shutdown, which ends the stream.
+
+The Service page's Recent runs table has a stream of its own: the probe routes announce a new run on
+the hub, and the stream follows the runs it shows until they end (progress at most once per
+``sse_coalesce_s``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.domain import ObjectKey
+from app.hub import Subscription
 from app.kube.cache import Change, Kind, ServiceQuery
 from app.kube.views import service_detail, service_list
+from app.probe.engine import Run
 from app.web import partials
+from app.web.compare import service_runs
 from app.web.deps import StateDep, TemplatesDep
 from app.web.pages import NamePath, NamespacePath, list_query
+from app.web.render import fragment
 
 router = APIRouter(prefix="/streams", include_in_schema=False)
 
@@ -82,4 +91,54 @@ async def service_stream(
                 last_yaml = yaml_html
                 yield ServerSentEvent(raw_data=yaml_html, event="yaml", id=version)
             if not await sub.next():
+                return
+
+
+def runs_filter(namespace: str, name: str) -> Callable[[Any], bool]:
+    """A run of this Service started (``app.web.probes`` publishes each new run)."""
+
+    def wants(change: Any) -> bool:
+        return isinstance(change, Run) and (change.spec.namespace, change.spec.service) == (namespace, name)
+
+    return wants
+
+
+async def next_change(sub: Subscription, running: Sequence[Run], interval: float) -> bool:
+    """Wait until the hub has news or one of ``running`` progressed or ended; False once the hub closed.
+
+    Progress is rate limited here (the hub limits its own news): at most one update per ``interval``.
+    """
+    if not running:
+        return await sub.next()
+    waits = [asyncio.ensure_future(sub.next()), *(asyncio.ensure_future(r.wait_changed()) for r in running)]
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    if sub.closed:
+        return False
+    if waits[0] not in done:
+        await asyncio.sleep(interval)  # coalesce a run's progress: results arriving meanwhile are merged
+    return not sub.closed
+
+
+@router.get("/services/{namespace}/{name}/runs", response_class=EventSourceResponse)
+async def runs_stream(
+    namespace: NamespacePath, name: NamePath, state: StateDep, templates: TemplatesDep
+) -> AsyncIterator[ServerSentEvent]:
+    """The Service page's Recent runs table (event ``runs``): when a run starts, progresses or ends."""
+    interval = max(state.settings.sse_coalesce_s, 0.05)
+    with state.hub.subscribe(runs_filter(namespace, name)) as sub:
+        last = None
+        while True:
+            runs = service_runs(state, namespace, name)
+            html = fragment(templates, "partials/_run_table.html", runs=runs)
+            if html != last:
+                last = html
+                yield ServerSentEvent(raw_data=html, event="runs")
+            runner = state.probe_runner
+            running = [r for s in runs if s.status == "running" and (r := runner.get(s.id)) is not None]
+            if not await next_change(sub, running, interval):
                 return
