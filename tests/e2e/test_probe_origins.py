@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import ECHO_IMAGE, Cluster, EchoApp
@@ -76,6 +79,31 @@ def start_exec(cluster: Cluster, dash: Dashboard, app: EchoApp, pod: str) -> str
     run_id = cluster.wait_for(started, 30, f"the dashboard to accept an exec run in {pod}")
     assert run_id is not None
     return run_id
+
+
+def follow_recent_runs(
+    dash: Dashboard, namespace: str, name: str, connected: threading.Event, until: Callable[[str], bool]
+) -> list[str]:
+    """The Service page's live Recent runs table: every ``runs`` event's HTML, until ``until`` holds."""
+    tables: list[str] = []
+    with (
+        httpx.Client(base_url=dash.base_url, timeout=60) as c,
+        c.stream("GET", f"/streams/services/{namespace}/{name}/runs") as s,
+    ):
+        event, data = "", []
+        for line in s.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data.append(line.removeprefix("data: "))
+            elif not line and event:
+                if event == "runs":
+                    tables.append("\n".join(data))
+                    connected.set()
+                    if until(tables[-1]) or len(tables) > 200:
+                        break
+                event, data = "", []
+    return tables
 
 
 def test_compare_origins_client_ip_then_none(
@@ -149,10 +177,25 @@ def test_compare_origins_client_ip_then_none(
     cluster.wait_for(dashboard_sees_none, 30, "the dashboard's cache to show sessionAffinity None")
     wait_serving(dash, probe_body(app), 3)  # kube-proxy has dropped the affinity rules
     spread_dashboard = clean(dash.probe(**probe_body(app, count=COUNT, concurrency=3)), "dashboard")
-    spread_pod = clean(
-        dash.probe(**probe_body(app, count=COUNT, concurrency=1, origin="probe-pod"), timeout=180),
-        "probe-pod",
-    )
+    # The Service page's table follows the probe pod's run live: running, then done.
+    started: list[str] = []
+    connected = threading.Event()
+
+    def row(html: str) -> str:
+        found = re.search(rf'data-run="{started[0]}".*?</tr>', html, re.S) if started else None
+        return found.group(0) if found else ""
+
+    def finished_row(html: str) -> bool:
+        return f"{COUNT}/{COUNT}" in row(html) and "running" not in row(html)
+
+    with ThreadPoolExecutor(1) as pool:
+        live = pool.submit(follow_recent_runs, dash, namespace, app.name, connected, finished_row)
+        assert connected.wait(30), "the Recent runs stream sent no table"
+        started.append(dash.start(**probe_body(app, count=COUNT, concurrency=1, origin="probe-pod")))
+        spread_pod = clean(dash.wait_run(started[0], timeout=180), "probe-pod")
+        tables = live.result(timeout=30)
+    mine = [row(t) for t in tables if row(t)]
+    assert mine and "running</span>" in mine[0] and finished_row(tables[-1]), mine
     for run in (spread_dashboard, spread_pod):
         assert run["target"]["session_affinity"] == "None"
         assert len(answering(run)) >= 2, (run["spec"]["origin"], answering(run))
