@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import re
-import socket
 from dataclasses import dataclass
+from typing import cast
 
 from app.probe.attribution import Reply
 
@@ -70,26 +70,154 @@ def classify(exc: BaseException) -> ProbeFailure:
     return ProbeFailure("error", type(exc).__name__)
 
 
+class _Stream(asyncio.Protocol):
+    """The receiving side of one TCP connection: a byte buffer read with awaits.
+
+    A small stand-in for asyncio's StreamReader/StreamWriter pair, which add a layer of futures, a drain
+    and a second buffer per request (bench/engine_local.py: a few per cent of a probe's CPU on asyncio's
+    loop, more on uvloop, where the loop itself is cheap). Same exceptions (``IncompleteReadError``,
+    ``LimitOverrunError``); reading pauses while more than ``2 * limit`` bytes are buffered, so a peer that
+    floods us never grows memory past that.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.eof = False
+        self.error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+
+    # -- protocol callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self._paused and len(self.buffer) > 2 * self.limit and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False  # close our side too: nothing more is sent once the reply is being read
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        if exc is not None:
+            self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _more(self) -> None:
+        """Wait for more bytes (or EOF); raises the connection's error once the buffer has none left."""
+        if self.error is not None:
+            raise self.error
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _incomplete(self, expected: int | None) -> BaseException:
+        """At EOF without what was asked for: the connection's error (a reset), else a short read."""
+        if self.error is not None:
+            return self.error
+        partial = bytes(self.buffer)
+        self.buffer.clear()
+        return asyncio.IncompleteReadError(partial, expected)
+
+    # -- reads
+    async def readuntil(self, separator: bytes) -> bytes:
+        start = 0
+        while True:
+            i = self.buffer.find(separator, start)
+            if i >= 0:
+                end = i + len(separator)
+                if end > self.limit:
+                    raise asyncio.LimitOverrunError("separator found past the limit", i)
+                data = bytes(self.buffer[:end])
+                del self.buffer[:end]
+                return data
+            if len(self.buffer) > self.limit:
+                raise asyncio.LimitOverrunError("no separator within the limit", len(self.buffer))
+            if self.eof:
+                raise self._incomplete(None)
+            start = max(0, len(self.buffer) - len(separator) + 1)
+            await self._more()
+
+    async def readline(self) -> bytes:
+        """Up to and including b"\\n", or what is left at EOF (b"" when nothing)."""
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial
+        except asyncio.LimitOverrunError as exc:
+            raise ValueError("line longer than the limit") from exc  # as StreamReader.readline
+
+    async def readexactly(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            if self.eof:
+                raise self._incomplete(n)
+            await self._more()
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    async def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes, b"" at EOF."""
+        while not self.buffer:
+            if self.eof:
+                if self.error is not None:
+                    raise self.error
+                return b""
+            await self._more()
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+
 @dataclass(slots=True)
 class Connection:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    stream: _Stream
+    transport: asyncio.Transport
     ident: int
     reusable: bool = True
     banner: Reply | None = None
 
+    def write(self, data: bytes) -> None:
+        """Send ``data``; a request is far below the transport's high-water mark, so no drain is needed
+        (a failed send closes the transport, and the next read raises its error)."""
+        if self.stream.error is not None:
+            raise self.stream.error
+        if self.transport.is_closing():
+            raise ProbeFailure("closed", "connection closed before the request was sent")
+        self.transport.write(data)
+
     def close(self) -> None:
         self.reusable = False
-        if not self.writer.is_closing():
-            self.writer.close()
+        if not self.transport.is_closing():
+            self.transport.close()
 
 
 async def open_connection(host: str, port: int, ident: int) -> Connection:
-    reader, writer = await asyncio.open_connection(host, port, limit=HEADER_CAP + 1024)
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return Connection(reader, writer, ident)
+    """A TCP connection (asyncio turns TCP_NODELAY on for TCP transports)."""
+    loop = asyncio.get_running_loop()
+    transport, stream = await loop.create_connection(lambda: _Stream(HEADER_CAP + 1024), host, port)
+    return Connection(stream, transport, ident)
 
 
 def host_header(host: str, port: int) -> str:
@@ -104,11 +232,11 @@ async def http_exchange(
         f"{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
         f"Accept: */*\r\nConnection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
     )
-    conn.writer.write(request.encode("ascii"))
-    await conn.writer.drain()
-    status, headers = await _read_head(conn.reader)
+    conn.write(request.encode("ascii"))
+    reader = conn.stream
+    status, headers = await _read_head(reader)
     while 100 <= status < 200 and status != 101:  # skip interim responses
-        status, headers = await _read_head(conn.reader)
+        status, headers = await _read_head(reader)
     if status == 101:
         conn.close()
         raise ProbeFailure("bad_response", "unexpected protocol switch (101)")
@@ -125,18 +253,18 @@ async def http_exchange(
             conn.close()
             raise ProbeFailure("bad_response", "invalid Content-Length")
         n = int(length)
-        body = await conn.reader.readexactly(min(n, BODY_CAP))
+        body = await reader.readexactly(min(n, BODY_CAP))
         if n > BODY_CAP:
             conn.reusable = False
     else:
         conn.reusable = False
-        body = await _read_to_eof(conn.reader)
+        body = await _read_to_eof(reader)
     if not conn.reusable:
         conn.close()
     return Reply(body=body, headers=tuple(headers), status=status)
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, list[tuple[str, str]]]:
+async def _read_head(reader: _Stream) -> tuple[int, list[tuple[str, str]]]:
     try:
         raw = await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError as exc:
@@ -169,25 +297,25 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, list[tuple[str,
 async def _read_chunked(conn: Connection) -> bytes:
     out = bytearray()
     while True:
-        size_line = await conn.reader.readuntil(b"\r\n")
+        size_line = await conn.stream.readuntil(b"\r\n")
         size_text = size_line.split(b";", 1)[0].strip()
         try:
             size = int(size_text, 16)
         except ValueError as exc:
             raise ProbeFailure("bad_response", "invalid chunk size") from exc
         if size == 0:
-            while (await conn.reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+            while (await conn.stream.readuntil(b"\r\n")) != b"\r\n":  # trailers
                 pass
             return bytes(out)
         if len(out) + size > BODY_CAP:
-            out += await conn.reader.readexactly(BODY_CAP - len(out))
+            out += await conn.stream.readexactly(BODY_CAP - len(out))
             conn.reusable = False
             return bytes(out)
-        out += await conn.reader.readexactly(size)
-        await conn.reader.readexactly(2)
+        out += await conn.stream.readexactly(size)
+        await conn.stream.readexactly(2)
 
 
-async def _read_to_eof(reader: asyncio.StreamReader) -> bytes:
+async def _read_to_eof(reader: _Stream) -> bytes:
     out = bytearray()
     while len(out) < BODY_CAP:
         chunk = await reader.read(BODY_CAP - len(out))
@@ -201,16 +329,15 @@ async def tcp_exchange(conn: Connection, seq: int) -> Reply:
     """A banner (read once per connection), or else the echo of one probe line."""
     if conn.banner is None:
         try:
-            line = await asyncio.wait_for(conn.reader.readline(), BANNER_WAIT_S)
+            line = await asyncio.wait_for(conn.stream.readline(), BANNER_WAIT_S)
         except TimeoutError:
             line = b""
         if line:
             conn.banner = Reply(body=line[:BODY_CAP].rstrip(b"\r\n"))
             return conn.banner
         conn.banner = Reply(body=b"")
-    conn.writer.write(f"svcscope-probe {seq}\n".encode())
-    await conn.writer.drain()
-    echoed = await conn.reader.readline()
+    conn.write(f"svcscope-probe {seq}\n".encode())
+    echoed = await conn.stream.readline()
     if not echoed:
         raise ProbeFailure("closed", "connection closed without a reply")
     # A reused connection keeps its banner: the pod is the one that greeted us.

@@ -134,3 +134,55 @@ def test_valid_paths(path: str) -> None:
 def test_invalid_paths(path: str) -> None:
     with pytest.raises(ValueError):
         wire.validate_path(path)
+
+
+async def test_reply_split_into_many_segments() -> None:
+    """Head and body arrive in pieces (the separator split across reads): still one complete reply."""
+
+    ended = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for piece in (b"HTTP/1.1 200 OK\r", b"\nContent-Length: 5\r\n\r", b"\nhel", b"lo"):
+            await asyncio.sleep(0.01)
+            writer.write(piece)
+            await writer.drain()
+        writer.close()
+        ended.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        conn, reply = await get(server.sockets[0].getsockname()[1])
+        await asyncio.wait_for(ended.wait(), 5)
+    finally:
+        server.close()
+    assert (reply.status, reply.body) == (200, b"hello")
+    conn.close()
+
+
+async def test_flooding_peer_is_paused_and_capped() -> None:
+    """A peer that streams without end: the read stops at BODY_CAP, the buffer stays bounded."""
+
+    ended = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        try:
+            for _ in range(200):  # up to 12.8 MB, far more than the client ever reads
+                writer.write(b"x" * 65536)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            ended.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        conn, reply = await get(server.sockets[0].getsockname()[1])
+        assert len(reply.body) == wire.BODY_CAP and not conn.reusable
+        assert len(conn.stream.buffer) <= 2 * conn.stream.limit + 262_144
+        await asyncio.wait_for(ended.wait(), 5)  # our close ends the flood
+    finally:
+        server.close()
