@@ -54,6 +54,7 @@ MAX_CALIBRATED_PODS = 64
 SAMPLE_CHARS = 300
 MAX_SAMPLES = 24
 ENDPOINTS_MAX_AGE_S = 0.05  # requests re-read the endpoints from the cache at most this often
+ATTRIBUTION_CACHE = 64  # distinct replies whose attribution a run remembers (cleared on endpoint changes)
 
 
 class Origin(enum.StrEnum):
@@ -193,6 +194,8 @@ class Run:
         self._issued = 0
         self._connections = 0
         self._changed = asyncio.Event()
+        self._waiting = 0  # followers waiting on _changed (no new Event per result when there are none)
+        self._attributions: dict[Reply, Attribution] = {}
         self._current: tuple[Backend, ...] = ()
         self._current_key: frozenset[tuple[str | None, str, bool]] | None = None
         self._matcher = Matcher(())
@@ -219,6 +222,7 @@ class Run:
             self._current = now
             self._candidates = tuple(Candidate(b.pod, b.ip) for b in now if b.pod is not None)
             self._matcher = Matcher(self._candidates)
+            self._attributions.clear()
             for b in now:
                 if b.pod is not None:
                     self.known[b.pod] = b
@@ -249,9 +253,12 @@ class Run:
         if outcome.error is None and self.first_reply_ms is None:
             self.first_reply_ms = outcome.at_ms + (outcome.latency_ms or 0.0)
         if sample is not None and len(self.samples) < MAX_SAMPLES:
-            key = outcome.pod or ("error " + outcome.error if outcome.error else "unattributed")
-            self.samples.setdefault(key, sample)
+            self.samples.setdefault(_sample_key(outcome), sample)
         self._notify()
+
+    def wants_sample(self, outcome: Outcome) -> bool:
+        """Whether ``add`` would keep a sample for this outcome (so the hot path builds it only then)."""
+        return len(self.samples) < MAX_SAMPLES and _sample_key(outcome) not in self.samples
 
     def finish(self, status: str, error: str | None = None) -> None:
         if self.finished:
@@ -262,8 +269,17 @@ class Run:
         self._notify()
 
     def _notify(self) -> None:
+        if not self._waiting:  # nobody waits: the next waiter checks the results before waiting
+            return
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    async def _wait(self) -> None:
+        self._waiting += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self._waiting -= 1
 
     async def follow(self, cursor: int = 0) -> AsyncIterator[list[Outcome]]:
         """Batches of results from ``cursor`` on, until the run is finished and all were delivered."""
@@ -275,11 +291,11 @@ class Run:
                 continue
             if self.finished:
                 return
-            await self._changed.wait()
+            await self._wait()
 
     async def wait_changed(self) -> None:
         if not self.finished:
-            await self._changed.wait()
+            await self._wait()
 
     def summary(self) -> Summary:
         shape = RunShape(
@@ -295,9 +311,14 @@ class Run:
         return summarize(self.results, shape, self.current(), tuple(self.known.values()))
 
     def attribute(self, reply: Reply) -> Attribution:
+        """Which pod sent ``reply``. A pure function of the reply and the current endpoints, so the answer
+        is remembered per distinct reply (a backend's replies repeat) until the endpoints change."""
         self.current(ENDPOINTS_MAX_AGE_S)
+        known = self._attributions.get(reply)
+        if known is not None:
+            return known
         cal = self.calibration
-        return attribute(
+        who = attribute(
             reply,
             self._candidates,
             rule=self.rule,
@@ -305,6 +326,14 @@ class Run:
             matcher=self._matcher,
             auto=cal.auto_ok,
         )
+        if len(self._attributions) >= ATTRIBUTION_CACHE:  # replies that never repeat: bounded memory
+            self._attributions.clear()
+        self._attributions[reply] = who
+        return who
+
+
+def _sample_key(outcome: Outcome) -> str:
+    return outcome.pod or ("error " + outcome.error if outcome.error else "unattributed")
 
 
 def sample_of(reply: Reply) -> str:
@@ -628,20 +657,18 @@ class ProbeRunner:
                     continue
                 latency = (time.monotonic() - t0) * 1000.0
                 who = run.attribute(reply)
-                run.add(
-                    Outcome(
-                        seq,
-                        who.pod,
-                        None,
-                        latency,
-                        conn_id,
-                        reason=who.reason,
-                        method=who.method.value if who.method else None,
-                        status=reply.status,
-                        at_ms=at_ms,
-                    ),
-                    sample=sample_of(reply),
+                outcome = Outcome(
+                    seq,
+                    who.pod,
+                    None,
+                    latency,
+                    conn_id,
+                    reason=who.reason,
+                    method=who.method.value if who.method else None,
+                    status=reply.status,
+                    at_ms=at_ms,
                 )
+                run.add(outcome, sample=sample_of(reply) if run.wants_sample(outcome) else None)
                 if not spec.reuse:
                     _drop(conn)
                     _drop(udp)

@@ -353,3 +353,17 @@ async def test_remote_origins_off_by_default(cluster: Cluster) -> None:
     with pytest.raises(ValueError, match="SVCSCOPE_PROBE_ORIGINS"):
         parse_origins(["probe-pod", "ssh"])
     assert parse_origins(["dashboard", " exec "]) == (Origin.EXEC,)
+
+
+async def test_attribution_cache_forgets_on_endpoint_change(cluster: Cluster) -> None:
+    """Replies are attributed once per distinct reply, and again after the endpoints change."""
+    from app.probe.attribution import Reply
+
+    run = cluster.runner().start(spec(count=1, concurrency=1))
+    await finished(run)
+    reply = Reply(body=b'{"pod": "web-7"}', status=200)
+    assert run.attribute(reply).pod is None  # no such endpoint yet
+    assert run.attribute(reply) is run.attribute(reply)  # remembered
+    cluster.view.set_endpoints(WEB, [("web-7", "198.18.0.17")], SLICE_PORTS)
+    await asyncio.sleep(0.06)  # past ENDPOINTS_MAX_AGE_S: the next attribution re-reads the endpoints
+    assert run.attribute(reply).pod == "web-7"
