@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from kubernetes_asyncio import client as k8s
 
 from app.kube.client import create_api_client
 from devcluster import cluster as dc
+from tests.netutil import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACES = 10
@@ -157,12 +157,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ms(values: list[float]) -> str:

@@ -10,16 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+from tests.netutil import free_port
+
 ROOT = Path(__file__).resolve().parents[3]
 # One open SSE stream, as a browser tab on the list page holds it.
 STREAM_REQUEST = b"GET /streams/services HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
 GRACEFUL_S = 30  # what uvicorn would wait for open responses without the signal hook
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _connect(port: int, deadline: float) -> socket.socket:
@@ -33,7 +29,7 @@ def _connect(port: int, deadline: float) -> socket.socket:
 
 
 def test_sigterm_ends_open_event_streams_and_exits_before_the_graceful_timeout() -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "tests.unit.web.serve_without_cluster:make",
