@@ -110,6 +110,9 @@ class AsyncRunStore:
     async def seconds(self, run_id: str, after: int = -1) -> list[SecondAggregate]:
         return await asyncio.to_thread(self.store.seconds, run_id, after)
 
+    async def used_bytes(self) -> int:
+        return await asyncio.to_thread(self.store.used_bytes)
+
     async def size_bytes(self) -> int:
         return await asyncio.to_thread(self.store.size_bytes)
 

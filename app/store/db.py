@@ -285,7 +285,8 @@ class RunStore:
         return changed
 
     def prune(self) -> list[Tombstone]:
-        """Delete finished runs beyond the newest ``max_runs`` or older than ``max_age_s``; remember why."""
+        """Delete finished runs older than ``max_age_s``, beyond the newest ``max_runs``, and the oldest while
+        the data exceeds ``max_bytes``; keep a tombstone saying why for each."""
         cfg = self.config
         now = self._clock()
         gone: list[Tombstone] = []
@@ -306,6 +307,14 @@ class RunStore:
             ).fetchall()
             reason = f"deleted by retention: beyond the newest {cfg.max_runs} runs"
             gone += _delete(db, excess, reason, now)
+            reason = f"deleted by retention: the store reached its size limit ({cfg.max_bytes / 2**20:g} MiB)"
+            while _used_bytes(db) > cfg.max_bytes:
+                oldest = db.execute(
+                    "SELECT n, id FROM runs WHERE status != ? ORDER BY created, n LIMIT 1", (Status.RUNNING,)
+                ).fetchall()
+                if not oldest:
+                    break
+                gone += _delete(db, oldest, reason, now)
             db.execute(
                 """DELETE FROM tombstones WHERE id IN
                    (SELECT id FROM tombstones ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET ?)""",
@@ -351,8 +360,13 @@ class RunStore:
                 return []
             return _seconds(db, row[0], after)
 
+    def used_bytes(self) -> int:
+        """Bytes of data (what ``max_bytes`` bounds; the file keeps freed pages for reuse)."""
+        with self._read() as db:
+            return _used_bytes(db)
+
     def size_bytes(self) -> int:
-        """The file plus its write-ahead log."""
+        """The file plus its write-ahead log (the disk footprint)."""
         with self._read() as db:
             pages = db.execute("PRAGMA page_count").fetchone()[0]
             page_size = db.execute("PRAGMA page_size").fetchone()[0]
@@ -361,6 +375,12 @@ class RunStore:
 
 
 # -- helpers (each runs inside a caller's transaction) ------------------------------------------------
+
+
+def _used_bytes(db: sqlite3.Connection) -> int:
+    """Pages in use: deleted rows free pages that later writes reuse, so the file stays near this size."""
+    pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+    return int(pages * db.execute("PRAGMA page_size").fetchone()[0])
 
 
 def _take_lock(path: Path) -> int:
@@ -425,6 +445,8 @@ def _prepare(db: sqlite3.Connection, path: Path, config: StoreConfig) -> None:
             )
         # WAL with synchronous=NORMAL: a power cut may lose the last transactions, never corrupt the file.
         db.execute("PRAGMA synchronous = NORMAL")
+        # After a checkpoint the write-ahead log is cut back to this size instead of keeping its peak.
+        db.execute("PRAGMA journal_size_limit = 16777216")
         if config.check_on_open and tables:
             problems = [r[0] for r in db.execute("PRAGMA quick_check(5)").fetchall()]
             if problems != ["ok"]:

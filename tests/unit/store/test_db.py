@@ -288,6 +288,19 @@ def test_retention(
     assert rows == len(kept) - sum(1 for _, running in runs if running)
 
 
+def test_the_oldest_runs_go_when_the_store_outgrows_its_size_limit(tmp_path: Path) -> None:
+    store = open_store(tmp_path, max_bytes=2**20)
+    for i in range(1, 4):  # about 0.7 MB each
+        finished_run(store, f"r{i}", created=NOW + i, n=10_000)
+    store.begin(start("running", created=NOW - 1))  # never deleted, however old
+    gone = store.prune()
+    assert [(t.id, t.reason) for t in gone] == [
+        (f"r{i}", "deleted by retention: the store reached its size limit (1 MiB)") for i in (1, 2)
+    ]
+    assert {r.id for r in store.recent()} == {"r3", "running"}
+    assert store.used_bytes() <= 2**20 < store.size_bytes()  # the file keeps the freed pages for reuse
+
+
 def test_tombstones_are_bounded_and_a_new_run_clears_its_own(tmp_path: Path) -> None:
     clock = Clock()
     store = open_store(tmp_path, clock, max_runs=1, max_tombstones=2)
