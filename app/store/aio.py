@@ -156,6 +156,8 @@ class RunRecorder:
     # -- the hot path: plain calls, nothing awaited
     def add(self, outcome: Outcome, sample: tuple[str, str] | None = None) -> None:
         """One result; ``sample`` is (key, text) of a reply sample worth keeping."""
+        if self.failed is not None:  # nothing will be written: do not hold a long run's results in memory
+            return
         if self._keep:
             self._outcomes.append(outcome)
         self._seconds.add(outcome)
