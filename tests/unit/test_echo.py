@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -287,3 +289,45 @@ def _read_body(port: int) -> bytes:
     body = conn.getresponse().read()
     conn.close()
     return body
+
+
+def _imported_modules(source: str) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_echo_imports_only_the_standard_library() -> None:
+    # The echo image is the bare Python base plus app/echo/: an import of anything else fails only there.
+    package = ROOT / "app" / "echo"
+    outside = {
+        f"{path.name}: {name}"
+        for path in sorted(package.glob("*.py"))
+        for name in _imported_modules(path.read_text())
+        if name.split(".")[0] not in sys.stdlib_module_names and not name.startswith("app.echo")
+    }
+    assert outside == set()
+
+
+def test_echo_runs_from_its_own_files_without_site_packages(tmp_path: Path) -> None:
+    # What the echo image holds (devcluster/images.py build_echo): app/__init__.py and app/echo/ only.
+    shutil.copytree(
+        ROOT / "app" / "echo", tmp_path / "app" / "echo", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (tmp_path / "app" / "__init__.py").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-S", "-m", "app.echo", "client", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--count" in proc.stdout
