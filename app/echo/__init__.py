@@ -4,9 +4,14 @@
 Downward API environment (POD_NAME, POD_IP, NODE_NAME):
 
 - HTTP (ECHO_HTTP_PORT, 8080): any path, GET/HEAD (other methods get the same reply), HTTP/1.1 keep-alive
-  and `Connection: close`; JSON ``{"pod", "ip", "node", "path", "method"}`` plus an ``X-Pod-Name`` header.
-- TCP (ECHO_TCP_PORT, 9000): on connect one line ``pod=<name> ip=<ip> node=<node>``, then echoes its input.
+  and `Connection: close`; JSON ``{"pod", "ip", "node", "path", "method", "peer"}`` plus an ``X-Pod-Name``
+  header.
+- TCP (ECHO_TCP_PORT, 9000): on connect one line ``pod=<name> ip=<ip> node=<node> peer=<ip:port>``, then
+  echoes its input.
 - UDP (ECHO_UDP_PORT, 9001): answers every datagram with that same line.
+
+``peer`` is the client address the pod saw (IP:port; ``[IPv6]:port``): compared with the client's own
+address, it shows source NAT.
 
 ECHO_MODE changes what a reply reveals, so that attribution without a pod name can be tested:
 ``anonymous`` replaces name/ip/node by a token that is stable for a pod (a hash of its name and IP, so it

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from app.echo.http_wire import MAX_HEADER_BYTES, BadRequest, read_request, response
-from app.echo.identity import MODES, Identity
+from app.echo.identity import MODES, Identity, format_peer
 
 LISTEN_BACKLOG = 1024  # probe benchmarks open up to 256 connections at once
 
@@ -50,8 +50,8 @@ class ServeConfig:
 
 
 class _UdpEcho(asyncio.DatagramProtocol):
-    def __init__(self, reply: bytes) -> None:
-        self._reply = reply
+    def __init__(self, identity: Identity) -> None:
+        self._identity = identity
         self._transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -60,7 +60,7 @@ class _UdpEcho(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
         if self._transport is not None:
-            self._transport.sendto(self._reply, addr)
+            self._transport.sendto(self._identity.line(format_peer(addr)).encode(), addr)
 
 
 @dataclass(slots=True)
@@ -86,9 +86,8 @@ class EchoServer:
         self.http_port = http.sockets[0].getsockname()[1]
         self.tcp_port = tcp.sockets[0].getsockname()[1]
         loop = asyncio.get_running_loop()
-        reply = cfg.identity.line().encode()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpEcho(reply), local_addr=(cfg.host, cfg.udp_port)
+            lambda: _UdpEcho(cfg.identity), local_addr=(cfg.host, cfg.udp_port)
         )
         self._udp = transport
         self.udp_port = transport.get_extra_info("sockname")[1]
@@ -124,6 +123,7 @@ class EchoServer:
 
     async def _handle_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         identity = self.config.identity
+        peer = format_peer(writer.get_extra_info("peername"))
         async with self._connection(writer):
             while True:
                 try:
@@ -137,7 +137,7 @@ class EchoServer:
                     return
                 # While draining on SIGTERM, finish this request but tell the client not to reuse the socket.
                 close = req.wants_close() or self._closing
-                body = json.dumps(identity.http_body(req.method, req.path)).encode() + b"\n"
+                body = json.dumps(identity.http_body(req.method, req.path, peer)).encode() + b"\n"
                 headers = {"Content-Type": "application/json", **identity.http_headers()}
                 writer.write(response("200 OK", headers, body, head_only=req.method == "HEAD", close=close))
                 await writer.drain()
@@ -146,7 +146,7 @@ class EchoServer:
 
     async def _handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async with self._connection(writer):
-            writer.write(self.config.identity.line().encode())
+            writer.write(self.config.identity.line(format_peer(writer.get_extra_info("peername"))).encode())
             await writer.drain()
             while not self._closing:
                 data = await asyncio.wait_for(reader.read(65536), self.config.idle_timeout)

@@ -128,6 +128,17 @@ def parse_rule(text: str) -> Rule:
 
 _NAME_CHARS = r"A-Za-z0-9_\-"
 
+# svcscope's echo backend also reports the client address it saw: ``peer=IP:PORT`` in a banner or datagram,
+# ``"peer": "IP:PORT"`` in its JSON. That address is the client's, never the answering pod's, and it changes
+# with every connection, so automatic matching and fingerprints look past it. A fixed pattern of ours with
+# one character class: linear on any reply.
+_ECHO_PEER = re.compile(r'((?<![A-Za-z0-9_-])peer=|"peer": ")[0-9A-Fa-f.:\[\]]+')
+_ECHO_PEER_BYTES = re.compile(_ECHO_PEER.pattern.encode())
+
+
+def _without_echo_peer(text: str) -> str:
+    return _ECHO_PEER.sub(r"\1", text) if "peer" in text else text
+
 
 class Matcher:
     """Finds current endpoints' pod names and IPs in a reply, on token boundaries."""
@@ -150,18 +161,20 @@ class Matcher:
     def pods_in(self, text: str) -> set[str]:
         if self.regex is None:
             return set()
-        return {self.by_token[m.group(0)] for m in self.regex.finditer(text)}
+        return {self.by_token[m.group(0)] for m in self.regex.finditer(_without_echo_peer(text))}
 
     def pod_for(self, value: str) -> str | None:
         return self.by_token.get(value)
 
 
 def fingerprint(reply: Reply) -> str:
-    """Content identity of a reply: status + body (headers like Date vary per request)."""
+    """Content identity of a reply: status + body (headers like Date vary per request, and so does the
+    client address svcscope's echo backend reports)."""
+    body = _ECHO_PEER_BYTES.sub(rb"\1", reply.body) if b"peer" in reply.body else reply.body
     h = hashlib.sha256()
     h.update(str(reply.status).encode())
     h.update(b"\0")
-    h.update(reply.body)
+    h.update(body)
     return h.hexdigest()[:16]
 
 

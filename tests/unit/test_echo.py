@@ -20,6 +20,7 @@ import pytest
 
 from app import echo
 from app.echo import EchoServer, Identity, ServeConfig
+from app.echo.identity import format_peer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,6 +66,8 @@ def _get(port: int, method: str = "GET", headers: dict[str, str] | None = None) 
 def test_http_get_reports_identity(server: RunningServer) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.server.http_port, timeout=5)
     conn.request("GET", "/some/path?x=1")
+    assert conn.sock is not None
+    client = "127.0.0.1:{}".format(*conn.sock.getsockname()[1:2])
     resp = conn.getresponse()
     body = resp.read()
     conn.close()
@@ -77,6 +80,7 @@ def test_http_get_reports_identity(server: RunningServer) -> None:
         "node": "svcscope-dc",
         "path": "/some/path?x=1",
         "method": "GET",
+        "peer": client,
     }
 
 
@@ -147,7 +151,8 @@ def test_http_bad_request(server: RunningServer) -> None:
 def test_tcp_banner_then_echo(server: RunningServer) -> None:
     with socket.create_connection(("127.0.0.1", server.server.tcp_port), timeout=5) as sock:
         f = sock.makefile("rwb")
-        assert f.readline() == b"pod=echo-a ip=198.18.0.7 node=svcscope-dc\n"
+        client = f"127.0.0.1:{sock.getsockname()[1]}".encode()
+        assert f.readline() == b"pod=echo-a ip=198.18.0.7 node=svcscope-dc peer=" + client + b"\n"
         f.write(b"hello there\n")
         f.flush()
         assert f.readline() == b"hello there\n"
@@ -156,6 +161,33 @@ def test_tcp_banner_then_echo(server: RunningServer) -> None:
 
 def test_udp_reply(server: RunningServer) -> None:
     assert echo.udp_once("127.0.0.1", server.server.udp_port, 5) == "echo-a"
+
+
+def test_udp_reply_names_the_source_address() -> None:
+    identity = Identity(pod="echo-a", ip="198.18.0.7", node="n", mode="anonymous")
+    for srv in _start(identity):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.connect(("127.0.0.1", srv.server.udp_port))
+            sock.send(b"ping\n")
+            reply = sock.recv(4096)
+            assert reply == f"token={identity.token} peer=127.0.0.1:{sock.getsockname()[1]}\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        (("10.1.2.3", 40000), "10.1.2.3:40000"),
+        (("::ffff:10.1.2.3", 40000, 0, 0), "10.1.2.3:40000"),  # an IPv4 client of a dual-stack listener
+        (("fd00::7", 5, 0, 0), "[fd00::7]:5"),
+        (("fe80::1%eth0", 5, 0, 2), "[fe80::1]:5"),
+        (None, None),
+        ("/run/echo.sock", None),
+        (("not-an-ip", 1), None),
+    ],
+)
+def test_format_peer(address: object, expected: str | None) -> None:
+    assert format_peer(address) == expected
 
 
 def test_many_concurrent_connections(server: RunningServer) -> None:
@@ -191,8 +223,11 @@ def test_modes_hide_the_name(mode: echo.Mode) -> None:
             for text in (body, banner):
                 assert pod.encode() not in text and ip.encode() not in text
             bodies.append(body)
+    # Each reply also names the client's own address (its source port differs per connection), nothing else.
+    docs = [json.loads(b) for b in bodies]
+    assert all(doc.pop("peer").startswith("127.0.0.1:") for doc in docs)
     if mode == "identical":
-        assert bodies[0] == bodies[1]
+        assert docs[0] == docs[1]
     else:
         tokens = [json.loads(b)["token"] for b in bodies]
         assert tokens[0] != tokens[1]

@@ -11,6 +11,7 @@ from app.probe.attribution import (
     Reply,
     RuleError,
     attribute,
+    fingerprint,
     parse_rule,
 )
 
@@ -52,6 +53,15 @@ JMALLOC = (
         pytest.param(http("served from 10.1.0.11:8080"), "web-10", id="pod-ip-with-port"),
         pytest.param(Reply(b"pod=web-3 ip=10.1.0.4 node=n1"), "web-3", id="tcp-banner"),
         pytest.param(Reply(b"pod=web-0 ip=10.1.0.1 node=n1"), "web-0", id="udp-datagram"),
+        # svcscope's echo names the client address it saw; here the client is another endpoint (web-5).
+        pytest.param(
+            http(json.dumps({"pod": "web-2", "ip": "10.1.0.3", "peer": "10.1.0.6:40112"})),
+            "web-2",
+            id="svcscope-echo-peer-is-an-endpoint",
+        ),
+        pytest.param(
+            Reply(b"pod=web-3 ip=10.1.0.4 node=n1 peer=10.1.0.6:40112"), "web-3", id="tcp-banner-peer"
+        ),
     ],
 )
 def test_automatic(reply: Reply, pod: str) -> None:
@@ -146,3 +156,21 @@ def test_fingerprints_refused_when_ambiguous(replies: dict[str, list[bytes]], pr
 def test_auto_can_be_disabled() -> None:
     got = attribute(http("web-1"), PODS, auto=False)
     assert got.pod is None
+
+
+def test_fingerprints_ignore_the_client_address_the_echo_reports() -> None:
+    # Anonymous echo pods: the token tells them apart, the peer differs with every connection.
+    fps = _fps(
+        {
+            "web-0": [
+                b'{"token": "aa", "peer": "10.9.0.1:40001"}',
+                b'{"token": "aa", "peer": "10.9.0.1:40002"}',
+            ],
+            "web-1": [b"token=bb peer=[fd00::1]:40003", b"token=bb peer=[fd00::1]:40004"],
+        }
+    )
+    assert fps.problem() is None
+    got = attribute(Reply(b"token=bb peer=10.9.0.2:51000", status=200), PODS, fingerprints=fps)
+    assert (got.pod, got.method) == ("web-1", Method.FINGERPRINT)
+    # Only an address is looked past, never other text in its place.
+    assert fingerprint(Reply(b"token=bb peer=x1")) != fingerprint(Reply(b"token=bb peer=10.9.0.2:51000"))
