@@ -18,29 +18,35 @@ ECHO_MODE changes what a reply reveals, so that attribution without a pod name c
 survives a container restart) and ``identical`` makes every pod answer exactly alike.
 
 `python -m app.echo client` sends a bounded number of requests, each on a new connection (kube-proxy
-balances connections, not requests), and prints one answering identity per line or ``ERROR <kind>``.
+balances connections, not requests), and prints one line per request as soon as it is done: with
+``--format json`` one escaped JSON record (identity, error kind, status, latency, the peer the server saw),
+by default the older answering identity or ``ERROR <kind>``. It reads at most a capped prefix of a reply.
 
 Modules: ``identity`` (what a reply says), ``http_wire`` (the server's HTTP/1.1 parsing), ``server`` (the
-listeners), ``client`` (the probes and the request loop), ``cli`` (the command line). Nothing here may import
-outside the standard library and this package: the echo image carries only these files
-(tests/unit/test_echo.py checks it).
+listeners), ``client`` (the probes and the request loop), ``record`` (the output line, and its parser for
+whoever reads it), ``cli`` (the command line). Nothing here may import outside the standard library and
+this package: the echo image carries only these files (tests/unit/test_echo.py checks it).
 """
 
 from app.echo.cli import build_parser, main
 from app.echo.client import HttpProber, parse_identity, run_client, tcp_once, udp_once
 from app.echo.identity import MODES, Identity, Mode
+from app.echo.record import ERROR_KINDS, Record, parse_line
 from app.echo.server import EchoServer, ServeConfig, serve
 
 __all__ = [
+    "ERROR_KINDS",
     "MODES",
     "EchoServer",
     "HttpProber",
     "Identity",
     "Mode",
+    "Record",
     "ServeConfig",
     "build_parser",
     "main",
     "parse_identity",
+    "parse_line",
     "run_client",
     "serve",
     "tcp_once",

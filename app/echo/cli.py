@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="answer HTTP/TCP/UDP with this pod's identity (configured by env)")
-    client = sub.add_parser("client", help="send N requests, one identity (or ERROR kind) per line")
+    client = sub.add_parser("client", help="send N requests, one output line per request")
     client.add_argument("--count", type=_positive_count, default=1)
     client.add_argument("--url", help="http://HOST:PORT/PATH")
     client.add_argument("--tcp", metavar="HOST:PORT")
@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--timeout", type=_positive_float, default=2.0, help="per request, seconds")
     client.add_argument("--deadline", type=_positive_float, help="for the whole run, seconds")
     client.add_argument("--keepalive", action="store_true", help="reuse one HTTP connection")
+    client.add_argument(
+        "--format",
+        choices=("lines", "json"),
+        default="lines",
+        help="json: one JSON record per request (app/echo/record.py); lines: the identity or ERROR <kind>",
+    )
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Wire tests of the echo backend: a real server on 127.0.0.1 ephemeral ports, in a thread of its own."""
+"""Wire tests of the echo backend (a real server on 127.0.0.1 ephemeral ports) and of its packaging."""
 
 from __future__ import annotations
 
@@ -12,46 +12,22 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app import echo
-from app.echo import EchoServer, Identity, ServeConfig
+from app.echo import Identity
 from app.echo.identity import format_peer
+from tests.unit.echo_running import RunningServer, running
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class RunningServer:
-    def __init__(self, identity: Identity) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        cfg = ServeConfig(identity=identity, host="127.0.0.1", http_port=0, tcp_port=0, udp_port=0, grace=2.0)
-        self.server = EchoServer(cfg)
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(timeout=10)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
-def _start(identity: Identity) -> Iterator[RunningServer]:
-    srv = RunningServer(identity)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.fixture
 def server() -> Iterator[RunningServer]:
-    yield from _start(Identity(pod="echo-a", ip="198.18.0.7", node="svcscope-dc"))
+    yield from running(Identity(pod="echo-a", ip="198.18.0.7", node="svcscope-dc"))
 
 
 def _get(port: int, method: str = "GET", headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
@@ -160,12 +136,12 @@ def test_tcp_banner_then_echo(server: RunningServer) -> None:
 
 
 def test_udp_reply(server: RunningServer) -> None:
-    assert echo.udp_once("127.0.0.1", server.server.udp_port, 5) == "echo-a"
+    assert echo.udp_once("127.0.0.1", server.server.udp_port, 5).identity == "echo-a"
 
 
 def test_udp_reply_names_the_source_address() -> None:
     identity = Identity(pod="echo-a", ip="198.18.0.7", node="n", mode="anonymous")
-    for srv in _start(identity):
+    for srv in running(identity):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(5)
             sock.connect(("127.0.0.1", srv.server.udp_port))
@@ -211,7 +187,7 @@ def test_many_concurrent_connections(server: RunningServer) -> None:
 def test_modes_hide_the_name(mode: echo.Mode) -> None:
     bodies = []
     for pod, ip in (("echo-a", "198.18.0.7"), ("echo-b", "198.18.0.8")):
-        for srv in _start(Identity(pod=pod, ip=ip, node="n", mode=mode)):
+        for srv in running(Identity(pod=pod, ip=ip, node="n", mode=mode)):
             resp = http.client.HTTPConnection("127.0.0.1", srv.server.http_port, timeout=5)
             resp.request("GET", "/")
             r = resp.getresponse()
@@ -232,62 +208,6 @@ def test_modes_hide_the_name(mode: echo.Mode) -> None:
         tokens = [json.loads(b)["token"] for b in bodies]
         assert tokens[0] != tokens[1]
         assert tokens[0] == Identity(pod="echo-a", ip="198.18.0.7", node="other", mode=mode).token
-
-
-def _client(*argv: str) -> list[str]:
-    lines: list[str] = []
-    args = echo.build_parser().parse_args(["client", *argv])
-    assert echo.run_client(args, out=lines.append) == 0
-    return lines
-
-
-def test_client_http_tcp_udp(server: RunningServer) -> None:
-    s = server.server
-    lines = _client(
-        "--count",
-        "3",
-        "--url",
-        f"http://127.0.0.1:{s.http_port}/",
-        "--tcp",
-        f"127.0.0.1:{s.tcp_port}",
-        "--udp",
-        f"127.0.0.1:{s.udp_port}",
-        "--timeout",
-        "5",
-    )
-    assert lines == ["echo-a"] * 9
-
-
-def test_client_keepalive(server: RunningServer) -> None:
-    lines = _client("--count", "5", "--keepalive", "--url", f"http://127.0.0.1:{server.server.http_port}/")
-    assert lines == ["echo-a"] * 5
-
-
-def test_client_reports_errors_and_exits_zero() -> None:
-    with socket.socket() as probe:  # a port that is surely closed: bound, never listening
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        lines = _client("--count", "2", "--url", f"http://127.0.0.1:{port}/", "--timeout", "2")
-    assert lines == ["ERROR refused", "ERROR refused"]
-
-
-def test_client_rejects_unbounded_count() -> None:
-    with pytest.raises(SystemExit):
-        echo.build_parser().parse_args(["client", "--count", "0", "--url", "http://127.0.0.1:1/"])
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("pod=a ip=1 node=n\n", "a"),
-        ("token=abc\n", "abc"),
-        ("echo\n", "anonymous"),
-        ('{"pod": "x", "path": "/"}', "x"),
-        ('{"path": "/"}', "anonymous"),
-    ],
-)
-def test_parse_identity(text: str, expected: str) -> None:
-    assert echo.parse_identity(text) == expected
 
 
 def test_serve_exits_cleanly_on_sigterm() -> None:
