@@ -184,6 +184,8 @@ def _json_too_deep(data: bytes, limit: int) -> bool:
 
 
 _NAME_CHARS = r"A-Za-z0-9_\-"
+MEMO_ENTRIES = 128
+MEMO_CHARS = 1024
 
 # svcscope's echo backend also reports the client address it saw: ``peer=IP:PORT`` in a banner or datagram,
 # ``"peer": "IP:PORT"`` in its JSON. That address is the client's, never the answering pod's, and it changes
@@ -206,6 +208,7 @@ class Matcher:
             self.by_token[c.pod] = c.pod
             self.by_token[c.ip] = c.pod
         tokens = sorted(self.by_token, key=len, reverse=True)
+        self._memo: dict[str, frozenset[str]] = {}
         self.regex: re.Pattern[str] | None = None
         if tokens:
             alternation = "|".join(re.escape(t) for t in tokens)
@@ -218,7 +221,17 @@ class Matcher:
     def pods_in(self, text: str) -> set[str]:
         if self.regex is None:
             return set()
-        return {self.by_token[m.group(0)] for m in self.regex.finditer(_without_echo_peer(text))}
+        text = _without_echo_peer(text)
+        # A backend's replies repeat once its client address is looked past, and so do header values:
+        # remembering short texts saves a regex scan per reply. Bounded: MEMO_ENTRIES texts of MEMO_CHARS.
+        found = self._memo.get(text)
+        if found is None:
+            found = frozenset(self.by_token[m.group(0)] for m in self.regex.finditer(text))
+            if len(text) <= MEMO_CHARS:
+                if len(self._memo) >= MEMO_ENTRIES:
+                    self._memo.clear()
+                self._memo[text] = found
+        return set(found)
 
     def pod_for(self, value: str) -> str | None:
         return self.by_token.get(value)

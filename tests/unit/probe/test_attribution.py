@@ -6,8 +6,11 @@ import time
 import pytest
 
 from app.probe.attribution import (
+    MEMO_CHARS,
+    MEMO_ENTRIES,
     Candidate,
     Fingerprints,
+    Matcher,
     Method,
     Reply,
     RuleError,
@@ -260,3 +263,14 @@ def test_json_depth_check_is_fast_on_any_body(body: bytes, too_deep: bool) -> No
     elapsed = time.perf_counter() - started
     assert ("nested deeper" in (got.reason or "")) is too_deep
     assert elapsed < 0.05, f"{elapsed * 1000:.1f} ms"
+
+
+def test_matcher_memory_stays_bounded_and_answers_stay_the_same() -> None:
+    matcher = Matcher(PODS)
+    for i in range(3 * MEMO_ENTRIES):
+        text = f'{{"pod": "web-{i % 12}", "peer": "10.9.0.1:{40000 + i}"}}'
+        assert matcher.pods_in(text) == {f"web-{i % 12}"}
+        assert len(matcher._memo) <= MEMO_ENTRIES
+    long_text = "x" * (MEMO_CHARS + 1) + " web-3"
+    assert matcher.pods_in(long_text) == matcher.pods_in(long_text) == {"web-3"}
+    assert long_text not in matcher._memo
