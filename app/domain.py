@@ -28,6 +28,14 @@ ServiceKey = ObjectKey
 PodKey = ObjectKey
 
 
+class Origin(enum.StrEnum):
+    """Where probe requests come from: the three ways of testing a Service from inside a cluster."""
+
+    DASHBOARD = "dashboard"  # this process, i.e. the dashboard's own pod
+    PROBE_POD = "probe-pod"  # a short-lived pod of the svcscope image; results read from its log
+    EXEC = "exec"  # `kubectl exec` into an existing pod that has the svcscope echo client
+
+
 class ServiceType(enum.StrEnum):
     CLUSTER_IP = "ClusterIP"
     NODE_PORT = "NodePort"

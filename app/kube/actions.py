@@ -1,6 +1,6 @@
 """Kubernetes *actions*: the only writes svcscope ever makes, each only when enabled and allowed by RBAC.
 
-* Probes from other origins (H4): a short-lived probe pod, or exec in a pod (``SVCSCOPE_PROBE_ORIGINS``;
+* Probes from other origins: a short-lived probe pod, or exec in a pod (``SVCSCOPE_PROBE_ORIGINS``;
   create/delete pods and get pods/log for ``probe-pod``, create pods/exec for ``exec``). Both run
   ``python3 -m app.echo client …`` (the svcscope image carries it) and return its output lines: one
   answering identity or ``ERROR <kind>`` per request.
@@ -26,7 +26,6 @@ from kubernetes_asyncio.stream import WsApiClient
 
 from app.config import Settings
 from app.kube.client import create_api_client
-from app.probe.engine import parse_origins
 
 MANAGED_BY = "svcscope"
 
@@ -83,7 +82,7 @@ class AffinityChange:
 
 async def create_actions(settings: Settings) -> KubeActions | None:
     """KubeActions when a write is enabled (another probe origin or the affinity patch), else None."""
-    if not parse_origins(settings.probe_origins) and not settings.allow_affinity_patch:
+    if not settings.probe_origins and not settings.allow_affinity_patch:
         return None
     api = await create_api_client(
         kubeconfig=settings.kubeconfig, in_cluster=settings.kubernetes_service_host is not None
@@ -92,7 +91,7 @@ async def create_actions(settings: Settings) -> KubeActions | None:
 
 
 class KubeActions:
-    """Satisfies ``app.probe.engine.RemoteProber``."""
+    """Satisfies ``app.state.Actions`` (``app.probe.remote.RemoteProber`` and the affinity patch)."""
 
     def __init__(self, api: k8s.ApiClient, *, image: str) -> None:
         self.api = api

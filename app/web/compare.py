@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
-from app.lifespan import AppState
 from app.probe.compare import (
     MAX_COMPARED,
     Comparison,
@@ -21,7 +20,7 @@ from app.probe.compare import (
     parse_run_ids,
     snapshot,
 )
-from app.probe.engine import ProbeRunner
+from app.state import AppState
 from app.web.deps import StateDep, TemplatesDep
 from app.web.render import fragment, page, wants_fragment
 
@@ -37,7 +36,7 @@ IdsQuery = Annotated[
 def snapshots(state: AppState) -> list[RunSnapshot]:
     """Every kept run, newest first (none when the runner is not running)."""
     runner = state.probe_runner
-    return [snapshot(r) for r in runner.runs()] if isinstance(runner, ProbeRunner) else []
+    return [snapshot(r) for r in runner.runs()] if runner is not None else []
 
 
 def service_runs(state: AppState, namespace: str, service: str, limit: int = 10) -> list[RunSnapshot]:

@@ -18,11 +18,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.domain import ObjectKey
-from app.lifespan import AppState
-from app.probe.engine import Origin, ProbeRunner, ProbeSpec, Run, RunLimitError, SpecError
+from app.domain import ObjectKey, Origin
+from app.probe.run import Run
+from app.probe.runner import ProbeRunner
+from app.probe.spec import ProbeSpec, RunLimitError, SpecError
 from app.probe.stats import Summary
 from app.probe.targets import ProbeProtocol, TargetError
+from app.state import AppState
 from app.web.deps import SettingsDep, StateDep, TemplatesDep
 from app.web.render import fragment, page, wants_fragment
 from app.web.security import make_csrf_token
@@ -93,7 +95,7 @@ class Started(BaseModel):
 
 def get_runner(state: StateDep) -> ProbeRunner:
     runner = state.probe_runner
-    if not isinstance(runner, ProbeRunner):
+    if runner is None:
         raise HTTPException(503, "the probe runner is not running")
     return runner
 

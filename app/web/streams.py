@@ -23,7 +23,7 @@ from app.domain import ObjectKey
 from app.hub import Subscription
 from app.kube.cache import Change, Kind, ServiceQuery
 from app.kube.views import service_detail, service_list
-from app.probe.engine import Run
+from app.probe.run import Run, RunStatus
 from app.web import partials
 from app.web.compare import service_runs
 from app.web.deps import StateDep, TemplatesDep
@@ -139,6 +139,12 @@ async def runs_stream(
                 last = html
                 yield ServerSentEvent(raw_data=html, event="runs")
             runner = state.probe_runner
-            running = [r for s in runs if s.status == "running" and (r := runner.get(s.id)) is not None]
+            running = [
+                r
+                for s in runs
+                if s.status == RunStatus.RUNNING
+                and runner is not None
+                and (r := runner.get(s.id)) is not None
+            ]
             if not await next_change(sub, running, interval):
                 return

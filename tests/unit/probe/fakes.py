@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from app.config import Settings
 from app.domain import (
     ContainerPort,
     Endpoint,
@@ -23,8 +25,15 @@ from app.domain import (
     ServiceType,
     TargetRef,
 )
+from app.lifespan import limits_from
+from app.probe.spec import Limits
 
 NS = "demo"
+
+
+def limits(**overrides: object) -> Limits:
+    """The runner's bounds as the default Settings give them, with some replaced."""
+    return dataclasses.replace(limits_from(Settings()), **overrides)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -7,21 +7,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.domain import EndpointPort, ObjectKey, Protocol, ServicePort
+from app.config import Settings
+from app.domain import EndpointPort, ObjectKey, Origin, Protocol, ServicePort
 from app.echo import EchoServer, Identity, Mode, ServeConfig
-from app.probe.engine import (
-    Limits,
-    Origin,
-    ProbeRunner,
-    ProbeSpec,
-    Run,
-    RunLimitError,
-    RunStatus,
-    SpecError,
-    parse_origins,
-)
+from app.probe.run import ENDPOINTS_MAX_AGE_S, Run, RunStatus
+from app.probe.runner import ProbeRunner
+from app.probe.spec import ProbeSpec, RunLimitError, SpecError
 from app.probe.targets import ProbeProtocol
-from tests.unit.probe.fakes import NS, FakeView, L4Balancer, web_view
+from tests.unit.probe.fakes import NS, FakeView, L4Balancer, limits, web_view
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,8 +38,10 @@ class Cluster:
     def dial(self, host: str, port: int) -> tuple[str, int]:
         return self.routes.get((host, port), ("127.0.0.1", 1))  # unknown: a closed port
 
-    def runner(self, **limits: object) -> ProbeRunner:
-        return ProbeRunner(self.view, Limits(**limits), dial=self.dial)  # type: ignore[arg-type]
+    def runner(self, clock: Callable[[], float] | None = None, **bounds: object) -> ProbeRunner:
+        if clock is not None:
+            return ProbeRunner(self.view, limits(**bounds), dial=self.dial, clock=clock)
+        return ProbeRunner(self.view, limits(**bounds), dial=self.dial)
 
 
 async def make_cluster(n: int, mode: Mode = "normal", **service_kw: object) -> AsyncIterator[Cluster]:
@@ -252,7 +247,7 @@ async def test_bad_specs(cluster: Cluster, kw: dict[str, object], message: str) 
 
 
 def test_runner_needs_no_loop_until_start() -> None:
-    make: Callable[[], ProbeRunner] = lambda: ProbeRunner(FakeView())  # noqa: E731
+    make: Callable[[], ProbeRunner] = lambda: ProbeRunner(FakeView(), limits())  # noqa: E731
     assert make().runs() == []
 
 
@@ -286,7 +281,7 @@ class FakeRemote:
 
 async def test_probe_pod_origin_maps_client_lines(cluster: Cluster) -> None:
     remote = FakeRemote(["web-0", "web-1", "ERROR refused", "token=abc", "web-0"])
-    runner = ProbeRunner(cluster.view, Limits(), remote=remote, origins=(Origin.PROBE_POD, Origin.EXEC))
+    runner = ProbeRunner(cluster.view, limits(), remote=remote, origins=(Origin.PROBE_POD, Origin.EXEC))
     run = await finished(runner.start(spec(origin=Origin.PROBE_POD, count=6, concurrency=1)))
     s = run.summary()
     assert run.status == RunStatus.DONE
@@ -315,7 +310,7 @@ async def test_runs_know_their_client(cluster: Cluster) -> None:
     remote = FakeRemote(["web-0"])
     runner = ProbeRunner(
         cluster.view,
-        Limits(),
+        limits(),
         remote=remote,
         origins=(Origin.PROBE_POD, Origin.EXEC),
         dashboard_pod="svcscope-abc",
@@ -339,7 +334,7 @@ async def test_runs_know_their_client(cluster: Cluster) -> None:
 )
 async def test_remote_origin_checks(cluster: Cluster, kw: dict[str, object], message: str) -> None:
     runner = ProbeRunner(
-        cluster.view, Limits(), remote=FakeRemote([]), origins=(Origin.PROBE_POD, Origin.EXEC)
+        cluster.view, limits(), remote=FakeRemote([]), origins=(Origin.PROBE_POD, Origin.EXEC)
     )
     with pytest.raises(SpecError, match=message):
         runner.start(spec(**kw))
@@ -349,21 +344,23 @@ async def test_remote_origins_off_by_default(cluster: Cluster) -> None:
     with pytest.raises(SpecError, match="not enabled"):
         cluster.runner().start(spec(origin=Origin.PROBE_POD, concurrency=1))
     # Enabled in settings but without a client to act with: still only the dashboard.
-    assert ProbeRunner(cluster.view, origins=(Origin.EXEC,)).origins == (Origin.DASHBOARD,)
+    assert ProbeRunner(cluster.view, limits(), origins=(Origin.EXEC,)).origins == (Origin.DASHBOARD,)
     with pytest.raises(ValueError, match="SVCSCOPE_PROBE_ORIGINS"):
-        parse_origins(["probe-pod", "ssh"])
-    assert parse_origins(["dashboard", " exec "]) == (Origin.EXEC,)
+        Settings(probe_origins="probe-pod,ssh")
+    assert Settings(probe_origins="dashboard, exec ").probe_origins == [Origin.EXEC]
 
 
 async def test_attribution_cache_forgets_on_endpoint_change(cluster: Cluster) -> None:
     """Replies are attributed once per distinct reply, and again after the endpoints change."""
     from app.probe.attribution import Reply
 
-    run = cluster.runner().start(spec(count=1, concurrency=1))
+    now = [0.0]
+    run = cluster.runner(clock=lambda: now[0]).start(spec(count=1, concurrency=1))
     await finished(run)
     reply = Reply(body=b'{"pod": "web-7"}', status=200)
     assert run.attribute(reply).pod is None  # no such endpoint yet
     assert run.attribute(reply) is run.attribute(reply)  # remembered
     cluster.view.set_endpoints(WEB, [("web-7", "198.18.0.17")], SLICE_PORTS)
-    await asyncio.sleep(0.06)  # past ENDPOINTS_MAX_AGE_S: the next attribution re-reads the endpoints
+    assert run.attribute(reply).pod is None  # the endpoints read a moment ago still hold
+    now[0] += ENDPOINTS_MAX_AGE_S  # then they are re-read
     assert run.attribute(reply).pod == "web-7"

@@ -12,9 +12,9 @@ import pytest
 from app.config import Settings
 from app.kube.cache import ServiceCache
 from app.main import create_app
-from app.probe.engine import Limits, ProbeRunner
+from app.probe.runner import ProbeRunner
 from app.web.security import make_csrf_token
-from tests.unit.probe.fakes import L4Balancer
+from tests.unit.probe.fakes import L4Balancer, limits
 from tests.unit.probe.test_engine import Cluster, make_cluster
 
 pytestmark = pytest.mark.timeout(30)
@@ -39,7 +39,7 @@ async def client() -> AsyncIterator[tuple[httpx.AsyncClient, Cluster]]:
         cache = filled_cache(cluster)
         app = create_app(Settings(csrf_secret=SECRET, sse_coalesce_s=0.05), cache=cache, start_watchers=False)
         async with app.router.lifespan_context(app):
-            app.state.svc.probe_runner = ProbeRunner(cache, Limits(), dial=cluster.dial)
+            app.state.svc.probe_runner = ProbeRunner(cache, limits(), dial=cluster.dial)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
                 yield c, cluster
@@ -111,7 +111,7 @@ async def test_html_body_is_escaped() -> None:
             cache = filled_cache(cluster)
             app = create_app(Settings(csrf_secret=SECRET), cache=cache, start_watchers=False)
             async with app.router.lifespan_context(app):
-                runner = ProbeRunner(cache, Limits(), dial=cluster.dial)
+                runner = ProbeRunner(cache, limits(), dial=cluster.dial)
                 app.state.svc.probe_runner = runner
                 async with httpx.AsyncClient(
                     transport=httpx.ASGITransport(app=app), base_url="http://localhost"
