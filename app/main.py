@@ -10,10 +10,10 @@ from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
 from app.kube.cache import ServiceCache
-from app.kube.views import human_age
 from app.kube.watch import EventSource
 from app.lifespan import build_state, lifespan
 from app.web import affinity, api, compare, errors, health, pages, probes, streams
+from app.web.render import human_age
 from app.web.security import HostPolicy, SecurityMiddleware
 
 ROOT = Path(__file__).resolve().parent.parent

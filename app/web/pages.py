@@ -10,9 +10,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
 
+from app.catalog.detail import service_detail
+from app.catalog.query import DEFAULT_TYPES, ServiceQuery, SortField, TypeFilter, service_list
 from app.domain import ObjectKey
-from app.kube.cache import DEFAULT_TYPES, ServiceCache, ServiceQuery, SortField, TypeFilter
-from app.kube.views import service_detail, service_list
+from app.kube.cache import ServiceCache
 from app.web import partials
 from app.web.compare import service_runs
 from app.web.deps import CacheDep, SettingsDep, StateDep, TemplatesDep

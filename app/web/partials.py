@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 from fastapi.templating import Jinja2Templates
 from markupsafe import escape
 
-from app.kube.cache import DEFAULT_TYPES, ServiceQuery, SortField, TypeFilter
-from app.kube.views import ServiceDetail, ServiceList
+from app.catalog.detail import ServiceDetail
+from app.catalog.query import DEFAULT_TYPES, ServiceList, ServiceQuery, SortField, TypeFilter
 from app.web.render import fragment
 
 

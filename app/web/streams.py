@@ -19,10 +19,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from app.catalog.detail import service_detail
+from app.catalog.query import ServiceQuery, service_list
 from app.domain import ObjectKey
 from app.hub import Subscription
-from app.kube.cache import Change, Kind, ServiceQuery
-from app.kube.views import service_detail, service_list
+from app.kube.cache import Change, Kind
 from app.probe.run import Run, RunStatus
 from app.web import partials
 from app.web.compare import service_runs
