@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from app.probe.run import Run
+from app.probe.run import RUN_ID_PATTERN, Run
 
 MAX_COMPARED = 6
-RUN_ID_RE = re.compile(r"^[0-9a-f]{12}$")
+RUN_ID_RE = re.compile(RUN_ID_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,12 @@ SAMPLE_CHARS = 300
 MAX_SAMPLES = 24
 ENDPOINTS_MAX_AGE_S = 0.05  # requests re-read the endpoints from the cache at most this often
 ATTRIBUTION_CACHE = 64  # distinct replies whose attribution a run remembers (cleared on endpoint changes)
+RUN_ID_BYTES = 6
+RUN_ID_PATTERN = rf"^[0-9a-f]{{{RUN_ID_BYTES * 2}}}$"  # what new_run_id makes; URLs are checked against it
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(RUN_ID_BYTES)
 
 
 class RunStatus(enum.StrEnum):

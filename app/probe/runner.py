@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -14,7 +13,7 @@ from app.probe.attribution import Rule, RuleError, parse_rule
 from app.probe.calibrate import calibrate
 from app.probe.engine import Dial, worker
 from app.probe.remote import RemoteProber, execute_remote
-from app.probe.run import Run, RunStatus
+from app.probe.run import Run, RunStatus, new_run_id
 from app.probe.spec import Limits, ProbeSpec, RunLimitError, SpecError
 from app.probe.targets import ClusterView, ForbiddenAddress, resolve
 
@@ -83,7 +82,7 @@ class ProbeRunner:
         if self.active >= self.limits.max_active:
             raise RunLimitError(f"{self.active} probe runs are active (limit {self.limits.max_active})")
         self._starts.append(now)
-        run = Run(secrets.token_hex(6), spec, target, rule, self.view, clock=self._clock)
+        run = Run(new_run_id(), spec, target, rule, self.view, clock=self._clock)
         self._set_client(run)
         run.current()
         self._runs[run.id] = run

@@ -4,12 +4,14 @@ errors that refuse it. Pure: the values come from ``Settings`` through the lifes
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
 from app.domain import Origin
 from app.probe import wire
 from app.probe.targets import ProbeProtocol
 
-METHODS = ("GET", "HEAD")
+Method = Literal["GET", "HEAD"]
+METHODS: tuple[str, ...] = get_args(Method)
 MIN_TIMEOUT_S = 0.05
 
 

@@ -18,7 +18,7 @@ from app.domain import ObjectKey
 from app.kube.actions import MAX_AFFINITY_TIMEOUT_S, ActionError, AffinityChange
 from app.state import AppState
 from app.web.deps import StateDep, TemplatesDep
-from app.web.pages import NamePath, NamespacePath
+from app.web.params import NamePath, NamespacePath
 from app.web.render import fragment, wants_fragment
 
 router = APIRouter()

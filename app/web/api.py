@@ -13,7 +13,8 @@ from app.catalog.query import ServiceQuery, ServiceRow, service_list
 from app.domain import ObjectKey, Service, ServicePort
 from app.kube.cache import Problem
 from app.web.deps import CacheDep, SettingsDep
-from app.web.pages import NamePath, NamespacePath, list_query, require_namespace, require_service
+from app.web.pages import list_query, require_namespace, require_service
+from app.web.params import NamePath, NamespacePath
 
 router = APIRouter(prefix="/api/v1", tags=["services"])
 

@@ -22,11 +22,11 @@ from app.probe.compare import (
 )
 from app.state import AppState
 from app.web.deps import StateDep, TemplatesDep
+from app.web.params import OptionalNameQuery
 from app.web.render import fragment, page, wants_fragment
 
 router = APIRouter()
 
-NAME = r"^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 IdsQuery = Annotated[
     list[str],
     Query(max_length=MAX_COMPARED * 13, description=f"2 to {MAX_COMPARED} run ids: ids=a,b or ids=a&ids=b"),
@@ -62,8 +62,8 @@ async def runs_page(
     request: Request,
     state: StateDep,
     templates: TemplatesDep,
-    namespace: Annotated[str, Query(max_length=63, pattern=NAME)] = "",
-    service: Annotated[str, Query(max_length=63, pattern=NAME)] = "",
+    namespace: OptionalNameQuery = "",
+    service: OptionalNameQuery = "",
 ) -> HTMLResponse:
     """The kept runs (optionally of one Service), with checkboxes to compare them."""
     runs = snapshots(state)

@@ -11,28 +11,28 @@ import csv
 import io
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.domain import ObjectKey, Origin
+from app.domain import SUBDOMAIN_MAX, ObjectKey, Origin
 from app.probe.run import Run
 from app.probe.runner import ProbeRunner
-from app.probe.spec import ProbeSpec, RunLimitError, SpecError
+from app.probe.spec import Limits, Method, ProbeSpec, RunLimitError, SpecError
 from app.probe.stats import Summary
 from app.probe.targets import ProbeProtocol, TargetError
 from app.state import AppState
 from app.web.deps import SettingsDep, StateDep, TemplatesDep
+from app.web.params import Name, NameQuery, PodName, RunIdPath
 from app.web.render import fragment, page, wants_fragment
 from app.web.security import make_csrf_token
 
 router = APIRouter()
 
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-RUN_ID = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="run id")]
 PALETTE = 12
 STRIP_MAX = 10_000
 CSV_COLUMNS = tuple("seq at_ms connection pod ip node latency_ms error status method reason".split())
@@ -43,31 +43,31 @@ class ProbeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    namespace: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
-    service: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
-    port: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] | int
-    protocol: Literal["HTTP", "TCP", "UDP"] = "HTTP"
-    count: int = Field(100, ge=1, le=10_000)
-    concurrency: int = Field(10, ge=1, le=256)
+    namespace: Name
+    service: Name
+    port: Name | int
+    protocol: ProbeProtocol = ProbeProtocol.HTTP
+    # The bounds of count, concurrency and timeout_s are the runner's (SVCSCOPE_PROBE_MAX_*): checked by
+    # ProbeSpec.validated, so a configured limit is the one limit.
+    count: int = Field(100, description="requests; at most SVCSCOPE_PROBE_MAX_COUNT")
+    concurrency: int = Field(10, description="requests in flight; at most SVCSCOPE_PROBE_MAX_CONCURRENCY")
     reuse: bool = False
-    method: Literal["GET", "HEAD"] = "GET"
+    method: Method = "GET"
     path: str = Field("/", min_length=1, max_length=512)
-    timeout_s: float = Field(2.0, ge=0.05, le=30.0)
+    timeout_s: float = Field(2.0, description="per request; at most SVCSCOPE_PROBE_MAX_TIMEOUT_S")
     identity: str | None = Field(None, max_length=200, description="header:NAME | regex:PATTERN | json:FIELD")
-    origin: Literal["dashboard", "probe-pod", "exec"] = Field(
-        "dashboard",
+    origin: Origin = Field(
+        Origin.DASHBOARD,
         description="dashboard (this process), probe-pod or exec — the last two only when enabled",
     )
-    exec_pod: str | None = Field(
-        None, max_length=253, pattern=NAME_PATTERN, description="origin exec: the pod"
-    )
+    exec_pod: PodName | None = Field(None, description="origin exec: the pod")
 
     def spec(self) -> ProbeSpec:
         return ProbeSpec(
             namespace=self.namespace,
             service=self.service,
             port=str(self.port),
-            protocol=ProbeProtocol(self.protocol),
+            protocol=self.protocol,
             count=self.count,
             concurrency=self.concurrency,
             reuse=self.reuse,
@@ -75,7 +75,7 @@ class ProbeRequest(BaseModel):
             path=self.path,
             timeout_s=self.timeout_s,
             identity=self.identity or None,
-            origin=Origin(self.origin),
+            origin=self.origin,
             exec_pod=self.exec_pod or None,
         )
 
@@ -83,7 +83,22 @@ class ProbeRequest(BaseModel):
 class ProbeForm(ProbeRequest):
     model_config = ConfigDict(extra="ignore")  # csrf_token travels in the same form
     identity: str | None = Field(None, max_length=200)
-    exec_pod: str | None = Field(None, max_length=253)
+    exec_pod: str | None = Field(None, max_length=SUBDOMAIN_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbePanel:
+    """What the probe form offers: the enabled origins and the runner's bounds (None: no runner yet)."""
+
+    origins: tuple[Origin, ...]
+    limits: Limits | None
+
+
+def panel(state: AppState) -> ProbePanel:
+    runner = state.probe_runner
+    if runner is None:
+        return ProbePanel((Origin.DASHBOARD,), None)
+    return ProbePanel(runner.origins, runner.limits)
 
 
 class Started(BaseModel):
@@ -140,7 +155,7 @@ async def list_probes(state: StateDep) -> list[dict[str, Any]]:
 
 
 @router.get("/api/v1/probes/{run_id}.csv", tags=["probes"], response_class=Response)
-async def probe_csv(run_id: RUN_ID, state: StateDep) -> Response:
+async def probe_csv(run_id: RunIdPath, state: StateDep) -> Response:
     """One row per request, in request order."""
     run = _run_or_404(get_runner(state), run_id)
     buf = io.StringIO()
@@ -177,14 +192,14 @@ def _csv_safe(text: str) -> str:
 
 
 @router.get("/api/v1/probes/{run_id}", tags=["probes"])
-async def get_probe(run_id: RUN_ID, state: StateDep) -> dict[str, Any]:
+async def get_probe(run_id: RunIdPath, state: StateDep) -> dict[str, Any]:
     """Status, per-pod hits/share/expected share/latency, unattributed, errors by kind, sequence, verdict."""
     run = _run_or_404(get_runner(state), run_id)
     return run_json(run, run.summary())
 
 
 @router.post("/api/v1/probes/{run_id}/cancel", status_code=202, tags=["probes"])
-async def cancel_probe(run_id: RUN_ID, state: StateDep) -> dict[str, Any]:
+async def cancel_probe(run_id: RunIdPath, state: StateDep) -> dict[str, Any]:
     runner = get_runner(state)
     run = _run_or_404(runner, run_id)
     cancelled = runner.cancel(run_id)
@@ -306,7 +321,7 @@ async def start_probe_form(
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
 async def run_page(
-    request: Request, run_id: RUN_ID, state: StateDep, templates: TemplatesDep
+    request: Request, run_id: RunIdPath, state: StateDep, templates: TemplatesDep
 ) -> HTMLResponse:
     run = _run_or_404(get_runner(state), run_id)
     if wants_fragment(request):
@@ -321,19 +336,19 @@ async def run_page(
 async def new_probe_page(
     request: Request,
     state: StateDep,
-    namespace: Annotated[str, Query(min_length=1, max_length=63, pattern=NAME_PATTERN)],
-    service: Annotated[str, Query(min_length=1, max_length=63, pattern=NAME_PATTERN)],
+    namespace: NameQuery,
+    service: NameQuery,
 ) -> HTMLResponse:
     """The probe form on its own page (the Service page embeds the same partial)."""
     svc = state.cache.service(ObjectKey(namespace, service))
     if svc is None:
         raise HTTPException(404, f"Service {namespace}/{service} not found.")
-    return page(request, "pages/probe_new.html", service=svc, runner=state.probe_runner)
+    return page(request, "pages/probe_new.html", service=svc, probe=panel(state))
 
 
 @router.get("/runs/{run_id}/stream", include_in_schema=False, response_class=EventSourceResponse)
 async def run_stream(
-    request: Request, run_id: RUN_ID, state: StateDep, settings: SettingsDep, templates: TemplatesDep
+    request: Request, run_id: RunIdPath, state: StateDep, settings: SettingsDep, templates: TemplatesDep
 ) -> AsyncIterator[ServerSentEvent]:
     """Live updates of a run: ``summary`` (bars, errors, verdict) and ``strip`` (new cells, appended).
 

@@ -28,7 +28,8 @@ from app.probe.run import Run, RunStatus
 from app.web import partials
 from app.web.compare import service_runs
 from app.web.deps import StateDep, TemplatesDep
-from app.web.pages import NamePath, NamespacePath, list_query
+from app.web.pages import list_query
+from app.web.params import NamePath, NamespacePath
 from app.web.render import fragment
 
 router = APIRouter(prefix="/streams", include_in_schema=False)

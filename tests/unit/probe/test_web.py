@@ -257,3 +257,22 @@ async def test_compare_refusals(
         r = await c.get(f"{path}?{query}", headers={"Accept": "application/json"})
         assert r.status_code == status, (path, r.text)
         assert message in r.json()["detail"]
+
+
+async def test_configured_count_limit_is_the_one_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SVCSCOPE_PROBE_MAX_COUNT reaches the API's validation and the form's max= alike."""
+    monkeypatch.setenv("SVCSCOPE_PROBE_MAX_COUNT", "20000")
+    async for cluster in make_cluster(1):
+        settings = Settings(csrf_secret=SECRET)
+        assert settings.probe_max_count == 20_000
+        app = create_app(settings, cache=filled_cache(cluster), start_watchers=False)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+                form = await c.get("/probes/new?namespace=demo&service=web")
+                assert 'name="count" value="600" min="1" max="20000"' in form.text
+                over = await c.post("/api/v1/probes", json={**BODY, "count": 20_001})
+                assert over.status_code == 422 and "count must be between 1 and 20000" in over.text
+                started = await c.post("/api/v1/probes", json={**BODY, "count": 15_000, "concurrency": 1})
+                assert started.status_code == 202, started.text
+                await c.post(f"/api/v1/probes/{started.json()['id']}/cancel", json={})
