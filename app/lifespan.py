@@ -102,10 +102,12 @@ async def stop(state: AppState) -> None:
             log.error("task %s ended with %r", task.get_name(), result)
     state.tasks.clear()
     for close in reversed(state.closers):
-        with contextlib.suppress(Exception):
+        try:
             outcome = close()
             if asyncio.iscoroutine(outcome):
                 await outcome
+        except Exception:  # one failing close must not keep the others from running
+            log.exception("closing %r failed", close)
     state.closers.clear()
 
 

@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import enum
 import json
+import logging
 import secrets
 import time
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from kubernetes_asyncio.stream import WsApiClient
 from app.config import Settings
 from app.kube.client import create_api_client
 
+log = logging.getLogger(__name__)
+
 MANAGED_BY = "svcscope"
 
 
@@ -36,13 +39,24 @@ DEFAULT_AFFINITY_TIMEOUT_S = 10_800  # what the API defaults to for ClientIP
 PATCH_TIMEOUT_S = 10.0
 
 
-class ActionError(Exception):
-    """An action failed; ``status`` is the HTTP status the web layer should answer with."""
+class Refusal(enum.StrEnum):
+    """Why an action failed, as far as the apiserver said (``app.web.errors`` maps it to HTTP)."""
 
-    def __init__(self, message: str, status: int = 502) -> None:
+    FORBIDDEN = "forbidden"  # RBAC
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    INVALID = "invalid"  # the apiserver rejected the values
+    FAILED = "failed"  # no usable answer: timeouts, connection errors, other statuses
+
+
+API_REFUSALS = {403: Refusal.FORBIDDEN, 404: Refusal.NOT_FOUND, 409: Refusal.CONFLICT, 422: Refusal.INVALID}
+
+
+class ActionError(Exception):
+    def __init__(self, message: str, refusal: Refusal = Refusal.FAILED) -> None:
         super().__init__(message)
         self.message = message
-        self.status = status
+        self.refusal = refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +123,13 @@ class KubeActions:
                     name, namespace, change.patch(), _content_type="application/merge-patch+json"
                 )
         except ApiException as exc:
-            raise ActionError(_api_message(exc, f"Service {namespace}/{name}"), _status_of(exc)) from exc
+            raise ActionError(
+                _api_message(exc, f"Service {namespace}/{name}"),
+                API_REFUSALS.get(int(exc.status or 0), Refusal.FAILED),
+            ) from exc
         except TimeoutError as exc:
             raise ActionError(f"the apiserver did not answer within {PATCH_TIMEOUT_S:.0f} s") from exc
-        except Exception as exc:  # connection errors and the like: a 502, never a 500
+        except Exception as exc:  # connection errors and the like: a failed action, never a crash
             raise ActionError(f"patching Service {namespace}/{name} failed: {type(exc).__name__}") from exc
 
     async def probe_pod(
@@ -169,13 +186,15 @@ class KubeActions:
                 await asyncio.sleep(0.5)  # polling the pod's phase; no watch for one short-lived pod
                 current = await core.read_namespaced_pod(name, namespace)
                 phase = current.status.phase or ""
-            log: str = await core.read_namespaced_pod_log(name, namespace, container="probe")
-            if phase == "Failed" and not log.strip():
+            output: str = await core.read_namespaced_pod_log(name, namespace, container="probe")
+            if phase == "Failed" and not output.strip():
                 raise ActionError(f"probe pod {namespace}/{name} failed without output")
-            return log.splitlines()
+            return output.splitlines()
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 await core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+            except Exception as exc:  # activeDeadlineSeconds still ends it; say that it was left behind
+                log.warning("probe pod %s/%s not deleted: %r", namespace, name, exc)
 
     async def exec_in_pod(self, namespace: str, pod: str, argv: Sequence[str], timeout_s: float) -> list[str]:
         """Run ``argv`` in the first container of an existing pod (pods/exec)."""
@@ -194,11 +213,6 @@ class KubeActions:
                 timeout_s + 30,
             )
         return str(out).splitlines()
-
-
-def _status_of(exc: ApiException) -> int:
-    status = int(exc.status or 0)
-    return status if status in (403, 404, 409, 422) else 502
 
 
 def _api_message(exc: ApiException, what: str) -> str:

@@ -8,7 +8,7 @@ request and a reply; the workers and the per-pod calibration both use it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Callable
 
 from app.probe import wire
@@ -17,6 +17,8 @@ from app.probe.run import ENDPOINTS_MAX_AGE_S, Run, sample_of
 from app.probe.spec import ProbeSpec
 from app.probe.stats import Outcome
 from app.probe.targets import ForbiddenAddress, ProbeProtocol
+
+log = logging.getLogger(__name__)
 
 Dial = Callable[[str, int], tuple[str, int]]
 # Failures that mean "nothing listens behind the Service" when no endpoint is ready.
@@ -81,8 +83,10 @@ class Channel:
     def close(self) -> None:
         for sock in (self._conn, self._udp):
             if sock is not None:
-                with contextlib.suppress(Exception):  # closing a broken socket: nothing left to report
+                try:
                     sock.close()
+                except Exception as exc:  # a broken socket: the exchange already recorded its error
+                    log.debug("closing connection %d: %r", sock.ident, exc)
         self._conn = self._udp = None
 
 

@@ -18,6 +18,7 @@ from app.domain import ObjectKey
 from app.kube.actions import MAX_AFFINITY_TIMEOUT_S, ActionError, AffinityChange
 from app.state import AppState
 from app.web.deps import StateDep, TemplatesDep
+from app.web.errors import http_error
 from app.web.params import NamePath, NamespacePath
 from app.web.render import fragment, wants_fragment
 
@@ -75,7 +76,7 @@ async def apply_change(
     try:
         await actions.patch_session_affinity(namespace, name, change)
     except ActionError as exc:
-        raise HTTPException(exc.status, exc.message) from exc
+        raise http_error(exc) from exc
     return change
 
 

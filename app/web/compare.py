@@ -6,7 +6,7 @@ router, whose ``/runs/{run_id}`` and ``/api/v1/probes/{run_id}`` would otherwise
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
@@ -23,6 +23,7 @@ from app.probe.compare import (
 from app.state import AppState
 from app.web.deps import StateDep, TemplatesDep
 from app.web.params import OptionalNameQuery
+from app.web.probe_json import ComparisonOut
 from app.web.render import fragment, page, wants_fragment
 
 router = APIRouter()
@@ -79,50 +80,7 @@ async def compare_page(request: Request, state: StateDep, ids: IdsQuery) -> HTML
     return page(request, "pages/run_compare.html", c=comparison(state, ids))
 
 
-@router.get("/api/v1/probes/compare", tags=["probes"])
-async def compare_api(state: StateDep, ids: IdsQuery) -> dict[str, Any]:
+@router.get("/api/v1/probes/compare", tags=["probes"], response_model=ComparisonOut)
+async def compare_api(state: StateDep, ids: IdsQuery) -> ComparisonOut:
     """Per-pod shares of 2 to 6 runs side by side, with each run's origin, client and verdict."""
-    c = comparison(state, ids)
-    return {
-        "runs": [run_out(r) for r in c.runs],
-        "pods": [
-            {
-                "pod": row.pod,
-                "runs": [
-                    None
-                    if cell is None
-                    else {
-                        "hits": cell.hits,
-                        "share": round(cell.share, 6),
-                        "expected_share": (
-                            round(cell.expected_share, 6) if cell.expected_share is not None else None
-                        ),
-                    }
-                    for cell in row.cells
-                ],
-            }
-            for row in c.rows
-        ],
-        "notes": list(c.notes),
-    }
-
-
-def run_out(r: RunSnapshot) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "url": f"/runs/{r.id}",
-        "service": {"namespace": r.namespace, "name": r.service},
-        "port": r.port,
-        "protocol": r.protocol,
-        "origin": r.origin,
-        "client": {"pod": r.client_pod, "ip": r.client_ip},
-        "count": r.count,
-        "done": r.done,
-        "reuse": r.reuse,
-        "status": r.status,
-        "session_affinity": r.session_affinity,
-        "distribution": r.distribution,
-        "unattributed": r.unattributed,
-        "errors": r.errors,
-        "verdict": r.verdict,
-    }
+    return ComparisonOut.of(comparison(state, ids))
