@@ -90,8 +90,7 @@ async def services_page(
     return page(
         request,
         "pages/services.html",
-        listing=listing,
-        list_html=partials.list_block(templates, listing, settings.page_size),
+        **partials.list_context(listing, settings.page_size),
         types=list(TypeFilter),
         sorts=list(SortField),
     )
@@ -109,17 +108,14 @@ async def service_page(
 ) -> HTMLResponse:
     require_service(cache, namespace, name)
     detail = service_detail(cache, ObjectKey(namespace, name), cluster_domain=settings.cluster_domain)
-    body = partials.detail_body(templates, detail, namespace, name)
     if wants_fragment(request):
-        return HTMLResponse(body)
+        return HTMLResponse(partials.detail_body(templates, detail, namespace, name))
     return page(
         request,
         "pages/service.html",
         d=detail,
         namespace=namespace,
         name=name,
-        detail_html=body,
-        yaml_html=partials.detail_yaml(detail),
         affinity_patch=settings.allow_affinity_patch,
         runs=service_runs(state, namespace, name),
         probe=panel(state),

@@ -84,7 +84,7 @@ async def service_stream(
         while True:
             detail = service_detail(state.cache, key, cluster_domain=domain)
             body = partials.detail_body(templates, detail, namespace, name)
-            yaml_html = partials.detail_yaml(detail)
+            yaml_html = partials.detail_yaml(templates, detail)
             version = str(state.cache.version)
             if body != last_body:
                 last_body = body
