@@ -36,12 +36,13 @@ def _measure(concurrency: int, count: int, ports: list[int], loop: str) -> dict[
     try:
         from app.probe.runner import ProbeRunner
         from app.probe.spec import ProbeSpec
-        from tests.unit.probe.fakes import NS, limits, web_view
+        from tests.unit.fakes import NS, limits, web_view
 
         bounds = limits()
     except ImportError:  # a baseline from before app/probe/engine.py was split
+        from tests.unit.probe.fakes import NS, web_view  # type: ignore[import-not-found,no-redef]
+
         from app.probe.engine import Limits, ProbeRunner, ProbeSpec  # type: ignore[attr-defined,no-redef]
-        from tests.unit.probe.fakes import NS, web_view
 
         bounds = Limits()
 

@@ -14,7 +14,7 @@ from app.probe.targets import (
     forbidden_reason,
     resolve,
 )
-from tests.unit.probe.fakes import NS, make_service, web_view
+from tests.unit.fakes import NS, make_service, web_view
 
 WEB = ObjectKey(NS, "web")
 MULTI_PORTS = (

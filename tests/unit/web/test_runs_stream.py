@@ -23,9 +23,9 @@ from app.probe.runner import ProbeRunner
 from app.probe.stats import Outcome
 from app.state import AppState
 from app.web.streams import runs_filter
+from tests.unit.fakes import limits
 from tests.unit.kube.objects import demo_cache
-from tests.unit.probe.fakes import limits
-from tests.unit.web.test_pages import _events, call
+from tests.unit.web.sse import call, events
 
 pytestmark = pytest.mark.timeout(30)
 STREAM = "/streams/services/shop/web/runs"
@@ -88,18 +88,18 @@ def test_table_follows_a_run_from_start_to_end(client: TestClient, remote: Gated
     with client.stream("GET", STREAM) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = r.iter_lines()
-        ((event, html),) = _events(lines, 1)
+        ((event, html),) = events(lines, 1)
         assert event == "runs" and 'data-testid="runs-empty"' in html
         run_id = start(client, 3)
-        ((event, html),) = _events(lines, 1)
+        ((event, html),) = events(lines, 1)
         assert event == "runs" and f'data-run="{run_id}"' in html
         assert '<span class="badge warn">running</span>' in html and "0/3" in html
         call(client, remote.gate.set)
-        ((event, html),) = _events(lines, 1)
+        ((event, html),) = events(lines, 1)
         assert "running" not in html and "3/3" in html and "1 pod: web-1 100%" in html
         assert "consistent with ClientIP affinity" in html
         call(client, app_state(client).hub.close)
-        assert _events(lines, 1) == []  # the stream ends
+        assert events(lines, 1) == []  # the stream ends
 
 
 def add_results(run: Run, n: int) -> None:
@@ -111,17 +111,17 @@ def test_progress_is_coalesced_and_shutdown_ends_the_stream(client: TestClient) 
     state = app_state(client)
     with client.stream("GET", STREAM) as r:
         lines = r.iter_lines()
-        assert len(_events(lines, 1)) == 1
+        assert len(events(lines, 1)) == 1
         run_id = start(client, 100)
-        ((_, html),) = _events(lines, 1)
+        ((_, html),) = events(lines, 1)
         assert "0/100" in html
         # 40 results in one go: one update, not 40.
         call(client, add_results, runner_of(client).get(run_id), 40)
-        ((_, html),) = _events(lines, 1)
+        ((_, html),) = events(lines, 1)
         assert "40/100" in html and "running" in html
         assert state.hub.subscriber_count == 1
         call(client, begin_shutdown, state)  # what SIGTERM does: the hub closes, runs are cancelled
-        assert _events(lines, 5) == []
+        assert events(lines, 5) == []
     assert state.hub.subscriber_count == 0
 
 

@@ -2,81 +2,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
 
 import pytest
 
 from app.config import Settings
-from app.domain import EndpointPort, ObjectKey, Origin, Protocol, ServicePort
-from app.echo import EchoServer, Identity, Mode, ServeConfig
+from app.domain import ObjectKey, Origin
 from app.probe.run import ENDPOINTS_MAX_AGE_S, Run, RunStatus
 from app.probe.runner import ProbeRunner
 from app.probe.spec import ProbeSpec, RunLimitError, SpecError
 from app.probe.targets import ProbeProtocol
-from tests.unit.probe.fakes import NS, FakeView, L4Balancer, limits, web_view
+from tests.unit.fakes import (
+    NS,
+    SLICE_PORTS,
+    WEB,
+    Cluster,
+    FakeView,
+    limits,
+    make_cluster,
+)
 
 pytestmark = pytest.mark.timeout(30)
-
-WEB = ObjectKey(NS, "web")
-PORTS = (
-    ServicePort("http", 80, "http"),
-    ServicePort("tcp", 9000, 9000),
-    ServicePort("udp", 9001, 9001, Protocol.UDP),
-)
-SLICE_PORTS = [EndpointPort("http", 8080), EndpointPort("tcp", 9000), EndpointPort("udp", 9001, Protocol.UDP)]
-
-
-@dataclass
-class Cluster:
-    view: FakeView
-    echoes: list[EchoServer]
-    http_lb: L4Balancer
-    tcp_lb: L4Balancer
-    routes: dict[tuple[str, int], tuple[str, int]]
-
-    def dial(self, host: str, port: int) -> tuple[str, int]:
-        return self.routes.get((host, port), ("127.0.0.1", 1))  # unknown: a closed port
-
-    def runner(self, clock: Callable[[], float] | None = None, **bounds: object) -> ProbeRunner:
-        if clock is not None:
-            return ProbeRunner(self.view, limits(**bounds), dial=self.dial, clock=clock)
-        return ProbeRunner(self.view, limits(**bounds), dial=self.dial)
-
-
-async def make_cluster(n: int, mode: Mode = "normal", **service_kw: object) -> AsyncIterator[Cluster]:
-    async with AsyncExitStack() as stack:
-        view = web_view(n, ports=PORTS, **service_kw)
-        view.set_endpoints(WEB, [(f"web-{i}", f"198.18.0.{10 + i}") for i in range(n)], SLICE_PORTS)
-        echoes = []
-        for i in range(n):
-            echo = EchoServer(
-                ServeConfig(
-                    Identity(f"web-{i}", f"198.18.0.{10 + i}", "node-1", mode),
-                    host="127.0.0.1",
-                    http_port=0,
-                    tcp_port=0,
-                    udp_port=0,
-                    grace=0.1,
-                )
-            )
-            await echo.start()
-            stack.push_async_callback(echo.stop)
-            echoes.append(echo)
-        http_lb = await stack.enter_async_context(L4Balancer([e.http_port for e in echoes]))
-        tcp_lb = await stack.enter_async_context(L4Balancer([e.tcp_port for e in echoes]))
-        routes = {
-            ("198.19.0.50", 80): ("127.0.0.1", http_lb.port),
-            ("198.19.0.50", 9000): ("127.0.0.1", tcp_lb.port),
-        }
-        if echoes:
-            routes[("198.19.0.50", 9001)] = ("127.0.0.1", echoes[0].udp_port)
-        for i, e in enumerate(echoes):
-            ip = f"198.18.0.{10 + i}"
-            routes[(ip, 8080)] = ("127.0.0.1", e.http_port)
-            routes[(ip, 9000)] = ("127.0.0.1", e.tcp_port)
-            routes[(ip, 9001)] = ("127.0.0.1", e.udp_port)
-        yield Cluster(view, echoes, http_lb, tcp_lb, routes)
 
 
 @pytest.fixture

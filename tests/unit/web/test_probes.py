@@ -14,8 +14,7 @@ from app.kube.cache import ServiceCache
 from app.main import create_app
 from app.probe.runner import ProbeRunner
 from app.web.security import make_csrf_token
-from tests.unit.probe.fakes import L4Balancer, limits
-from tests.unit.probe.test_engine import Cluster, make_cluster
+from tests.unit.fakes import Cluster, L4Balancer, limits, make_cluster
 
 pytestmark = pytest.mark.timeout(30)
 SECRET = "test-secret"
