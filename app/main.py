@@ -57,7 +57,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(streams.router)
     app.include_router(pages.router)
-    app.include_router(compare.router)  # H6: before probes, whose /runs/{run_id} would match /runs/compare
-    app.include_router(probes.router)  # H4
-    app.include_router(affinity.router)  # H6
+    app.include_router(compare.router)  # before probes, whose /runs/{run_id} would match /runs/compare
+    app.include_router(probes.router)
+    app.include_router(affinity.router)
     return app

@@ -1,4 +1,5 @@
-"""Issue 4 "Must show" on the real cluster: the dashboard probes Services from inside the node namespace."""
+"""Probing on the real cluster: the dashboard probes Services from inside the node namespace and tells,
+per request, which pod answered."""
 
 from __future__ import annotations
 
@@ -357,7 +358,8 @@ def test_live_stream_delivers_every_result(
 def test_probe_pod_and_exec_origins(
     cluster: Cluster, dashboard: Dashboard, deploy_echo: Callable[..., EchoApp], namespace: str
 ) -> None:
-    """The mission's other ways: a pod that sends requests and logs the answers; exec in an existing pod."""
+    """The other ways of testing from inside a cluster: a pod that sends requests and logs the answers;
+    exec in an existing pod."""
     app = deployed(deploy_echo, dashboard, namespace)
     run = dashboard.probe(**probe_body(app, count=60, concurrency=1, origin="probe-pod"), timeout=180)
     assert run["status"] == "done", run["error"]
