@@ -20,9 +20,9 @@ import pytest
 from app import echo
 from app.echo import Identity
 from app.echo.identity import format_peer
-from tests.unit.echo_running import RunningServer, running
+from tests.unit.echo.running import RunningServer, running
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

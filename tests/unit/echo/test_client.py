@@ -19,9 +19,9 @@ from app import echo
 from app.echo import Identity
 from app.echo.client import ProbeError, error_kind
 from app.echo.record import ERROR_KINDS, Record, parse_line
-from tests.unit.echo_running import RunningServer, running
+from tests.unit.echo.running import RunningServer, running
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
