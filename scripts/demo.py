@@ -38,7 +38,8 @@ WHEELHOUSE_STAMP = WHEELHOUSE / ".requirements.sha256"
 
 RELEASE = "svcscope"
 NAMESPACE = "svcscope"
-IMAGE = "localhost/svcscope:dev"
+# Several checkouts share one local cluster: each can build and test its own tag (SVCSCOPE_IMAGE).
+IMAGE = os.environ.get("SVCSCOPE_IMAGE", "localhost/svcscope:dev")
 BASE_IMAGE = "localhost/svcscope-base:bookworm"
 BASE_PYTHON = "3.11"  # Debian bookworm's python3, the interpreter of BASE_IMAGE: the wheels must fit it
 DEFAULT_PORT = 8080  # SVCSCOPE_DEMO_PORT overrides
