@@ -7,6 +7,7 @@ demo Service gets an address of its own so that tests never collide with `make d
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import select
 import subprocess
@@ -20,6 +21,15 @@ from typing import Any
 from tests.chart.helmtool import CHART, documents
 
 READY_TIMEOUT_S = 180.0
+
+
+def image_sets() -> list[str]:
+    """The image this checkout built (SVCSCOPE_IMAGE, see scripts/demo.py); unset: the chart default."""
+    image = os.environ.get("SVCSCOPE_IMAGE")
+    if not image:
+        return []
+    repository, _, tag = image.rpartition(":")
+    return [f"image.repository={repository}", f"image.tag={tag}"]
 Completed = subprocess.CompletedProcess[str]
 
 
@@ -57,7 +67,7 @@ class Release:
         return proc
 
     def _set_args(self, sets: Sequence[str]) -> list[str]:
-        return [arg for s in sets for arg in ("--set", s)]
+        return [arg for s in [*image_sets(), *sets] for arg in ("--set", s)]
 
     def template(self, *sets: str, values: Sequence[Path] = ()) -> list[dict[str, Any]]:
         args = ["template", self.name, str(CHART), "--namespace", self.namespace]
