@@ -18,10 +18,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.domain import SUBDOMAIN_MAX, ObjectKey, Origin
+from app.catalog.query import unanswerable
+from app.catalog.reach import probe_protocol
+from app.domain import SUBDOMAIN_MAX, ObjectKey, Origin, ServicePort
 from app.probe.run import Run
 from app.probe.runner import ProbeRunner
-from app.probe.spec import Limits, Method, ProbeSpec
+from app.probe.spec import Limits, Method, ProbeSpec, max_concurrency
 from app.probe.stats import Summary
 from app.probe.targets import ProbeProtocol
 from app.state import AppState
@@ -96,6 +98,17 @@ class ProbePanel:
     origins: tuple[Origin, ...]
     limits: Limits | None
 
+    def concurrency_limits(self) -> dict[str, int]:
+        """Origin -> most requests in flight, for the form (one source: the probe spec's rule)."""
+        if self.limits is None:
+            return {}
+        return {o.value: max_concurrency(o, self.limits) for o in self.origins}
+
+    @staticmethod
+    def protocol_for(port: ServicePort) -> str:
+        """The protocol the form preselects for a port (UDP for UDP, appProtocol and name honoured)."""
+        return probe_protocol(port)
+
 
 def panel(state: AppState) -> ProbePanel:
     runner = state.probe_runner
@@ -120,6 +133,9 @@ def get_runner(state: StateDep) -> ProbeRunner:
 
 def _start(state: AppState, spec: ProbeSpec) -> Run:
     """Start a run and announce it on the event hub (the Service page's Recent runs follow it)."""
+    svc = state.cache.service(ObjectKey(spec.namespace, spec.service))
+    if svc is not None and (why := unanswerable(state.cache, svc)) is not None:
+        raise HTTPException(422, why)  # refused before sending: every request would only fail
     run = get_runner(state).start(spec)  # domain errors become HTTP answers in app.web.errors
     state.hub.publish(run)
     return run
@@ -234,7 +250,8 @@ async def start_probe_form(
     if htmx:
         token = make_csrf_token(state.settings.csrf_secret)
         html = fragment(templates, "partials/_probe_run.html", csrf_token=token, **run_context(run))
-        return HTMLResponse(html, status_code=202, headers={"HX-Push-Url": f"/runs/{run.id}"})
+        # No HX-Push-Url: the user stays on the Service page, so its URL stays in the address bar.
+        return HTMLResponse(html, status_code=202)
     return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
 
