@@ -7,6 +7,7 @@ only ever reach the page through auto-escaped templates (truncated samples in ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -38,6 +39,7 @@ router = APIRouter()
 
 PALETTE = 12
 STRIP_MAX = 10_000
+FIRST_RESULTS_WAIT_S = 0.15  # at most this long before the answer to a probe click
 # What the htmx form shows in place (htmx does not swap 4xx answers).
 SHOWN_IN_PLACE: tuple[type[Exception], ...] = (HTTPException, *DOMAIN_ERRORS)
 CSV_COLUMNS = tuple("seq at_ms connection pod ip node latency_ms error status method reason".split())
@@ -227,6 +229,15 @@ def colors(run: Run, s: Summary) -> dict[str, int]:
     return {name: i % PALETTE for i, name in enumerate(names)}
 
 
+async def first_results(run: Run, wait_s: float) -> None:
+    """Wait a moment for the first answers, so the fragment that answers the click already shows bars
+    (without it the first bar waits for the run's stream to connect: one more round trip)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait_s):
+            while not run.results and not run.finished:
+                await run.wait_changed()
+
+
 def run_context(run: Run) -> dict[str, Any]:
     s = run.summary()
     return {"run": run, "s": s, "colors": colors(run, s), "strip_max": STRIP_MAX}
@@ -248,6 +259,7 @@ async def start_probe_form(
         html = fragment(templates, "partials/_probe_error.html", status=exc.status_code, message=exc.detail)
         return HTMLResponse(html, headers={"X-Probe-Status": str(exc.status_code)})
     if htmx:
+        await first_results(run, FIRST_RESULTS_WAIT_S)
         token = make_csrf_token(state.settings.csrf_secret)
         html = fragment(templates, "partials/_probe_run.html", csrf_token=token, **run_context(run))
         # No HX-Push-Url: the user stays on the Service page, so its URL stays in the address bar.
@@ -315,5 +327,7 @@ async def run_stream(
             )
             return
         await run.wait_changed()
-        if not run.finished:
-            await asyncio.sleep(interval)  # coalesce: at most one update per interval
+        if not run.finished and cursor > 0:
+            # Coalesce: at most one update per interval, but the first results go out at once (the
+            # first bar on screen is what the user waits for after the click).
+            await asyncio.sleep(interval)
