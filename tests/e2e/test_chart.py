@@ -1,4 +1,4 @@
-"""The chart against the real devcluster (issue 5): server-side dry run, install with the image built from the
+"""The chart against the real devcluster: server-side dry run, install with the image built from the
 project's Dockerfile, hardened pod that becomes Ready, least-privilege RBAC, clean uninstall."""
 
 from __future__ import annotations
