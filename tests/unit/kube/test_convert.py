@@ -131,3 +131,16 @@ def test_who_chose_the_cluster_ip(managed: object, ip: str, expected: str | None
     if managed is None:
         del raw["metadata"]["managedFields"]
     assert convert.service_from_api(raw).cluster_ip_set_by == expected
+
+
+def test_topology_hints_are_kept_as_names():
+    ep = endpoint("198.18.0.1", "p")
+    ep["zone"] = "zone-a"
+    ep["hints"] = {"forZones": [{"name": "zone-a"}], "forNodes": [{"name": "node-1"}, {}]}
+    converted = convert.slice_from_api(eps("s", "web", [ep, endpoint("198.18.0.2", "q")])).endpoints
+    assert (converted[0].zone, converted[0].hints_zones, converted[0].hints_nodes) == (
+        "zone-a",
+        ("zone-a",),
+        ("node-1",),
+    )
+    assert (converted[1].hints_zones, converted[1].hints_nodes) == ((), ())
