@@ -3,10 +3,11 @@
 The user names a Service and one of its ports, never an address. The ClusterIP comes from the
 watched Service; direct (per-pod) probes go only to watched endpoint addresses whose targetRef is
 a watched Pod. Whatever the cache says, some addresses are never probed: loopback, link-local,
-unspecified, multicast, cloud metadata addresses and the apiserver (``default/kubernetes``). Nor, unless
-the endpoint is a watched Pod of the Service's own namespace with exactly that address: a node's address
-(the pods' hostIPs), a node's pod-network gateway, or the kubelet port. A node's kubelet port is refused even
-then, because on a node address it is the kubelet whatever the endpoint claims.
+unspecified, multicast, cloud metadata addresses and the apiserver (``default/kubernetes``). Nor,
+unless the endpoint is a watched Pod of the Service's own namespace with exactly that address: a node's
+address (the pods' hostIPs) or its neighbours in the same /24, a node's pod-network gateway, or the
+kubelet port. A node's kubelet port is refused even then: on a node address it is the kubelet, whatever
+the endpoint claims.
 """
 
 from __future__ import annotations
@@ -253,20 +254,39 @@ def endpoint_refusal(
     norm = _normal(address)
     if reason := forbidden_reason(norm):
         return reason
+    hosts = view.host_addresses()
+    if norm in hosts and port == KUBELET_PORT:
+        return f"{norm}:{port} is a node's kubelet"
     if norm in apiserver:
         return f"{norm} is the Kubernetes apiserver"
-    node = norm in view.host_addresses()
-    if node and port == KUBELET_PORT:
-        return f"{norm}:{port} is a node's kubelet"
     if norm in _pod_addresses(owner):
         return None
-    if node:
+    if norm in hosts:
         return f"{norm} is a node's address, not a pod of this Service"
     if norm in view.gateway_addresses():
         return f"{norm} is a node's pod-network gateway, not a pod of this Service"
+    if host := _node_network(norm, hosts):
+        return f"{norm} is in the nodes' own network (next to node {host}), not a pod of this Service"
     if port == KUBELET_PORT:
         return f"port {port} is the kubelet's and {norm} is not a pod of this Service"
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(address: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The /24 (IPv4) or /64 (IPv6) around an address: where a node's neighbours (its links, the host, the
+    apiserver's other addresses) live."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 64}", strict=False)
+
+
+def _node_network(address: str, hosts: frozenset[str]) -> str | None:
+    """A node address whose network holds ``address`` (hand-made endpoints to a node's neighbours)."""
+    net = _network(address)
+    return next((h for h in sorted(hosts) if net is not None and _network(h) == net), None)
 
 
 def _slice_port(sl: EndpointSlice, target: ProbeTarget) -> int | None:

@@ -189,6 +189,7 @@ def hand_made(view: FakeView, address: str, port: int, *, ref: TargetRef | None 
     [
         (NODE, 6443, f"its endpoint {NODE}:6443 — {NODE} is a node's address, not a pod of this Service"),
         (NODE, 10250, f"{NODE}:10250 is a node's kubelet"),
+        ("198.18.254.254", 6443, "198.18.254.254 is in the nodes' own network (next to node 198.18.254.1)"),
         (GATEWAY, 8080, f"{GATEWAY} is a node's pod-network gateway"),
         ("198.18.0.77", 10250, "port 10250 is the kubelet's and 198.18.0.77 is not a pod of this Service"),
     ],
