@@ -107,6 +107,16 @@ def dash(cluster: Cluster, release: Release) -> Iterator[httpx.Client]:
         yield client
 
 
+def state_of(cluster: Cluster, ns: str) -> str:
+    """The namespace's pods and the dashboard's log (this and the previous container), for a failure."""
+    pods = cluster.kubectl("get", "pods", "-n", ns, "-o", "wide", check=False).stdout
+    logs = ""
+    for previous in ("", "--previous"):
+        args = ["logs", "-n", ns, "-l", "app.kubernetes.io/name=svcscope", "--tail=40", previous]
+        logs += cluster.kubectl(*[a for a in args if a], check=False).stdout
+    return f"{pods}\n{logs}"
+
+
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     last: object = None
@@ -233,10 +243,10 @@ def test_endpoints_to_the_node_its_network_the_kubelet_and_the_gateway_are_refus
     node = node_address(cluster)
     neighbour = node.rsplit(".", 1)[0] + ".254"  # the node's other link (towards the host and the apiserver)
     cases = [
+        (pod_gateway(cluster, ns), 8080, "is a node's pod-network gateway"),
         (node, 6443, "is the Kubernetes apiserver"),
         (node, 10250, f"{node}:10250 is a node's kubelet"),
         (neighbour, 6443, f"is in the nodes' own network (next to node {node})"),
-        (pod_gateway(cluster, ns), 8080, "is a node's pod-network gateway"),
     ]
     for address, port, words in cases:
         cluster.apply(MANUAL.format(name="manual", address=address, port=port), namespace=ns)
@@ -249,7 +259,10 @@ def test_endpoints_to_the_node_its_network_the_kubelet_and_the_gateway_are_refus
             detail = str(r.json()["detail"])
             return detail if words in detail else None
 
-        detail = wait_until(refused, 30, f"{address}:{port} refused")
+        try:
+            detail = wait_until(refused, 30, f"{address}:{port} refused")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{state_of(cluster, ns)}") from None
         assert f"refusing to probe {ns}/manual: its endpoint {address}:{port}" in detail
 
 
