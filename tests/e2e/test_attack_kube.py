@@ -413,6 +413,11 @@ def test_exec_origin_works_under_the_charts_rbac(
     run = finished(dash, start(dash, **echo(ns, count=20, origin="exec", exec_pod=pod)))
     assert run["status"] == "done" and run["attributed"] == 20 and run["errors"] == {}, run
     assert run["latency_ms"]["p50"] is not None
+    # Reuse from a pod: one keep-alive connection, one pod.
+    run = finished(dash, start(dash, **echo(ns, count=30, origin="exec", exec_pod=pod, reuse=True)))
+    assert [p["hits"] for p in run["pods"] if p["hits"]] == [30] and run["connections"] == 1, run
+    r = dash.post("/api/v1/probes", json=echo(ns, count=1, origin="exec", exec_pod="nope"))
+    assert r.status_code == 422 and "not a watched running pod" in r.json()["detail"], r.text
 
 
 def test_affinity_change_asks_to_confirm_and_leaves_an_event(
