@@ -278,8 +278,10 @@ def test_a_mid_run_switch_to_the_node_fails_a_probe_pod_run(
         "the run to start on the hand-made endpoint",
     )
     wait_until(lambda: run_of(dash, run_id)["done"] >= 10, 120, "the probe pod's first outcomes")
+    switched = time.monotonic()
     cluster.apply(MANUAL.format(name="switch", address=node_address(cluster), port=6443), namespace=ns)
     run = finished(dash, run_id, 60)
+    print(f"\nmid-run switch: run failed {time.monotonic() - switched:.1f} s after the slice changed")
     assert run["status"] == "failed", run
     assert "stopped mid-run" in run["error"] and "apiserver" in run["error"], run["error"]
     assert run["done"] < 5000
@@ -400,6 +402,8 @@ def test_probe_pods_are_owned_bounded_sized_and_stream_their_results(
     )
     run = finished(dash, run_id, 300)
     assert run["status"] == "done" and run["done"] == count and run["attributed"] == count, run
+    p50 = run["latency_ms"]["p50"]
+    print(f"\nprobe pod: {partial['done']}/{count} outcomes seen while it ran; p50 {p50} ms")
     assert partial["done"] < count and run["latency_ms"]["p50"] is not None
     wait_until(lambda: not probe_pods(cluster, ns), 60, "the probe pod to be deleted")
 
@@ -493,6 +497,7 @@ def test_a_killed_dashboard_leaves_no_probe_pod(
     wait_until(lambda: run_of(dash, run_id)["done"] >= 10, 120, "the probe pod running")
     assert len(probe_pods(cluster, ns)) == 2
     old = dashboard_pod(cluster, release)["metadata"]["name"]
+    killed = time.monotonic()
     cluster.kubectl("delete", "pod", old, "-n", ns, "--grace-period=0", "--force", "--wait=false")
     wait_until(
         lambda: [
@@ -504,3 +509,4 @@ def test_a_killed_dashboard_leaves_no_probe_pod(
         "the replacement dashboard",
     )
     wait_until(lambda: not probe_pods(cluster, ns), 90, "no probe pod left")
+    print(f"\nkilled dashboard: no probe pod left {time.monotonic() - killed:.1f} s after the kill")
