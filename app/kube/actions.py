@@ -46,6 +46,16 @@ PHASE_POLL_S = 0.25  # how often a starting probe pod's phase is read (one short
 LOG_REOPENS = 3  # a log stream that drops while the pod still runs is followed again (duplicates ignored)
 MAX_OUTPUT_LINE = 4096  # longer output lines are dropped: a record is far shorter (app.echo.record)
 EVENT_REASON = "SessionAffinityChanged"
+# A container waiting for one of these will not start by itself: fail the run now, not at its deadline.
+STUCK_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+    }
+)
 
 
 AFFINITIES = ("None", "ClientIP")
@@ -390,6 +400,11 @@ class KubeActions:
             await asyncio.sleep(PHASE_POLL_S)  # the phase of one short-lived pod: polled, not watched
             current = await core.read_namespaced_pod(name, namespace)
             phase = current.status.phase or ""
+            for status in current.status.container_statuses or ():
+                waiting = status.state.waiting if status.state else None
+                if waiting is not None and waiting.reason in STUCK_REASONS:
+                    reason = f"{waiting.reason} (image {self.pods.image})"
+                    raise ActionError(f"probe pod {namespace}/{name} cannot start: {reason}")
         return phase
 
     async def _follow_log(
