@@ -59,10 +59,11 @@ def client_budget_s(spec: ProbeSpec) -> float:
     return spec.count * spec.timeout_s + CLIENT_SLACK_S
 
 
-def client_argv(target: ProbeTarget, spec: ProbeSpec, deadline_s: float | None = None) -> list[str]:
-    """``python3 -m app.echo client`` arguments for the target (the ClusterIP, never another address)."""
+def client_argv(target: ProbeTarget, spec: ProbeSpec) -> list[str]:
+    """``python3 -m app.echo client`` arguments for the target (the ClusterIP, never another address).
+    The client stops by itself after count x timeout; the probe pod's deadline caps it further."""
     hostport = target.label
-    budget = client_budget_s(spec) if deadline_s is None else min(client_budget_s(spec), deadline_s)
+    budget = client_budget_s(spec)
     argv = [
         "python3",
         "-m",
