@@ -104,6 +104,12 @@ def coredns_tarball(binaries: Path) -> Path:
     return target
 
 
+def _import_into(each: Node, wanted: Callable[[], dict[str, Path]]) -> None:
+    from devcluster import images
+
+    images.import_all(images.ctr_cmd(each.containerd_socket), images=wanted())
+
+
 def import_images(binaries: Path, *, system: bool, into: Node | None = None) -> None:
     """Import into the node's containerd what it runs: with `system`, pause (sandboxes) and CoreDNS; without,
     the tests' echo backend (the bulk: ~160 MB).
@@ -252,8 +258,17 @@ def _up(binaries: Path, shape: Shape) -> dict[str, float]:
                     blame=each.component("containerd"),
                     watch=started,
                 )
-        system_images = [pool.submit(import_images, binaries, system=True, into=each) for each in nodes]
-        test_images = [pool.submit(import_images, binaries, system=False, into=each) for each in nodes]
+        from devcluster import images
+
+        # The echo tarball is built (when its inputs changed) once, by the first task; the nodes' imports of
+        # it wait for that one (never for each other, so two workers cannot deadlock).
+        echo_tarball = pool.submit(images.build_echo)
+        system = {images.PAUSE_IMAGE: images.build_pause(), coredns_image(): coredns_tarball(binaries)}
+        system_images = [pool.submit(_import_into, each, lambda: system) for each in nodes]
+        test_images = [
+            pool.submit(_import_into, each, lambda: {images.ECHO_IMAGE: echo_tarball.result(timeout=1800)})
+            for each in nodes
+        ]
         with node.timed("apiserver-ready", t):
             node.wait_for(
                 "apiserver /readyz", kubeapi.readyz, timeout=60, blame="kube-apiserver", watch=started
