@@ -178,14 +178,14 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _status() -> int:
     shape = topology.recorded()
     if shape is not None:
-        print(f"{'shape':26} {shape.describe()}")
+        print(f"{'shape':34} {shape.describe()}")
         for each in shape.node_list():
-            print(f"{'node ' + each.name:26} {each.node_ip}, pods {each.pod_cidr}, {each.zone}")
+            print(f"{'node ' + each.name:34} {each.node_ip}, pods {each.pod_cidr}, {each.zone}")
     health = cluster.health()
     for name, state in health.components.items():
-        print(f"{name:26} {state}")
+        print(f"{name:34} {state}")
     for name, state in health.checks.items():
-        print(f"{name:26} {state}")
+        print(f"{name:34} {state}")
     if health.problems:
         print("unhealthy: " + "; ".join(health.problems))
         return 1

@@ -120,8 +120,9 @@ def cgroup_hierarchies() -> list[Path]:
 def make_cgroups(roots: Iterable[str] = (paths.CGROUP_ROOT,)) -> None:
     """kubelet's cgroupRoot must exist in every hierarchy beforehand; cpuset needs cpus/mems filled in (at
     every level: a child cgroup starts empty)."""
+    wanted_roots = sorted({paths.CGROUP_ROOT, *roots})
     for hierarchy in cgroup_hierarchies():
-        for wanted in sorted({paths.CGROUP_ROOT, *roots}):
+        for wanted in wanted_roots:
             parent = hierarchy
             for part in wanted.strip("/").split("/"):
                 child = parent / part
