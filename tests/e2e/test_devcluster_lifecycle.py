@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devcluster import node, paths, topology
-from tests.e2e.conftest import Cluster, devcluster
+from tests.e2e.conftest import PROXY_MODE, Cluster, devcluster
 
 pytestmark = pytest.mark.e2e
 
@@ -124,7 +124,7 @@ def test_down_leaves_nothing_and_up_after_down_works(cluster: Cluster) -> None:
     devcluster("down", timeout=120)
     assert leftovers(cluster.bin_dir, records, []) == []
 
-    devcluster("up", timeout=900)
+    devcluster("up", "--proxy-mode", PROXY_MODE, timeout=900)
     status = devcluster("status", check=False)
     assert status.returncode == 0, status.stdout
     nodes = cluster.get("nodes")["items"]
