@@ -84,11 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {**os.environ, paths.INSTANCE_ENV: instance},
         )
     # `kubectl` and `exec` pass everything after them through untouched (argparse would eat leading options).
-    node_name: str | None = None
-    if argv[:1] == ["exec"] and argv[1:2] == ["--node"] and len(argv) > 2:
-        node_name, argv = argv[2], argv[:1] + argv[3:]
-    elif argv[:1] == ["exec"] and argv[1:2] and argv[1].startswith("--node="):
-        node_name, argv = argv[1].removeprefix("--node="), argv[:1] + argv[2:]
+    node_name, argv = split_exec_node(argv)
     if argv[:1] in (["kubectl"], ["exec"]):
         args = parser.parse_args(argv[:1])
         args.args = args.cmd = argv[1:]
@@ -100,6 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (cluster.ClusterError, node.ComponentError, topology.ShapeError) as exc:
         print(f"devcluster {args.command}: {exc}", file=sys.stderr)
         return 1
+
+
+def split_exec_node(argv: list[str]) -> tuple[str | None, list[str]]:
+    """`exec --node NAME -- CMD`: (NAME or None, argv without the option). Only right after `exec`, so the
+    command's own options are never taken."""
+    if argv[:1] == ["exec"] and argv[1:2] == ["--node"] and len(argv) > 2:
+        return argv[2], argv[:1] + argv[3:]
+    if argv[:1] == ["exec"] and argv[1:2] and argv[1].startswith("--node="):
+        return argv[1].removeprefix("--node="), argv[:1] + argv[2:]
+    return None, argv
 
 
 def _take_instance(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[str | None, list[str]]:

@@ -132,3 +132,50 @@ def test_a_named_instance_shares_no_host_visible_name_with_the_default_one() -> 
 def test_bad_instance_names_are_refused_naming_the_source(name: str) -> None:
     with pytest.raises(paths.InstanceError, match="--instance"):
         paths.check_instance(name, "--instance")
+
+
+def test_up_refuses_a_shape_other_than_the_running_one_naming_the_flag() -> None:
+    from devcluster import cluster
+
+    running = Shape(nodes=3, zones=2, proxy_mode="iptables")
+    assert cluster._mismatch(Shape(nodes=3), running, {"nodes"}) is None  # zones not asked: kept as they are
+    problem = cluster._mismatch(Shape(nodes=3, zones=2, proxy_mode="nftables"), running, {"proxy_mode"})
+    assert problem is not None and problem.startswith("--proxy-mode nftables:")
+    assert "down" in problem
+    problem = cluster._mismatch(Shape(nodes=1), running, {"nodes"})
+    assert problem is not None and problem.startswith("--nodes 1:")
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["up", "--nodes", "0"], "--nodes"),
+        (["up", "--nodes", "2", "--zones", "3"], "--zones"),
+        (["up", "--proxy-mode", "ipvs"], "--proxy-mode"),
+        (["--instance", "Bad!", "status"], "--instance"),
+    ],
+)
+def test_cli_errors_name_the_flag(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devcluster import cli, cluster
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a refused command must not reach the cluster")
+
+    monkeypatch.setattr(cluster, "up", never)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_exec_takes_the_node_before_the_command() -> None:
+    from devcluster import cli
+
+    parser = cli.build_parser()
+    node, rest = cli.split_exec_node(["exec", "--node", "n2", "--", "ip", "--node", "x"])
+    assert (node, rest) == ("n2", ["exec", "--", "ip", "--node", "x"])
+    assert cli.split_exec_node(["exec", "--node=n3", "--", "true"]) == ("n3", ["exec", "--", "true"])
+    assert cli.split_exec_node(["exec", "--", "ip"]) == (None, ["exec", "--", "ip"])
+    assert parser.prog == "python -m devcluster"
