@@ -217,7 +217,9 @@ def _image(action: str) -> int:
     if action == "build":
         images.build_all()
     else:
-        images.import_all()  # pause, base, echo
-        cluster.import_images(cluster.bin_dir(), system=True)  # and CoreDNS
+        built = images.build_all()  # pause, base, echo
+        for each in topology.current().node_list():  # every node has its own containerd
+            images.import_all(images.ctr_cmd(each.containerd_socket), images=built)
+            cluster.import_images(cluster.bin_dir(), system=True, into=each)  # and CoreDNS
     print(f"image {action}: done in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0

@@ -111,8 +111,8 @@ def _import_into(each: Node, wanted: Callable[[], dict[str, Path]]) -> None:
 
 
 def import_images(binaries: Path, *, system: bool, into: Node | None = None) -> None:
-    """Import into the node's containerd what it runs: with `system`, pause (sandboxes) and CoreDNS; without,
-    the tests' echo backend (the bulk: ~160 MB).
+    """Import into a node's containerd (`into`, default the first) what it runs: with `system`, pause
+    (sandboxes) and CoreDNS; without, the tests' echo backend (the bulk: ~160 MB).
 
     The Python base is not imported: only buildah needs it, and importing it would slow down every `up`."""
     from devcluster import images
