@@ -178,16 +178,48 @@ def test_internal_traffic_policy_local_reaches_only_local_pods_and_drops_elsewhe
     _deploy(
         topo, "local", 2, group="local", pod_spec=f"nodeSelector: {{kubernetes.io/hostname: {local_node}}}"
     )
-    ip = _service(topo, "local", "app: local", "internalTrafficPolicy: Local")
-    _wait_answering(topo, local_node, ip)
+    # First as a Cluster-policy Service that every node answers: each node's kube-proxy has programmed the
+    # ClusterIP, so a later timeout comes from the Local rule, not from a Service not yet synced.
+    ip = _service(topo, "local", "app: local")
+    for node in topo.nodes:
+        _wait_answering(topo, node, ip)
+    topo.cluster.kubectl(
+        "patch",
+        "service",
+        "local",
+        "-n",
+        topo.namespace,
+        "-p",
+        '{"spec": {"internalTrafficPolicy": "Local"}}',
+    )
+    for node in other_nodes:
+        wait_for(
+            functools.partial(_no_answer, topo, node, ip),
+            30,
+            f"{node}, without a local endpoint, no longer answered",
+        )
+        # No local endpoint: kube-proxy drops the packets, so the client times out; a refusal would mean
+        # a REJECT (what a Service without any endpoint gets).
+        failures = _lines(topo.ask(node, ip, count=3, timeout=1.5))
+        assert failures == ["ERROR timeout"] * 3, (node, failures)
     answers = topo.ask(local_node, ip, count=10)
     assert set(_answered_nodes(topo, answers, "app=local")) == {local_node}, answers
     assert len(set(answers)) == 2  # both local pods take new connections
-    for node in other_nodes:
-        # No local endpoint: kube-proxy drops the packets, so the client times out; a refusal would mean
-        # a REJECT (what a Service without any endpoint gets).
-        failures = topo.ask(node, ip, count=3, timeout=1.5)
-        assert " ".join(failures) == " ".join(["ERROR timeout"] * 3), (node, failures)
+
+
+def _no_answer(topo: Topology, node: str, ip: str) -> bool:
+    return all(a.startswith("ERROR") for a in _lines(topo.ask(node, ip, count=2, timeout=1.5)))
+
+
+def _lines(words: list[str]) -> list[str]:
+    """run_echo_client splits on whitespace: put "ERROR kind" back together."""
+    out: list[str] = []
+    for word in words:
+        if out and out[-1] == "ERROR":
+            out[-1] = f"ERROR {word}"
+        else:
+            out.append(word)
+    return out
 
 
 def test_prefer_same_node_hints_and_routing(topo: Topology) -> None:
