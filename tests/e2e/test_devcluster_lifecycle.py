@@ -77,7 +77,7 @@ def leftovers(bin_dir: Path, records: list[node.PidRecord], netns_names: list[st
     listed = subprocess.run(
         ["ip", "netns", "list"], capture_output=True, text=True, check=False
     ).stdout.split()
-    for name in {*netns_names, paths.NETNS}:
+    for name in {*netns_names, paths.NETNS, paths.FABRIC_NETNS}:
         if (Path("/run/netns") / name).exists():
             left.append(f"netns file /run/netns/{name}")
         if name in listed:
