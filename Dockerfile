@@ -17,6 +17,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # Only the dependency list first, so that a code change does not reinstall the dependencies. build/wheelhouse
 # (optional: the glob may match nothing) holds pre-downloaded wheels; scripts/demo.py fills it.
+# Every dependency installs from a binary wheel; google-re2's links libstdc++.so.6, which any Debian base has
+# (apt, priority required, needs it: python:3.12-slim and the debootstrap minbase alike).
 COPY pyproject.toml build/wheelhouse* /src/wheelhouse/
 RUN python3 -c 'import sys, tomllib; deps = tomllib.load(open("wheelhouse/pyproject.toml", "rb"))["project"]["dependencies"]; sys.stdout.write("\n".join(deps) + "\n")' > requirements.txt \
  && python3 -m venv /opt/venv \

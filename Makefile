@@ -59,7 +59,7 @@ cluster-up: install
 cluster-down: bootstrap
 	$(VPY) -m devcluster down
 
-# The local demo (issue 5): cluster up, image built and imported, chart installed with the sample workloads,
+# The local demo: cluster up, image built and imported, chart installed with the sample workloads,
 # `kubectl port-forward svc/svcscope 8080:80` in the background. Idempotent.
 demo: install
 	$(VPY) -m scripts.demo up

@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.domain import Origin
+
 
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
@@ -41,21 +43,45 @@ class Settings(BaseSettings):
     probe_max_runs_active: int = 4
     probe_runs_kept: int = 50
     probe_max_runs_per_minute: int = 30
-    probe_max_timeout_s: float = 30.0  # per request (H4)
-    probe_run_deadline_s: float = 900.0  # a whole run (H4)
-    # Extra probe origins besides the dashboard itself: "probe-pod" and/or "exec" (need RBAC; H4).
-    probe_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    probe_pod_image: str = "localhost/svcscope:dev"  # image with `python3 -m app.echo client` (H4)
-    # Let users flip a watched Service's sessionAffinity from its page (needs RBAC patch on services; H6).
+    probe_max_timeout_s: float = 30.0  # per request
+    probe_run_deadline_s: float = 900.0  # a whole run
+    # Extra probe origins besides the dashboard itself: "probe-pod" and/or "exec" (they need RBAC).
+    probe_origins: Annotated[list[Origin], NoDecode] = Field(default_factory=list)
+    probe_pod_image: str = "localhost/svcscope:dev"  # image with `python3 -m app.echo client`
+    # Let users flip a watched Service's sessionAffinity from its page (needs RBAC patch on services).
     allow_affinity_patch: bool = False
+    # Namespaces where Services may be patched and pods exec'd into (the chart's writableNamespaces, which
+    # grants those verbs only there); see app.writepolicy. Empty: nowhere.
+    writable_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The one namespace probe pods are created in: the release's own (None: nowhere).
+    probe_pod_namespace: str | None = None
+    # Resources of each probe pod's container (Kubernetes quantities), so that a huge reply cannot grow it.
+    probe_pod_cpu_request: str = "100m"
+    probe_pod_cpu_limit: str = "500m"
+    probe_pod_memory_request: str = "32Mi"
+    probe_pod_memory_limit: str = "64Mi"
     # The dashboard's own pod (Downward API in the chart): shown as the client of "dashboard" probe runs.
     pod_name: str | None = Field(default=None, validation_alias="POD_NAME")
     pod_ip: str | None = Field(default=None, validation_alias="POD_IP")
+    # Its uid: probe pods name the dashboard pod as their owner, so they go when it goes.
+    pod_uid: str | None = Field(default=None, validation_alias="POD_UID")
 
-    @field_validator("namespaces", "allowed_hosts", "probe_origins", mode="before")
+    @field_validator("namespaces", "allowed_hosts", "writable_namespaces", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("probe_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        """The extra origins (the dashboard is always one); an unknown name is a configuration error."""
+        names = _split_csv(value)
+        if not isinstance(names, list):
+            return names
+        try:
+            return [Origin(n.strip()) for n in names if str(n).strip() not in ("", Origin.DASHBOARD)]
+        except ValueError as exc:
+            raise ValueError(f"SVCSCOPE_PROBE_ORIGINS: {exc}; use probe-pod and/or exec") from exc
 
 
 @lru_cache

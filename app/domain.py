@@ -28,6 +28,22 @@ ServiceKey = ObjectKey
 PodKey = ObjectKey
 
 
+# Kubernetes name rules, checked before any lookup. A DNS-1123 label (namespaces, Service and port names;
+# at most 63 characters) has no dots; a DNS-1123 subdomain (pod names; at most 253) may have them.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+LABEL_MAX = 63
+SUBDOMAIN_MAX = 253
+
+
+class Origin(enum.StrEnum):
+    """Where probe requests come from: the three ways of testing a Service from inside a cluster."""
+
+    DASHBOARD = "dashboard"  # this process, i.e. the dashboard's own pod
+    PROBE_POD = "probe-pod"  # a short-lived pod of the svcscope image; results read from its log
+    EXEC = "exec"  # `kubectl exec` into an existing pod that has the svcscope echo client
+
+
 class ServiceType(enum.StrEnum):
     CLUSTER_IP = "ClusterIP"
     NODE_PORT = "NodePort"
@@ -132,6 +148,10 @@ class Endpoint:
     node_name: str | None = None
     zone: str | None = None
     target_ref: TargetRef | None = None
+    # Topology hints the EndpointSlice controller wrote (hints.forZones / hints.forNodes): kube-proxy reads
+    # these, never the Service's trafficDistribution field or topology annotation.
+    hints_zones: tuple[str, ...] = ()
+    hints_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

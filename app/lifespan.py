@@ -14,7 +14,6 @@ import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -27,30 +26,24 @@ from app.kube.cache import Kind, ServiceCache
 from app.kube.client import ApiSource, create_api_client
 from app.kube.metrics import CacheCollector, WatchMetrics
 from app.kube.watch import EventSource, WatchConfig, Watcher
-from app.probe.engine import ProbeRunner, limits_from, parse_origins
+from app.probe.runner import ProbeRunner
+from app.probe.spec import Limits
+from app.state import AppState
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class AppState:
-    """Everything the running app shares (``request.app.state.svc``)."""
-
-    settings: Settings
-    cache: ServiceCache
-    hub: EventHub
-    registry: CollectorRegistry
-    watch_metrics: WatchMetrics
-    start_watchers: bool = True
-    # Test seam: an EventSource to use instead of the real apiserver client.
-    source: EventSource | None = None
-    watchers: list[Watcher] = field(default_factory=list)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    closers: list[Callable[[], Any]] = field(default_factory=list)
-    # -- H4 (probes): the probe runner is stored here by the lifespan (see the marked spot below).
-    probe_runner: Any = None
-    # -- H6: app.kube.actions.KubeActions when a write is enabled (affinity patch, probe origins), else None.
-    actions: Any = None
+def limits_from(settings: Settings) -> Limits:
+    """The probe runner's bounds: Settings is their one source."""
+    return Limits(
+        max_count=settings.probe_max_count,
+        max_concurrency=settings.probe_max_concurrency,
+        max_active=settings.probe_max_runs_active,
+        kept=settings.probe_runs_kept,
+        per_minute=settings.probe_max_runs_per_minute,
+        max_timeout_s=settings.probe_max_timeout_s,
+        run_deadline_s=settings.probe_run_deadline_s,
+    )
 
 
 def build_state(
@@ -109,10 +102,12 @@ async def stop(state: AppState) -> None:
             log.error("task %s ended with %r", task.get_name(), result)
     state.tasks.clear()
     for close in reversed(state.closers):
-        with contextlib.suppress(Exception):
+        try:
             outcome = close()
             if asyncio.iscoroutine(outcome):
                 await outcome
+        except Exception:  # one failing close must not keep the others from running
+            log.exception("closing %r failed", close)
     state.closers.clear()
 
 
@@ -161,7 +156,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         if state.start_watchers:
             await start_watchers(state)
-        # -- H4 (probes): the runner probes from this process; stop() cancels its runs.
+        # The runner probes from this process (or, with other origins, through the actions client);
+        # stop() cancels its runs.
         settings = state.settings
         actions = state.actions  # a test seam: an actions object set before startup is used as is
         if actions is None:
@@ -169,7 +165,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             if actions is not None:
                 state.closers.append(actions.close)
                 state.actions = actions
-        origins = parse_origins(settings.probe_origins)
+        origins = settings.probe_origins
         state.probe_runner = ProbeRunner(
             state.cache,
             limits_from(settings),

@@ -10,10 +10,10 @@ from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
 from app.kube.cache import ServiceCache
-from app.kube.views import human_age
 from app.kube.watch import EventSource
 from app.lifespan import build_state, lifespan
 from app.web import affinity, api, compare, errors, health, pages, probes, streams
+from app.web.render import human_age
 from app.web.security import HostPolicy, SecurityMiddleware
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(streams.router)
     app.include_router(pages.router)
-    app.include_router(compare.router)  # H6: before probes, whose /runs/{run_id} would match /runs/compare
-    app.include_router(probes.router)  # H4
-    app.include_router(affinity.router)  # H6
+    app.include_router(compare.router)  # before probes, whose /runs/{run_id} would match /runs/compare
+    app.include_router(probes.router)
+    app.include_router(affinity.router)
     return app

@@ -22,8 +22,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.conftest import Cluster, deploy_echo_app, devcluster
-from tests.e2e.test_probe import wait_serving
-from tests.e2e.test_probe_dashboard import Dashboard, start_dashboard
+from tests.e2e.dashboard import Dashboard, start_dashboard, wait_serving
 
 
 def cluster_handle() -> Cluster:

@@ -6,7 +6,7 @@
   zombie reaping are not needed (pods do not share a PID namespace here). No Go or C code of our own.
 - `localhost/svcscope-base:bookworm`: debootstrap (minbase + python3) from the machine's Debian mirror,
   turned into an image with buildah.
-- `localhost/svcscope-echo:dev`: base + app/echo.py (devcluster/images/echo.Dockerfile).
+- `localhost/svcscope-echo:dev`: base + app/echo/ (devcluster/images/echo.Dockerfile).
 - `build_dockerfile()` builds any Dockerfile (the project's own, BASE_IMAGE = the base above).
 
 buildah runs with its own storage root under /var/lib/svcscope-devcluster-buildah (vfs driver, chroot
@@ -417,14 +417,17 @@ def build_dockerfile(
 
 
 def build_echo(*, log: Log = _log) -> Path:
-    """`localhost/svcscope-echo:dev`: the base + app/echo.py, built from a two-file context."""
+    """`localhost/svcscope-echo:dev`: the base + the app/echo package, built from a context of just those."""
     with tempfile.TemporaryDirectory(prefix="echo-ctx-") as tmp:
         ctx = Path(tmp)
         (ctx / "app").mkdir()
-        # Only the stdlib module goes in: the echo image must not depend on the dashboard's packages.
-        shutil.copy2(REPO_ROOT / "app" / "echo.py", ctx / "app" / "echo.py")
+        # Only the stdlib package goes in: the echo image must not depend on the dashboard's packages.
+        shutil.copytree(
+            REPO_ROOT / "app" / "echo", ctx / "app" / "echo", ignore=shutil.ignore_patterns("__pycache__")
+        )
         (ctx / "app" / "__init__.py").write_text("")
-        os.utime(ctx / "app" / "echo.py", (0, 0))
+        for path in (ctx / "app" / "echo").iterdir():
+            os.utime(path, (0, 0))
         return build_dockerfile(ctx, IMAGES_DIR / "echo.Dockerfile", ECHO_IMAGE, log=log)
 
 

@@ -38,7 +38,8 @@ WHEELHOUSE_STAMP = WHEELHOUSE / ".requirements.sha256"
 
 RELEASE = "svcscope"
 NAMESPACE = "svcscope"
-IMAGE = "localhost/svcscope:dev"
+# Several checkouts share one local cluster: each can build and test its own tag (SVCSCOPE_IMAGE).
+IMAGE = os.environ.get("SVCSCOPE_IMAGE", "localhost/svcscope:dev")
 BASE_IMAGE = "localhost/svcscope-base:bookworm"
 BASE_PYTHON = "3.11"  # Debian bookworm's python3, the interpreter of BASE_IMAGE: the wheels must fit it
 DEFAULT_PORT = 8080  # SVCSCOPE_DEMO_PORT overrides
@@ -171,8 +172,14 @@ def release_installed() -> bool:
 
 
 # The local demo shows everything: flipping sessionAffinity from the page and probing from a probe pod or from
-# inside an existing pod. Each of these is off by default in the chart (it widens the dashboard's RBAC).
-DEMO_FEATURES = ("rbac.patchServices=true", "rbac.probePods=true", "rbac.exec=true")
+# inside an existing pod. Each of these is off by default in the chart (it widens the dashboard's RBAC), and
+# the writes are granted only in the demo's own namespace, where its echo Services live.
+DEMO_FEATURES = (
+    "rbac.patchServices=true",
+    "rbac.probePods=true",
+    "rbac.exec=true",
+    f"rbac.writableNamespaces={{{NAMESPACE}}}",
+)
 
 
 def install_release(log: Log = _log, *, restart: bool = False, extra_sets: Sequence[str] = ()) -> None:

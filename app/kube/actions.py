@@ -1,6 +1,6 @@
 """Kubernetes *actions*: the only writes svcscope ever makes, each only when enabled and allowed by RBAC.
 
-* Probes from other origins (H4): a short-lived probe pod, or exec in a pod (``SVCSCOPE_PROBE_ORIGINS``;
+* Probes from other origins: a short-lived probe pod, or exec in a pod (``SVCSCOPE_PROBE_ORIGINS``;
   create/delete pods and get pods/log for ``probe-pod``, create pods/exec for ``exec``). Both run
   ``python3 -m app.echo client …`` (the svcscope image carries it) and return its output lines: one
   answering identity or ``ERROR <kind>`` per request.
@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import enum
 import json
+import logging
 import secrets
 import time
 from collections.abc import Sequence
@@ -26,7 +27,8 @@ from kubernetes_asyncio.stream import WsApiClient
 
 from app.config import Settings
 from app.kube.client import create_api_client
-from app.probe.engine import parse_origins
+
+log = logging.getLogger(__name__)
 
 MANAGED_BY = "svcscope"
 
@@ -37,13 +39,24 @@ DEFAULT_AFFINITY_TIMEOUT_S = 10_800  # what the API defaults to for ClientIP
 PATCH_TIMEOUT_S = 10.0
 
 
-class ActionError(Exception):
-    """An action failed; ``status`` is the HTTP status the web layer should answer with."""
+class Refusal(enum.StrEnum):
+    """Why an action failed, as far as the apiserver said (``app.web.errors`` maps it to HTTP)."""
 
-    def __init__(self, message: str, status: int = 502) -> None:
+    FORBIDDEN = "forbidden"  # RBAC
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    INVALID = "invalid"  # the apiserver rejected the values
+    FAILED = "failed"  # no usable answer: timeouts, connection errors, other statuses
+
+
+API_REFUSALS = {403: Refusal.FORBIDDEN, 404: Refusal.NOT_FOUND, 409: Refusal.CONFLICT, 422: Refusal.INVALID}
+
+
+class ActionError(Exception):
+    def __init__(self, message: str, refusal: Refusal = Refusal.FAILED) -> None:
         super().__init__(message)
         self.message = message
-        self.status = status
+        self.refusal = refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +96,7 @@ class AffinityChange:
 
 async def create_actions(settings: Settings) -> KubeActions | None:
     """KubeActions when a write is enabled (another probe origin or the affinity patch), else None."""
-    if not parse_origins(settings.probe_origins) and not settings.allow_affinity_patch:
+    if not settings.probe_origins and not settings.allow_affinity_patch:
         return None
     api = await create_api_client(
         kubeconfig=settings.kubeconfig, in_cluster=settings.kubernetes_service_host is not None
@@ -92,7 +105,7 @@ async def create_actions(settings: Settings) -> KubeActions | None:
 
 
 class KubeActions:
-    """Satisfies ``app.probe.engine.RemoteProber``."""
+    """Satisfies ``app.state.Actions`` (``app.probe.remote.RemoteProber`` and the affinity patch)."""
 
     def __init__(self, api: k8s.ApiClient, *, image: str) -> None:
         self.api = api
@@ -110,10 +123,13 @@ class KubeActions:
                     name, namespace, change.patch(), _content_type="application/merge-patch+json"
                 )
         except ApiException as exc:
-            raise ActionError(_api_message(exc, f"Service {namespace}/{name}"), _status_of(exc)) from exc
+            raise ActionError(
+                _api_message(exc, f"Service {namespace}/{name}"),
+                API_REFUSALS.get(int(exc.status or 0), Refusal.FAILED),
+            ) from exc
         except TimeoutError as exc:
             raise ActionError(f"the apiserver did not answer within {PATCH_TIMEOUT_S:.0f} s") from exc
-        except Exception as exc:  # connection errors and the like: a 502, never a 500
+        except Exception as exc:  # connection errors and the like: a failed action, never a crash
             raise ActionError(f"patching Service {namespace}/{name} failed: {type(exc).__name__}") from exc
 
     async def probe_pod(
@@ -170,13 +186,15 @@ class KubeActions:
                 await asyncio.sleep(0.5)  # polling the pod's phase; no watch for one short-lived pod
                 current = await core.read_namespaced_pod(name, namespace)
                 phase = current.status.phase or ""
-            log: str = await core.read_namespaced_pod_log(name, namespace, container="probe")
-            if phase == "Failed" and not log.strip():
+            output: str = await core.read_namespaced_pod_log(name, namespace, container="probe")
+            if phase == "Failed" and not output.strip():
                 raise ActionError(f"probe pod {namespace}/{name} failed without output")
-            return log.splitlines()
+            return output.splitlines()
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 await core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+            except Exception as exc:  # activeDeadlineSeconds still ends it; say that it was left behind
+                log.warning("probe pod %s/%s not deleted: %r", namespace, name, exc)
 
     async def exec_in_pod(self, namespace: str, pod: str, argv: Sequence[str], timeout_s: float) -> list[str]:
         """Run ``argv`` in the first container of an existing pod (pods/exec)."""
@@ -195,11 +213,6 @@ class KubeActions:
                 timeout_s + 30,
             )
         return str(out).splitlines()
-
-
-def _status_of(exc: ApiException) -> int:
-    status = int(exc.status or 0)
-    return status if status in (403, 404, 409, 422) else 502
 
 
 def _api_message(exc: ApiException, what: str) -> str:

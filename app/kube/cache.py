@@ -1,25 +1,28 @@
 """In-memory store of Services, EndpointSlices and Pods (pure, synchronous).
 
-The watchers (``app.kube.watch``) are the only writers; pages, the JSON API, SSE streams and the
-probe engine read. Nothing here does I/O, so a page view never calls the Kubernetes API.
+The watchers (``app.kube.watch``) are the only writers; the catalog (``app.catalog``: list and
+detail views), SSE streams and the probe engine read. Nothing here does I/O, so a page view never
+calls the Kubernetes API.
 
 Every mutation bumps :attr:`ServiceCache.version` and calls the subscribers with a
 :class:`Change` (the event hub turns that into SSE pushes). Indexes keep the reads fast with
 thousands of Services: slices by Service, pods by namespace + label, pods by IP, a lower-case
 search text per Service, cached endpoint counts and a cached name order.
+
+Longer than most modules on purpose: every index is written in the same few methods that write the
+objects it indexes, so the store and its indexes cannot drift apart.
 """
 
 from __future__ import annotations
 
 import enum
-import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.domain import EndpointSlice, ObjectKey, Pod, PodKey, Service, ServiceKey, ServiceType
+from app.domain import EndpointSlice, ObjectKey, Pod, PodKey, Service, ServiceKey
 
 log = logging.getLogger(__name__)
 
@@ -65,72 +68,13 @@ class Problem:
     message: str
 
 
-class SortField(enum.StrEnum):
-    NAME = "name"
-    NAMESPACE = "namespace"
-    TYPE = "type"
-    CLUSTER_IP = "ip"
-    ENDPOINTS = "endpoints"
-    AGE = "age"
-
-
-class TypeFilter(enum.StrEnum):
-    """What the list's type filter offers. ``ClusterIP`` includes headless Services."""
-
-    CLUSTER_IP = "ClusterIP"
-    HEADLESS = "Headless"
-    NODE_PORT = "NodePort"
-    LOAD_BALANCER = "LoadBalancer"
-    EXTERNAL_NAME = "ExternalName"
-    ALL = "all"  # a query value only: every type
-
-
-# What the list shows when the user has not chosen: ClusterIP Services, headless ones included.
-DEFAULT_TYPES = frozenset({TypeFilter.CLUSTER_IP})
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceQuery:
-    namespace: str | None = None
-    search: str = ""
-    types: frozenset[TypeFilter] = DEFAULT_TYPES  # empty: every type
-    sort: SortField = SortField.NAME
-    descending: bool = False
-    page: int = 1
-    page_size: int = 50
-
-
 @dataclass(frozen=True, slots=True)
 class EndpointCounts:
     ready: int
     total: int
 
 
-@dataclass(frozen=True, slots=True)
-class QueryResult:
-    services: list[Service]
-    total: int  # matching the filters, before pagination
-    page: int
-    pages: int
-
-
 Subscriber = Callable[[Change], None]
-
-
-def _matches_type(svc: Service, types: frozenset[TypeFilter]) -> bool:
-    if not types:
-        return True
-    if svc.type is ServiceType.CLUSTER_IP:
-        return TypeFilter.CLUSTER_IP in types or (svc.headless and TypeFilter.HEADLESS in types)
-    return TypeFilter(svc.type.value) in types
-
-
-def _ip_sort_key(svc: Service) -> tuple[int, int]:
-    try:
-        ip = ipaddress.ip_address(svc.cluster_ip or "")
-    except ValueError:
-        return (9, 0)  # headless / ExternalName last
-    return (ip.version, int(ip))
 
 
 @dataclass(slots=True)
@@ -155,11 +99,10 @@ class ServiceCache:
         self._search_text: dict[ServiceKey, str] = {}
         self._counts: dict[ServiceKey, EndpointCounts] = {}
         self._sorted: list[ServiceKey] | None = None
-        # Sorted key lists per sort field, valid while the generations they were built at hold.
+        # Sorted key lists per order name, valid while the generations they were built at hold.
         self._services_gen = 0
         self._slices_gen = 0
-        self._orders: dict[SortField, tuple[tuple[int, int], list[ServiceKey]]] = {}
-        self._ip_keys: dict[ServiceKey, tuple[int, int]] = {}
+        self._orders: dict[str, tuple[tuple[int, int], list[ServiceKey]]] = {}
         self._ns_objects: Counter[str] = Counter()
         self._status: dict[tuple[Kind, str], ScopeStatus] = {
             (kind, scope): ScopeStatus() for kind in Kind for scope in self.scopes
@@ -241,7 +184,6 @@ class ServiceCache:
             self._ns_objects[key.namespace] += 1
         self._services[key] = svc
         self._services_gen += 1
-        self._ip_keys[key] = _ip_sort_key(svc)
         if raw is not None:
             self._raw_services[key] = raw
         parts = [key.name, key.namespace, svc.cluster_ip or "", *svc.cluster_ips, svc.external_name or ""]
@@ -253,7 +195,6 @@ class ServiceCache:
             return False
         self._raw_services.pop(key, None)
         self._search_text.pop(key, None)
-        self._ip_keys.pop(key, None)
         self._services_gen += 1
         self._sorted = None
         self._dec_ns(key.namespace)
@@ -485,57 +426,28 @@ class ServiceCache:
             self._sorted = sorted(self._services)
         return self._sorted
 
-    def _sort_key(self, sort: SortField) -> Callable[[Service], Any]:
-        def endpoints(s: Service) -> tuple[int, int]:
-            counts = self.endpoint_counts(s.key)
-            return (counts.ready, counts.total)
+    # -- reads for the catalog's list: orders and search text kept with the store they index ---
 
-        def age(s: Service) -> float:  # ascending age = newest first; unknown creation last
-            return -s.created.timestamp() if s.created else float("inf")
-
-        keys: dict[SortField, Callable[[Service], Any]] = {
-            SortField.NAME: lambda s: (s.key.name, s.key.namespace),
-            SortField.NAMESPACE: lambda s: (s.key.namespace, s.key.name),
-            SortField.TYPE: lambda s: (s.type.value, not s.headless, s.key),
-            SortField.CLUSTER_IP: lambda s: self._ip_keys[s.key],
-            SortField.ENDPOINTS: endpoints,
-            SortField.AGE: age,
-        }
-        return keys[sort]
-
-    def _ordered(self, sort: SortField) -> list[ServiceKey]:
-        """All Service keys in ``sort`` order, rebuilt only after the data it depends on changed."""
-        gen = (self._services_gen, self._slices_gen if sort is SortField.ENDPOINTS else 0)
-        cached = self._orders.get(sort)
+    def ordered(
+        self, order: str, key: Callable[[Service], Any] | None = None, *, by_endpoints: bool = False
+    ) -> list[ServiceKey]:
+        """Every Service key sorted by ``key`` (None: namespace, then name), remembered under the name
+        ``order`` until the Services change (or, with ``by_endpoints``, the EndpointSlices too)."""
+        gen = (self._services_gen, self._slices_gen if by_endpoints else 0)
+        cached = self._orders.get(order)
         if cached is not None and cached[0] == gen:
             return cached[1]
-        if sort is SortField.NAMESPACE:
+        if key is None:
             keys = self._sorted_keys()
         else:
-            key_of = self._sort_key(sort)
-            keys = [s.key for s in sorted(self._services.values(), key=key_of)]
-        self._orders[sort] = (gen, keys)
+            keys = [s.key for s in sorted(self._services.values(), key=key)]
+        self._orders[order] = (gen, keys)
         return keys
 
-    def query(self, q: ServiceQuery) -> QueryResult:
-        """Filter, search, sort and paginate the Services (search: name, namespace, label, IP)."""
-        needle = q.search.strip().lower()
-        terms = needle.split()
-        keys = self._ordered(q.sort)
-        if q.descending:
-            keys = keys[::-1]
-        if q.namespace:
-            keys = [k for k in keys if k.namespace == q.namespace]
-        if terms:
-            text = self._search_text
-            for term in terms:  # every term must match: narrow term by term
-                keys = [k for k in keys if term in text[k]]
-        services = [self._services[k] for k in keys]
-        if q.types:
-            services = [s for s in services if _matches_type(s, q.types)]
-        total = len(services)
-        size = max(1, q.page_size)
-        pages = max(1, -(-total // size))
-        page = min(max(1, q.page), pages)
-        start = (page - 1) * size
-        return QueryResult(services=services[start : start + size], total=total, page=page, pages=pages)
+    def search_texts(self) -> Mapping[ServiceKey, str]:
+        """Per Service, the lower-case text a search matches: name, namespace, IPs, labels."""
+        return self._search_text
+
+    def services_of(self, keys: Iterable[ServiceKey]) -> list[Service]:
+        services = self._services
+        return [services[k] for k in keys]

@@ -8,19 +8,38 @@ In order:
 3. fingerprint: each endpoint was probed directly first; a reply identical to exactly one pod's
    (stable, distinct) direct reply is that pod's;
 4. otherwise unattributed, with the reason and a hint.
+
+Rules come from users and from Service annotations, replies from any backend: both are hostile input.
+``regex:`` rules run on RE2 (google-re2), whose matching time is linear in the text, so no pattern can
+stall the event loop (Python's backtracking ``re`` needs 12 s for ``(a+)+$`` on 28 characters); patterns
+RE2 cannot run (backreferences, lookaround) are refused when the run is created. Rules and automatic
+matching read only the first MAX_SCAN_CHARS bytes of a reply, and ``json:`` rules refuse replies nested
+deeper than MAX_JSON_DEPTH, found without recursion and reported as the reason a reply is unattributed.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import re2
 
 MAX_RULE_LENGTH = 200
+# The dashboard reads at most 16 KiB of a reply (app.probe.wire.BODY_CAP), and the identity of a backend
+# sits at the start of its reply (a header, the first line, a top-level JSON field). RE2 would scan more in
+# linear time, but there is nothing more to scan.
 MAX_SCAN_CHARS = 16_384
+# Deeper than any reply that names its pod; far below the depth at which json.loads runs out of stack.
+MAX_JSON_DEPTH = 64
+# A compiled rule keeps its automaton's cache for the life of the run, and up to 50 finished runs are kept:
+# 1 MiB each (RE2's default is 8 MiB) bounds that at a few tens of MiB. A rule of 200 characters fits easily.
+RE2_MAX_MEM = 1 << 20
 
 
 class Method(enum.StrEnum):
@@ -31,6 +50,10 @@ class Method(enum.StrEnum):
 
 class RuleError(ValueError):
     pass
+
+
+class UnreadableReply(Exception):
+    """A reply that a rule refuses to read (e.g. JSON nested too deep); the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +90,14 @@ class Attribution:
 class Rule:
     kind: str  # header | regex | json
     expr: str
-    pattern: re.Pattern[str] | None = None
+    pattern: Any = field(default=None, compare=False)  # a compiled re2 pattern (the bindings are untyped)
 
     @property
     def label(self) -> str:
         return f"{self.kind}:{self.expr}"
 
     def extract(self, reply: Reply) -> str | None:
+        """The identity the rule finds in ``reply``, None if none; raises UnreadableReply."""
         if self.kind == "header":
             value = reply.header(self.expr)
             return value.strip() if value is not None else None
@@ -83,9 +107,12 @@ class Rule:
             if m is None:
                 return None
             value = m.group(1) if self.pattern.groups else m.group(0)
-            return value.strip() if value is not None else None
+            return value.strip() if isinstance(value, str) else None
+        body = reply.body[:MAX_SCAN_CHARS]
+        if _json_too_deep(body, MAX_JSON_DEPTH):
+            raise UnreadableReply(f"the reply is JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
-            doc: object = json.loads(reply.body[:MAX_SCAN_CHARS])
+            doc: object = json.loads(body)
         except ValueError:
             return None
         for part in self.expr.split("."):
@@ -113,11 +140,7 @@ def parse_rule(text: str) -> Rule:
             raise RuleError(f"{expr!r} is not a valid header name")
         return Rule("header", expr)
     if kind == "regex":
-        try:
-            pattern = re.compile(expr)
-        except re.error as exc:
-            raise RuleError(f"invalid regex: {exc}") from exc
-        return Rule("regex", expr, pattern)
+        return Rule("regex", expr, _compile_re2(expr))
     if kind == "json":
         expr = expr.strip()
         if any(not part for part in expr.split(".")):
@@ -126,7 +149,54 @@ def parse_rule(text: str) -> Rule:
     raise RuleError(f"unknown identity rule kind {kind!r}: use header, regex or json")
 
 
+def _compile_re2(expr: str) -> Any:
+    options = re2.Options()
+    options.max_mem = RE2_MAX_MEM
+    options.log_errors = False  # a refused rule is the user's error, reported to them, not a server log line
+    try:
+        return re2.compile(expr, options)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else exc
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        raise RuleError(
+            f"regex {expr!r} cannot be used: {detail}. Rules run on RE2 (linear time): no backreferences, "
+            r"lookaround or possessive quantifiers; write \z for the end of text"
+        ) from exc
+
+
+# A JSON string, or an unterminated one up to the end. Every attempt that starts at a quote succeeds and
+# nothing inside is tried twice (possessive), so this fixed pattern is linear even on Python's re.
+_JSON_STRING = re.compile(rb'(?s)"(?:[^"\\]|\\.)*+(?:"|\\?\Z)')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_DEPTH_STEP = [0] * 256
+_DEPTH_STEP[ord("[")] = _DEPTH_STEP[ord("{")] = 1
+_DEPTH_STEP[ord("]")] = _DEPTH_STEP[ord("}")] = -1
+
+
+def _json_too_deep(data: bytes, limit: int) -> bool:
+    """Whether arrays/objects in ``data`` nest deeper than ``limit``, without recursion (json.loads recurses
+    per level): drop the strings, keep the brackets, take the running sum. Under 1 ms for 16 KiB."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False  # the common case, decided without a scan
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
+
+
 _NAME_CHARS = r"A-Za-z0-9_\-"
+MEMO_ENTRIES = 128
+MEMO_CHARS = 1024
+
+# svcscope's echo backend also reports the client address it saw: ``peer=IP:PORT`` in a banner or datagram,
+# ``"peer": "IP:PORT"`` in its JSON. That address is the client's, never the answering pod's, and it changes
+# with every connection, so automatic matching and fingerprints look past it. A fixed pattern of ours with
+# one character class: linear on any reply.
+_ECHO_PEER = re.compile(r'((?<![A-Za-z0-9_-])peer=|"peer": ")[0-9A-Fa-f.:\[\]]+')
+_ECHO_PEER_BYTES = re.compile(_ECHO_PEER.pattern.encode())
+
+
+def _without_echo_peer(text: str) -> str:
+    return _ECHO_PEER.sub(r"\1", text) if "peer" in text else text
 
 
 class Matcher:
@@ -138,6 +208,7 @@ class Matcher:
             self.by_token[c.pod] = c.pod
             self.by_token[c.ip] = c.pod
         tokens = sorted(self.by_token, key=len, reverse=True)
+        self._memo: dict[str, frozenset[str]] = {}
         self.regex: re.Pattern[str] | None = None
         if tokens:
             alternation = "|".join(re.escape(t) for t in tokens)
@@ -150,18 +221,30 @@ class Matcher:
     def pods_in(self, text: str) -> set[str]:
         if self.regex is None:
             return set()
-        return {self.by_token[m.group(0)] for m in self.regex.finditer(text)}
+        text = _without_echo_peer(text)
+        # A backend's replies repeat once its client address is looked past, and so do header values:
+        # remembering short texts saves a regex scan per reply. Bounded: MEMO_ENTRIES texts of MEMO_CHARS.
+        found = self._memo.get(text)
+        if found is None:
+            found = frozenset(self.by_token[m.group(0)] for m in self.regex.finditer(text))
+            if len(text) <= MEMO_CHARS:
+                if len(self._memo) >= MEMO_ENTRIES:
+                    self._memo.clear()
+                self._memo[text] = found
+        return set(found)
 
     def pod_for(self, value: str) -> str | None:
         return self.by_token.get(value)
 
 
 def fingerprint(reply: Reply) -> str:
-    """Content identity of a reply: status + body (headers like Date vary per request)."""
+    """Content identity of a reply: status + body (headers like Date vary per request, and so does the
+    client address svcscope's echo backend reports)."""
+    body = _ECHO_PEER_BYTES.sub(rb"\1", reply.body) if b"peer" in reply.body else reply.body
     h = hashlib.sha256()
     h.update(str(reply.status).encode())
     h.update(b"\0")
-    h.update(reply.body)
+    h.update(body)
     return h.hexdigest()[:16]
 
 
@@ -212,7 +295,12 @@ def attribute(
     """The pod that sent ``reply``, among the current endpoints ``candidates``, or why unknown."""
     matcher = matcher or Matcher(candidates)
     if rule is not None:
-        value = rule.extract(reply)
+        try:
+            value = rule.extract(reply)
+        except UnreadableReply as exc:
+            return Attribution(
+                None, reason=f"rule {rule.label}: {exc}", hint="the backend's reply is not usable"
+            )
         if value is None:
             return Attribution(None, reason=f"rule {rule.label} found nothing in the reply", hint=HINT_RULE)
         pod = matcher.pod_for(value)

@@ -1,6 +1,6 @@
 """Compare probe runs side by side: which pods answered each origin, and what the verdicts were.
 
-Pure view models over run snapshots. The mission's three ways of testing from inside a cluster (the
+Pure view models over run snapshots. The three ways of testing a Service from inside a cluster (the
 dashboard's pod, exec into an existing pod, a short-lived probe pod) are three different clients to
 kube-proxy: with ``None`` affinity each spreads on its own; with ``ClientIP`` each may be pinned to a
 different pod. A snapshot is taken once, so a table never mixes two moments of a running run.
@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from app.probe.engine import Run
+from app.probe.run import RUN_ID_PATTERN, Run
 
 MAX_COMPARED = 6
-RUN_ID_RE = re.compile(r"^[0-9a-f]{12}$")
+RUN_ID_RE = re.compile(RUN_ID_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)

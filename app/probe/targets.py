@@ -47,9 +47,7 @@ class ProbeProtocol(enum.StrEnum):
 
 
 class TargetError(Exception):
-    """A probe target refused; ``status`` is the HTTP status the web layer answers with."""
-
-    status = 422
+    """A probe target refused, with the reason in plain words (``app.web.errors`` maps it to HTTP)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -57,7 +55,7 @@ class TargetError(Exception):
 
 
 class UnknownService(TargetError):
-    status = 404
+    """The Service is not among the watched ones."""
 
 
 class UnknownPort(TargetError):
@@ -69,7 +67,7 @@ class NotProbeable(TargetError):
 
 
 class ForbiddenAddress(TargetError):
-    status = 403
+    """An address svcscope never probes (loopback, metadata, the apiserver ...)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,10 @@
 Own client instead of a library: we decide exactly when a connection is opened and reused (the
 whole point of the probe), a 3xx is reported and never followed, and a reply is read only up to
 a small cap.
+
+Longer than most modules on purpose: the HTTP reader (head, chunked and sized bodies, caps) and the
+three transports share one buffered stream protocol and one error classification, and splitting them
+would put the hot path of every probe behind another module boundary.
 """
 
 from __future__ import annotations

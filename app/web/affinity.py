@@ -8,7 +8,7 @@ the page learns the new affinity from the watch like any other change — nothin
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.domain import ObjectKey
 from app.kube.actions import MAX_AFFINITY_TIMEOUT_S, ActionError, AffinityChange
-from app.lifespan import AppState
+from app.state import AppState
 from app.web.deps import StateDep, TemplatesDep
-from app.web.pages import NamePath, NamespacePath
+from app.web.errors import http_error
+from app.web.params import NamePath, NamespacePath
 from app.web.render import fragment, wants_fragment
 
 router = APIRouter()
@@ -31,12 +32,6 @@ NEW_CONNECTIONS = (
     "kube-proxy applies it to new connections only (open ones keep their pod), once it has synced its "
     "rules; the page shows the new value when the watch delivers it"
 )
-
-
-class AffinityPatcher(Protocol):
-    """``app.kube.actions.KubeActions`` (a fake in tests)."""
-
-    async def patch_session_affinity(self, namespace: str, name: str, change: AffinityChange) -> None: ...
 
 
 class AffinityRequest(BaseModel):
@@ -75,13 +70,13 @@ async def apply_change(
         change = make()
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
-    actions: AffinityPatcher | None = state.actions
+    actions = state.actions
     if actions is None:
         raise HTTPException(503, "no Kubernetes client for writes is running")
     try:
         await actions.patch_session_affinity(namespace, name, change)
     except ActionError as exc:
-        raise HTTPException(exc.status, exc.message) from exc
+        raise http_error(exc) from exc
     return change
 
 

@@ -8,19 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
+from app.catalog.detail import EndpointView, PodView, PortView, ServiceDetail, service_detail
+from app.catalog.query import ServiceQuery, ServiceRow, service_list
 from app.domain import ObjectKey, Service, ServicePort
-from app.kube.cache import Problem, ServiceQuery
-from app.kube.views import (
-    EndpointView,
-    PodView,
-    PortView,
-    ServiceDetail,
-    ServiceRow,
-    service_detail,
-    service_list,
-)
+from app.kube.cache import Problem
 from app.web.deps import CacheDep, SettingsDep
-from app.web.pages import NamePath, NamespacePath, list_query, require_namespace, require_service
+from app.web.pages import list_query, require_namespace, require_service
+from app.web.params import NamePath, NamespacePath
 
 router = APIRouter(prefix="/api/v1", tags=["services"])
 

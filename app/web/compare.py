@@ -6,12 +6,11 @@ router, whose ``/runs/{run_id}`` and ``/api/v1/probes/{run_id}`` would otherwise
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
-from app.lifespan import AppState
 from app.probe.compare import (
     MAX_COMPARED,
     Comparison,
@@ -21,13 +20,14 @@ from app.probe.compare import (
     parse_run_ids,
     snapshot,
 )
-from app.probe.engine import ProbeRunner
+from app.state import AppState
 from app.web.deps import StateDep, TemplatesDep
+from app.web.params import OptionalNameQuery
+from app.web.probe_json import ComparisonOut
 from app.web.render import fragment, page, wants_fragment
 
 router = APIRouter()
 
-NAME = r"^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 IdsQuery = Annotated[
     list[str],
     Query(max_length=MAX_COMPARED * 13, description=f"2 to {MAX_COMPARED} run ids: ids=a,b or ids=a&ids=b"),
@@ -37,7 +37,7 @@ IdsQuery = Annotated[
 def snapshots(state: AppState) -> list[RunSnapshot]:
     """Every kept run, newest first (none when the runner is not running)."""
     runner = state.probe_runner
-    return [snapshot(r) for r in runner.runs()] if isinstance(runner, ProbeRunner) else []
+    return [snapshot(r) for r in runner.runs()] if runner is not None else []
 
 
 def service_runs(state: AppState, namespace: str, service: str, limit: int = 10) -> list[RunSnapshot]:
@@ -63,8 +63,8 @@ async def runs_page(
     request: Request,
     state: StateDep,
     templates: TemplatesDep,
-    namespace: Annotated[str, Query(max_length=63, pattern=NAME)] = "",
-    service: Annotated[str, Query(max_length=63, pattern=NAME)] = "",
+    namespace: OptionalNameQuery = "",
+    service: OptionalNameQuery = "",
 ) -> HTMLResponse:
     """The kept runs (optionally of one Service), with checkboxes to compare them."""
     runs = snapshots(state)
@@ -80,50 +80,7 @@ async def compare_page(request: Request, state: StateDep, ids: IdsQuery) -> HTML
     return page(request, "pages/run_compare.html", c=comparison(state, ids))
 
 
-@router.get("/api/v1/probes/compare", tags=["probes"])
-async def compare_api(state: StateDep, ids: IdsQuery) -> dict[str, Any]:
+@router.get("/api/v1/probes/compare", tags=["probes"], response_model=ComparisonOut)
+async def compare_api(state: StateDep, ids: IdsQuery) -> ComparisonOut:
     """Per-pod shares of 2 to 6 runs side by side, with each run's origin, client and verdict."""
-    c = comparison(state, ids)
-    return {
-        "runs": [run_out(r) for r in c.runs],
-        "pods": [
-            {
-                "pod": row.pod,
-                "runs": [
-                    None
-                    if cell is None
-                    else {
-                        "hits": cell.hits,
-                        "share": round(cell.share, 6),
-                        "expected_share": (
-                            round(cell.expected_share, 6) if cell.expected_share is not None else None
-                        ),
-                    }
-                    for cell in row.cells
-                ],
-            }
-            for row in c.rows
-        ],
-        "notes": list(c.notes),
-    }
-
-
-def run_out(r: RunSnapshot) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "url": f"/runs/{r.id}",
-        "service": {"namespace": r.namespace, "name": r.service},
-        "port": r.port,
-        "protocol": r.protocol,
-        "origin": r.origin,
-        "client": {"pod": r.client_pod, "ip": r.client_ip},
-        "count": r.count,
-        "done": r.done,
-        "reuse": r.reuse,
-        "status": r.status,
-        "session_affinity": r.session_affinity,
-        "distribution": r.distribution,
-        "unattributed": r.unattributed,
-        "errors": r.errors,
-        "verdict": r.verdict,
-    }
+    return ComparisonOut.of(comparison(state, ids))

@@ -9,7 +9,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.config import Settings
 from app.kube.cache import ServiceCache
-from app.lifespan import AppState
+from app.state import AppState
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -26,7 +26,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
 
 
-# -- shared state (added by H3 for the read path)
+# -- shared state
 def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.svc
     return state

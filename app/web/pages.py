@@ -7,29 +7,27 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
-from app.domain import ObjectKey
-from app.kube.cache import DEFAULT_TYPES, ServiceCache, ServiceQuery, SortField, TypeFilter
-from app.kube.views import service_detail, service_list
+from app.catalog.detail import service_detail
+from app.catalog.query import DEFAULT_TYPES, ServiceQuery, SortField, TypeFilter, service_list
+from app.domain import DNS_LABEL, LABEL_MAX, ObjectKey
+from app.kube.cache import ServiceCache
 from app.web import partials
 from app.web.compare import service_runs
 from app.web.deps import CacheDep, SettingsDep, StateDep, TemplatesDep
+from app.web.params import NamePath, NamespacePath
+from app.web.probes import panel
 from app.web.render import page, wants_fragment
 
 router = APIRouter()
-
-# DNS-1123 label (namespace) and Service name rules: anything else is a 422, not a lookup.
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-NamespacePath = Annotated[str, Path(min_length=1, max_length=63, pattern=NAME_PATTERN)]
-NamePath = Annotated[str, Path(min_length=1, max_length=63, pattern=NAME_PATTERN)]
 
 
 def list_query(
     settings: SettingsDep,
     namespace: Annotated[
-        str | None, Query(max_length=63, pattern=r"^$|" + NAME_PATTERN, description="only this namespace")
+        str | None, Query(max_length=LABEL_MAX, pattern=r"^$|" + DNS_LABEL, description="only this namespace")
     ] = None,
     q: Annotated[str, Query(max_length=200, description="search: name, namespace, label k=v, IP")] = "",
     type: Annotated[
@@ -92,8 +90,7 @@ async def services_page(
     return page(
         request,
         "pages/services.html",
-        listing=listing,
-        list_html=partials.list_block(templates, listing, settings.page_size),
+        **partials.list_context(listing, settings.page_size),
         types=list(TypeFilter),
         sorts=list(SortField),
     )
@@ -111,17 +108,15 @@ async def service_page(
 ) -> HTMLResponse:
     require_service(cache, namespace, name)
     detail = service_detail(cache, ObjectKey(namespace, name), cluster_domain=settings.cluster_domain)
-    body = partials.detail_body(templates, detail, namespace, name)
     if wants_fragment(request):
-        return HTMLResponse(body)
+        return HTMLResponse(partials.detail_body(templates, detail, namespace, name))
     return page(
         request,
         "pages/service.html",
         d=detail,
         namespace=namespace,
         name=name,
-        detail_html=body,
-        yaml_html=partials.detail_yaml(detail),
         affinity_patch=settings.allow_affinity_patch,
         runs=service_runs(state, namespace, name),
+        probe=panel(state),
     )

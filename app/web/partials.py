@@ -6,13 +6,13 @@ events. Each function returns the HTML of one fragment.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi.templating import Jinja2Templates
-from markupsafe import escape
 
-from app.kube.cache import DEFAULT_TYPES, ServiceQuery, SortField, TypeFilter
-from app.kube.views import ServiceDetail, ServiceList
+from app.catalog.detail import ServiceDetail
+from app.catalog.query import DEFAULT_TYPES, ServiceList, ServiceQuery, SortField, TypeFilter
 from app.web.render import fragment
 
 
@@ -49,13 +49,19 @@ def query_string(query: ServiceQuery, **overrides: object) -> str:
     return urlencode(query_params(query, **overrides))
 
 
-def _list_fragment(templates: Jinja2Templates, template: str, listing: ServiceList, default_size: int) -> str:
+def list_context(listing: ServiceList, default_size: int) -> dict[str, Any]:
+    """What the list templates need: the listing, and ``qs`` to build its links."""
+
     def qs(**overrides: object) -> str:
         if "size" not in overrides and listing.query.page_size == default_size:
             overrides["size"] = ""  # keep URLs short: the default size is implied
         return query_string(listing.query, **overrides)
 
-    return fragment(templates, template, listing=listing, qs=qs)
+    return {"listing": listing, "qs": qs}
+
+
+def _list_fragment(templates: Jinja2Templates, template: str, listing: ServiceList, default_size: int) -> str:
+    return fragment(templates, template, **list_context(listing, default_size))
 
 
 def list_body(templates: Jinja2Templates, listing: ServiceList, default_size: int) -> str:
@@ -73,6 +79,6 @@ def detail_body(templates: Jinja2Templates, detail: ServiceDetail | None, namesp
     return fragment(templates, "partials/_service_detail.html", d=detail, namespace=namespace, name=name)
 
 
-def detail_yaml(detail: ServiceDetail | None) -> str:
-    """The live object as YAML (event ``yaml``), escaped: it goes into a ``<pre>``."""
-    return str(escape(detail.yaml if detail is not None else "# deleted"))
+def detail_yaml(templates: Jinja2Templates, detail: ServiceDetail | None) -> str:
+    """The live object as YAML (event ``yaml``), escaped by the template: it goes into a ``<pre>``."""
+    return fragment(templates, "partials/_service_yaml.html", d=detail)

@@ -9,30 +9,35 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.domain import ObjectKey
-from app.lifespan import AppState
-from app.probe.engine import Origin, ProbeRunner, ProbeSpec, Run, RunLimitError, SpecError
+from app.domain import SUBDOMAIN_MAX, ObjectKey, Origin
+from app.probe.run import Run
+from app.probe.runner import ProbeRunner
+from app.probe.spec import Limits, Method, ProbeSpec
 from app.probe.stats import Summary
-from app.probe.targets import ProbeProtocol, TargetError
+from app.probe.targets import ProbeProtocol
+from app.state import AppState
 from app.web.deps import SettingsDep, StateDep, TemplatesDep
+from app.web.errors import DOMAIN_ERRORS, http_error
+from app.web.params import Name, NameQuery, PodName, RunIdPath
+from app.web.probe_json import CancelOut, RunDetailOut, RunOut
 from app.web.render import fragment, page, wants_fragment
 from app.web.security import make_csrf_token
 
 router = APIRouter()
 
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-RUN_ID = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="run id")]
 PALETTE = 12
 STRIP_MAX = 10_000
+# What the htmx form shows in place (htmx does not swap 4xx answers).
+SHOWN_IN_PLACE: tuple[type[Exception], ...] = (HTTPException, *DOMAIN_ERRORS)
 CSV_COLUMNS = tuple("seq at_ms connection pod ip node latency_ms error status method reason".split())
 
 
@@ -41,31 +46,31 @@ class ProbeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    namespace: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
-    service: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
-    port: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] | int
-    protocol: Literal["HTTP", "TCP", "UDP"] = "HTTP"
-    count: int = Field(100, ge=1, le=10_000)
-    concurrency: int = Field(10, ge=1, le=256)
+    namespace: Name
+    service: Name
+    port: Name | int
+    protocol: ProbeProtocol = ProbeProtocol.HTTP
+    # The bounds of count, concurrency and timeout_s are the runner's (SVCSCOPE_PROBE_MAX_*): checked by
+    # ProbeSpec.validated, so a configured limit is the one limit.
+    count: int = Field(100, description="requests; at most SVCSCOPE_PROBE_MAX_COUNT")
+    concurrency: int = Field(10, description="requests in flight; at most SVCSCOPE_PROBE_MAX_CONCURRENCY")
     reuse: bool = False
-    method: Literal["GET", "HEAD"] = "GET"
+    method: Method = "GET"
     path: str = Field("/", min_length=1, max_length=512)
-    timeout_s: float = Field(2.0, ge=0.05, le=30.0)
+    timeout_s: float = Field(2.0, description="per request; at most SVCSCOPE_PROBE_MAX_TIMEOUT_S")
     identity: str | None = Field(None, max_length=200, description="header:NAME | regex:PATTERN | json:FIELD")
-    origin: Literal["dashboard", "probe-pod", "exec"] = Field(
-        "dashboard",
+    origin: Origin = Field(
+        Origin.DASHBOARD,
         description="dashboard (this process), probe-pod or exec — the last two only when enabled",
     )
-    exec_pod: str | None = Field(
-        None, max_length=253, pattern=NAME_PATTERN, description="origin exec: the pod"
-    )
+    exec_pod: PodName | None = Field(None, description="origin exec: the pod")
 
     def spec(self) -> ProbeSpec:
         return ProbeSpec(
             namespace=self.namespace,
             service=self.service,
             port=str(self.port),
-            protocol=ProbeProtocol(self.protocol),
+            protocol=self.protocol,
             count=self.count,
             concurrency=self.concurrency,
             reuse=self.reuse,
@@ -73,7 +78,7 @@ class ProbeRequest(BaseModel):
             path=self.path,
             timeout_s=self.timeout_s,
             identity=self.identity or None,
-            origin=Origin(self.origin),
+            origin=self.origin,
             exec_pod=self.exec_pod or None,
         )
 
@@ -81,7 +86,22 @@ class ProbeRequest(BaseModel):
 class ProbeForm(ProbeRequest):
     model_config = ConfigDict(extra="ignore")  # csrf_token travels in the same form
     identity: str | None = Field(None, max_length=200)
-    exec_pod: str | None = Field(None, max_length=253)
+    exec_pod: str | None = Field(None, max_length=SUBDOMAIN_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbePanel:
+    """What the probe form offers: the enabled origins and the runner's bounds (None: no runner yet)."""
+
+    origins: tuple[Origin, ...]
+    limits: Limits | None
+
+
+def panel(state: AppState) -> ProbePanel:
+    runner = state.probe_runner
+    if runner is None:
+        return ProbePanel((Origin.DASHBOARD,), None)
+    return ProbePanel(runner.origins, runner.limits)
 
 
 class Started(BaseModel):
@@ -93,21 +113,14 @@ class Started(BaseModel):
 
 def get_runner(state: StateDep) -> ProbeRunner:
     runner = state.probe_runner
-    if not isinstance(runner, ProbeRunner):
+    if runner is None:
         raise HTTPException(503, "the probe runner is not running")
     return runner
 
 
 def _start(state: AppState, spec: ProbeSpec) -> Run:
     """Start a run and announce it on the event hub (the Service page's Recent runs follow it)."""
-    try:
-        run = get_runner(state).start(spec)
-    except TargetError as exc:
-        raise HTTPException(exc.status, exc.message) from exc
-    except SpecError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    except RunLimitError as exc:
-        raise HTTPException(429, str(exc)) from exc
+    run = get_runner(state).start(spec)  # domain errors become HTTP answers in app.web.errors
     state.hub.publish(run)
     return run
 
@@ -128,17 +141,17 @@ def _run_or_404(runner: ProbeRunner, run_id: str) -> Run:
 async def start_probe(body: ProbeRequest, state: StateDep) -> Started:
     """Start a run; poll ``GET /api/v1/probes/{id}`` or follow ``/runs/{id}``."""
     run = _start(state, body.spec())
-    return Started(id=run.id, status=run.status, url=f"/runs/{run.id}", api=f"/api/v1/probes/{run.id}")
+    return Started(id=run.id, status=run.status.value, url=f"/runs/{run.id}", api=f"/api/v1/probes/{run.id}")
 
 
-@router.get("/api/v1/probes", tags=["probes"])
-async def list_probes(state: StateDep) -> list[dict[str, Any]]:
+@router.get("/api/v1/probes", tags=["probes"], response_model=list[RunOut])
+async def list_probes(state: StateDep) -> list[RunOut]:
     """The kept runs, newest first (without per-request sequences)."""
-    return [run_json(r, r.summary(), sequence=False) for r in get_runner(state).runs()]
+    return [RunOut.of(r, r.summary()) for r in get_runner(state).runs()]
 
 
 @router.get("/api/v1/probes/{run_id}.csv", tags=["probes"], response_class=Response)
-async def probe_csv(run_id: RUN_ID, state: StateDep) -> Response:
+async def probe_csv(run_id: RunIdPath, state: StateDep) -> Response:
     """One row per request, in request order."""
     run = _run_or_404(get_runner(state), run_id)
     buf = io.StringIO()
@@ -174,97 +187,19 @@ def _csv_safe(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
-@router.get("/api/v1/probes/{run_id}", tags=["probes"])
-async def get_probe(run_id: RUN_ID, state: StateDep) -> dict[str, Any]:
+@router.get("/api/v1/probes/{run_id}", tags=["probes"], response_model=RunDetailOut)
+async def get_probe(run_id: RunIdPath, state: StateDep) -> RunDetailOut:
     """Status, per-pod hits/share/expected share/latency, unattributed, errors by kind, sequence, verdict."""
     run = _run_or_404(get_runner(state), run_id)
-    return run_json(run, run.summary())
+    return RunDetailOut.of(run, run.summary())
 
 
-@router.post("/api/v1/probes/{run_id}/cancel", status_code=202, tags=["probes"])
-async def cancel_probe(run_id: RUN_ID, state: StateDep) -> dict[str, Any]:
+@router.post("/api/v1/probes/{run_id}/cancel", status_code=202, tags=["probes"], response_model=CancelOut)
+async def cancel_probe(run_id: RunIdPath, state: StateDep) -> CancelOut:
     runner = get_runner(state)
     run = _run_or_404(runner, run_id)
     cancelled = runner.cancel(run_id)
-    return {"id": run.id, "cancelled": cancelled, "status": run.status}
-
-
-def run_json(run: Run, s: Summary, *, sequence: bool = True) -> dict[str, Any]:
-    spec = run.spec
-    data: dict[str, Any] = {
-        "id": run.id,
-        "status": run.status,
-        "error": run.error,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.created)),
-        "elapsed_s": round(run.elapsed_s, 3),
-        "service": {"namespace": spec.namespace, "name": spec.service},
-        "target": {
-            "address": run.target.address,
-            "port": run.target.port.port,
-            "port_name": run.target.port.name,
-            "protocol": spec.protocol.value,
-            "session_affinity": run.target.session_affinity,
-            "affinity_timeout_s": run.target.affinity_timeout_s,
-        },
-        "spec": {
-            "count": spec.count,
-            "concurrency": spec.concurrency,
-            "reuse": spec.reuse,
-            "method": spec.method,
-            "path": spec.path,
-            "timeout_s": spec.timeout_s,
-            "identity": spec.identity,
-            "origin": spec.origin.value,
-            "exec_pod": spec.exec_pod,
-        },
-        "client": {"pod": run.client_pod, "ip": run.client_ip},
-        "attribution": {
-            "mode": run.calibration.mode,
-            "note": run.calibration.note,
-            "rule": run.rule.label if run.rule else None,
-        },
-        "total": s.total,
-        "done": s.done,
-        "replies": s.replies,
-        "attributed": s.attributed,
-        "pods": [
-            {
-                "pod": p.pod,
-                "ip": p.ip,
-                "node": p.node,
-                "hits": p.hits,
-                "share": round(p.share, 6),
-                "expected_share": round(p.expected_share, 6) if p.expected_share is not None else None,
-                "latency_ms": {"p50": _ms(p.p50_ms), "p95": _ms(p.p95_ms)},
-                "current": p.current,
-            }
-            for p in s.pods
-        ],
-        "unattributed": {
-            "count": s.unattributed,
-            "reasons": [{"reason": r, "count": n} for r, n in s.unattributed_reasons],
-        },
-        "errors": dict(s.errors),
-        "connections": s.connections,
-        "latency_ms": {"p50": _ms(s.latency_p50_ms), "p95": _ms(s.latency_p95_ms)},
-        "first_reply_ms": _ms(run.first_reply_ms),
-        "chi_square": (
-            {"statistic": s.chi_square.statistic, "dof": s.chi_square.dof, "p_value": s.chi_square.p_value}
-            if s.chi_square
-            else None
-        ),
-        "verdict": s.verdict,
-        "explanations": list(s.explanations),
-        "endpoints_changed": run.endpoints_changed,
-        "samples": dict(run.samples),
-    }
-    if sequence:
-        data["sequence"] = list(s.sequence)
-    return data
-
-
-def _ms(value: float | None) -> float | None:
-    return round(value, 3) if value is not None else None
+    return CancelOut(id=run.id, cancelled=cancelled, status=run.status.value)
 
 
 # -- HTML ------------------------------------------------------------------------------------
@@ -289,9 +224,10 @@ async def start_probe_form(
     htmx = wants_fragment(request)
     try:
         run = _start(state, form.spec())
-    except HTTPException as exc:
+    except SHOWN_IN_PLACE as caught:
         if not htmx:
             raise
+        exc = http_error(caught)
         # htmx does not swap 4xx answers: show the message in place (the status is in the fragment).
         html = fragment(templates, "partials/_probe_error.html", status=exc.status_code, message=exc.detail)
         return HTMLResponse(html, headers={"X-Probe-Status": str(exc.status_code)})
@@ -304,7 +240,7 @@ async def start_probe_form(
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
 async def run_page(
-    request: Request, run_id: RUN_ID, state: StateDep, templates: TemplatesDep
+    request: Request, run_id: RunIdPath, state: StateDep, templates: TemplatesDep
 ) -> HTMLResponse:
     run = _run_or_404(get_runner(state), run_id)
     if wants_fragment(request):
@@ -319,19 +255,19 @@ async def run_page(
 async def new_probe_page(
     request: Request,
     state: StateDep,
-    namespace: Annotated[str, Query(min_length=1, max_length=63, pattern=NAME_PATTERN)],
-    service: Annotated[str, Query(min_length=1, max_length=63, pattern=NAME_PATTERN)],
+    namespace: NameQuery,
+    service: NameQuery,
 ) -> HTMLResponse:
     """The probe form on its own page (the Service page embeds the same partial)."""
     svc = state.cache.service(ObjectKey(namespace, service))
     if svc is None:
         raise HTTPException(404, f"Service {namespace}/{service} not found.")
-    return page(request, "pages/probe_new.html", service=svc, runner=state.probe_runner)
+    return page(request, "pages/probe_new.html", service=svc, probe=panel(state))
 
 
 @router.get("/runs/{run_id}/stream", include_in_schema=False, response_class=EventSourceResponse)
 async def run_stream(
-    request: Request, run_id: RUN_ID, state: StateDep, settings: SettingsDep, templates: TemplatesDep
+    request: Request, run_id: RunIdPath, state: StateDep, settings: SettingsDep, templates: TemplatesDep
 ) -> AsyncIterator[ServerSentEvent]:
     """Live updates of a run: ``summary`` (bars, errors, verdict) and ``strip`` (new cells, appended).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
@@ -25,3 +26,17 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
 def fragment(templates: Jinja2Templates, template: str, **context: Any) -> str:
     """A partial rendered to a string (for htmx responses and SSE events)."""
     return templates.get_template(template).render(**context)
+
+
+def human_age(created: datetime | None, now: datetime | None = None) -> str:
+    """The ``age`` template filter: 45s, 3m, 5h, 2d (like kubectl)."""
+    if created is None:
+        return "?"
+    now = now or datetime.now(UTC)
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    seconds = max(0, int((now - created).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size * 2 or (unit == "m" and seconds >= 60):
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

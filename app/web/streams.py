@@ -19,15 +19,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from app.catalog.detail import service_detail
+from app.catalog.query import ServiceQuery, service_list
 from app.domain import ObjectKey
 from app.hub import Subscription
-from app.kube.cache import Change, Kind, ServiceQuery
-from app.kube.views import service_detail, service_list
-from app.probe.engine import Run
+from app.kube.cache import Change, Kind
+from app.probe.run import Run, RunStatus
 from app.web import partials
 from app.web.compare import service_runs
 from app.web.deps import StateDep, TemplatesDep
-from app.web.pages import NamePath, NamespacePath, list_query
+from app.web.pages import list_query
+from app.web.params import NamePath, NamespacePath
 from app.web.render import fragment
 
 router = APIRouter(prefix="/streams", include_in_schema=False)
@@ -82,7 +84,7 @@ async def service_stream(
         while True:
             detail = service_detail(state.cache, key, cluster_domain=domain)
             body = partials.detail_body(templates, detail, namespace, name)
-            yaml_html = partials.detail_yaml(detail)
+            yaml_html = partials.detail_yaml(templates, detail)
             version = str(state.cache.version)
             if body != last_body:
                 last_body = body
@@ -139,6 +141,12 @@ async def runs_stream(
                 last = html
                 yield ServerSentEvent(raw_data=html, event="runs")
             runner = state.probe_runner
-            running = [r for s in runs if s.status == "running" and (r := runner.get(s.id)) is not None]
+            running = [
+                r
+                for s in runs
+                if s.status == RunStatus.RUNNING
+                and runner is not None
+                and (r := runner.get(s.id)) is not None
+            ]
             if not await next_change(sub, running, interval):
                 return

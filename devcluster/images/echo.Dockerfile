@@ -2,7 +2,7 @@
 ARG BASE_IMAGE=localhost/svcscope-base:bookworm
 FROM ${BASE_IMAGE}
 WORKDIR /opt/echo
-COPY app/__init__.py app/echo.py /opt/echo/app/
+COPY app/ /opt/echo/app/
 # Numeric, so that runAsNonRoot can be verified without an /etc/passwd entry.
 USER 10001
 # PYTHONPATH: `python3 -m app.echo` works whatever workingDir a pod spec sets.

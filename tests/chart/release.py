@@ -7,7 +7,9 @@ demo Service gets an address of its own so that tests never collide with `make d
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import re
 import select
 import subprocess
 import threading
@@ -20,6 +22,17 @@ from typing import Any
 from tests.chart.helmtool import CHART, documents
 
 READY_TIMEOUT_S = 180.0
+
+
+def image_sets() -> list[str]:
+    """The image this checkout built (SVCSCOPE_IMAGE, see scripts/demo.py); unset: the chart default."""
+    image = os.environ.get("SVCSCOPE_IMAGE")
+    if not image:
+        return []
+    repository, _, tag = image.rpartition(":")
+    return [f"image.repository={repository}", f"image.tag={tag}"]
+
+
 Completed = subprocess.CompletedProcess[str]
 
 
@@ -57,7 +70,7 @@ class Release:
         return proc
 
     def _set_args(self, sets: Sequence[str]) -> list[str]:
-        return [arg for s in sets for arg in ("--set", s)]
+        return [arg for s in [*image_sets(), *sets] for arg in ("--set", s)]
 
     def template(self, *sets: str, values: Sequence[Path] = ()) -> list[dict[str, Any]]:
         args = ["template", self.name, str(CHART), "--namespace", self.namespace]
@@ -115,6 +128,25 @@ class Release:
         if answer not in ("yes", "no"):
             raise AssertionError(f"kubectl {' '.join(args)}: {proc.stdout}{proc.stderr}")
         return answer == "yes"
+
+    def can_i_list(self, namespace: str) -> dict[str, set[str]]:
+        """`kubectl auth can-i --list` in a namespace: resource (or non-resource URL) -> verbs. It shows the
+        cluster-wide rules too, so a namespace where the release has no Role shows only those."""
+        args = ["auth", "can-i", "--list", f"--as={self.service_account}", "--namespace", namespace]
+        proc = self.kubectl(*args)
+        lines = proc.stdout.splitlines()
+        if not lines or not lines[0].startswith("Resources"):
+            raise AssertionError(f"kubectl {' '.join(args)}: unexpected output:\n{proc.stdout}{proc.stderr}")
+        granted: dict[str, set[str]] = {}
+        for line in lines[1:]:
+            verbs = re.search(r"\[([^\]]*)\]\s*$", line)
+            if not line.strip() or verbs is None:
+                continue
+            first = line.split()[0]
+            # A line without a resource is a non-resource URL: its name is in the second column.
+            name = first if not first.startswith("[") else first.strip("[]")
+            granted.setdefault(name, set()).update(verbs.group(1).split())
+        return granted
 
 
 def custom_cluster_ip() -> str:

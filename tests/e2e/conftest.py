@@ -1,4 +1,4 @@
-"""Fixtures for tests against the real devcluster (issue 2).
+"""Fixtures for tests against the real devcluster.
 
 - `cluster` (session): brings the node up once with `python -m devcluster up` (a no-op when it is already up
   and healthy, so several sessions share one node). If it cannot come up, every test using it ERRORs with the

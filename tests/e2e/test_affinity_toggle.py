@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Cluster, EchoApp
-from tests.e2e.test_probe import deployed, hits, probe_body
-from tests.e2e.test_probe_dashboard import Dashboard, start_dashboard
+from tests.e2e.dashboard import Dashboard, deployed, hits, probe_body, start_dashboard
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -1,4 +1,4 @@
-"""The user's path, for real (issue 5): chart installed with the demo workloads, `kubectl port-forward`, and
+"""The user's path, for real: chart installed with the demo workloads, `kubectl port-forward`, and
 a headless Chromium (Debian's, driven by Playwright; no browser download) that opens the list, opens the
 ClientIP demo Service, clicks Probe and watches the bars fill live.
 

@@ -1,4 +1,5 @@
-"""The devcluster's "Must show" list (issue 2): kube-proxy routing, affinity, DNS, access from the host."""
+"""What the devcluster must do for svcscope to be tested on it: kube-proxy routing, affinity, DNS, access
+from the host."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`up` twice is a no-op; `down` leaves nothing behind; `up` after `down` works (issue 2).
+"""`up` twice is a no-op; `down` leaves nothing behind; `up` after `down` works.
 
 conftest.py orders this module after every other e2e test: it takes the shared node down.
 """

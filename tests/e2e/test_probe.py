@@ -1,4 +1,5 @@
-"""Issue 4 "Must show" on the real cluster: the dashboard probes Services from inside the node namespace."""
+"""Probing on the real cluster: the dashboard probes Services from inside the node namespace and tells,
+per request, which pod answered."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import pytest
 
 from app.web.security import make_csrf_token
 from tests.e2e.conftest import Cluster, EchoApp, start_client_pod
-from tests.e2e.test_probe_dashboard import LINK_ADDRESS, Dashboard, start_dashboard
+from tests.e2e.dashboard import (
+    LINK_ADDRESS,
+    Dashboard,
+    deployed,
+    hits,
+    probe_body,
+    start_dashboard,
+    wait_serving,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -29,49 +38,6 @@ def dashboard(cluster: Cluster) -> Iterator[Dashboard]:
     )
     yield dash
     dash.stop()
-
-
-def hits(run: dict[str, Any]) -> dict[str, int]:
-    return {p["pod"]: p["hits"] for p in run["pods"]}
-
-
-def probe_body(app: EchoApp, **kw: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "namespace": app.namespace,
-        "service": app.name,
-        "port": "http",
-        "protocol": "HTTP",
-    }
-    body.update(kw)
-    return body
-
-
-def deployed(
-    deploy_echo: Callable[..., EchoApp], dashboard: Dashboard, namespace: str, replicas: int = 3, **kw: Any
-) -> EchoApp:
-    app = deploy_echo(namespace, replicas=replicas, **kw)
-    dashboard.wait_endpoints(namespace, app.name, replicas)
-    # Identical replies cannot tell pods apart, and ClientIP affinity sends every probe to one pod.
-    one_pod_view = (kw.get("env") or {}).get("ECHO_MODE") == "identical" or "ClientIP" in kw.get(
-        "service_spec", ""
-    )
-    wait_serving(dashboard, probe_body(app), None if one_pod_view else replicas)
-    return app
-
-
-def wait_serving(dashboard: Dashboard, body: dict[str, Any], pods: int | None = None) -> None:
-    """kube-proxy programs its rules on its own schedule, after the EndpointSlices the dashboard sees:
-    until then connections to the ClusterIP are refused, or reach only the endpoints of its last sync.
-    Wait until a small probe gets no error and (when ``pods`` is given) reaches that many pods."""
-    deadline = time.monotonic() + 30
-    while True:
-        run = dashboard.probe(**{**body, "count": 24, "concurrency": 3})
-        answered = sum(1 for p in run["pods"] if p["hits"])
-        if not run["errors"] and (pods is None or answered == pods):
-            return
-        assert time.monotonic() < deadline, (
-            f"the Service never answered cleanly: {run['errors']}, {hits(run)}"
-        )
 
 
 def test_new_connections_spread_uniformly(
@@ -133,7 +99,9 @@ def test_scale_up_mid_run_shows_new_pods(
         return sum(1 for n in hits(run).values() if n > 0) == 5
 
     cluster.wait_for(five_pods_answered, 90, "the two new pods to answer in the running run")
-    dashboard.http.post(f"/api/v1/probes/{run_id}/cancel")
+    # A JSON body is what lets an API client through the CSRF check (a browser cannot send one cross-site).
+    cancel = dashboard.http.post(f"/api/v1/probes/{run_id}/cancel", json={})
+    assert cancel.status_code == 202, cancel.text
     run = dashboard.wait_run(run_id)
     assert run["status"] in ("cancelled", "done") and run["endpoints_changed"]
     assert len([p for p in run["pods"] if p["hits"]]) == 5
@@ -357,7 +325,8 @@ def test_live_stream_delivers_every_result(
 def test_probe_pod_and_exec_origins(
     cluster: Cluster, dashboard: Dashboard, deploy_echo: Callable[..., EchoApp], namespace: str
 ) -> None:
-    """The mission's other ways: a pod that sends requests and logs the answers; exec in an existing pod."""
+    """The other ways of testing from inside a cluster: a pod that sends requests and logs the answers;
+    exec in an existing pod."""
     app = deployed(deploy_echo, dashboard, namespace)
     run = dashboard.probe(**probe_body(app, count=60, concurrency=1, origin="probe-pod"), timeout=180)
     assert run["status"] == "done", run["error"]

@@ -21,8 +21,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ECHO_IMAGE, Cluster, EchoApp
-from tests.e2e.test_probe import deployed, hits, probe_body, wait_serving
-from tests.e2e.test_probe_dashboard import Dashboard, start_dashboard
+from tests.e2e.dashboard import Dashboard, deployed, hits, probe_body, start_dashboard, wait_serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

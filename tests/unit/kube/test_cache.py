@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-import datetime as dt
-
-import pytest
-
 from app.domain import ObjectKey
 from app.kube import convert
-from app.kube.cache import Change, Kind, ServiceCache, ServiceQuery, SortField, TypeFilter
+from app.kube.cache import Change, Kind, ServiceCache
 from tests.unit.kube.objects import demo_cache, endpoint, eps, fill, pod, svc
 
 K = ObjectKey
@@ -90,62 +86,3 @@ def test_subscribers_see_versions_and_a_broken_subscriber_does_not_break_writes(
     fill(cache, services=[svc("a")], slices=[eps("a-1", "a", [])])
     assert [c.version for c in seen] == [1, 2]
     assert seen[1].kind is Kind.ENDPOINTSLICES and seen[1].service == K("default", "a")
-
-
-def _many(n: int) -> ServiceCache:
-    cache = ServiceCache()
-    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    for i in range(n):
-        created = (base + dt.timedelta(minutes=i)).isoformat()
-        raw = svc(
-            f"svc-{i:04d}",
-            f"ns-{i % 3}",
-            ip=f"198.19.{i // 250}.{i % 250}",
-            labels={"n": str(i)},
-            created=created,
-        )
-        cache.upsert_service(convert.service_from_api(raw))
-    return cache
-
-
-@pytest.mark.parametrize(
-    ("query", "total", "first"),
-    [
-        (ServiceQuery(), 30, "svc-0000"),
-        (ServiceQuery(namespace="ns-1"), 10, "svc-0001"),
-        (ServiceQuery(search="svc-001"), 10, "svc-0010"),
-        (ServiceQuery(search="n=7"), 1, "svc-0007"),  # label search
-        (ServiceQuery(search="198.19.0.29"), 1, "svc-0029"),  # IP search
-        (ServiceQuery(search="ns-2 svc-002"), 4, "svc-0020"),  # all terms must match
-        (ServiceQuery(sort=SortField.AGE), 30, "svc-0029"),  # newest first
-        (ServiceQuery(sort=SortField.CLUSTER_IP, descending=True), 30, "svc-0029"),
-        (ServiceQuery(sort=SortField.NAMESPACE), 30, "svc-0000"),
-        (ServiceQuery(types=frozenset({TypeFilter.EXTERNAL_NAME})), 0, None),
-    ],
-)
-def test_query(query, total, first):
-    result = _many(30).query(query)
-    assert result.total == total
-    assert (result.services[0].key.name if result.services else None) == first
-
-
-def test_pagination_clamps_and_counts_pages():
-    cache = _many(30)
-    r = cache.query(ServiceQuery(page=2, page_size=20))
-    assert (r.page, r.pages, len(r.services)) == (2, 2, 10)
-    r = cache.query(ServiceQuery(page=99, page_size=20))
-    assert r.page == 2
-    r = cache.query(ServiceQuery(search="nothing-matches"))
-    assert (r.total, r.page, r.pages) == (0, 1, 1)
-
-
-def test_type_filter_headless_is_part_of_cluster_ip():
-    cache = demo_cache()
-
-    def names(q: ServiceQuery) -> list[str]:
-        return [s.key.name for s in cache.query(q).services]
-
-    assert names(ServiceQuery(types=frozenset({TypeFilter.CLUSTER_IP}))) == ["db", "peers", "web"]
-    assert names(ServiceQuery(types=frozenset({TypeFilter.HEADLESS}))) == ["peers"]
-    assert names(ServiceQuery(types=frozenset({TypeFilter.EXTERNAL_NAME}))) == ["ext"]
-    assert names(ServiceQuery(sort=SortField.ENDPOINTS, descending=True))[0] == "web"

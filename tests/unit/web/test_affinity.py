@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.kube.actions import ActionError, AffinityChange
+from app.kube.actions import ActionError, AffinityChange, Refusal
 from app.main import create_app
 from app.web.security import make_csrf_token
 from tests.unit.kube.objects import demo_cache
@@ -148,8 +148,8 @@ def test_api_off_by_default_is_403_with_the_way_to_enable() -> None:
 @pytest.mark.parametrize(
     ("error", "status"),
     [
-        (ActionError("the dashboard's ServiceAccount may not patch Service shop/db", 403), 403),
-        (ActionError("Service shop/db: not found", 404), 404),
+        (ActionError("the dashboard's ServiceAccount may not patch Service shop/db", Refusal.FORBIDDEN), 403),
+        (ActionError("Service shop/db: not found", Refusal.NOT_FOUND), 404),
         (ActionError("the apiserver did not answer within 10 s"), 502),
     ],
 )

@@ -13,6 +13,7 @@ from app.kube import convert
 from app.kube.cache import Kind, ServiceCache
 from app.main import create_app
 from tests.unit.kube.objects import demo_cache, svc
+from tests.unit.web.sse import call, events
 
 
 @pytest.fixture
@@ -25,12 +26,6 @@ def client(cache: ServiceCache) -> Iterator[TestClient]:
     app = create_app(Settings(csrf_secret="test", page_size=2), cache=cache, start_watchers=False)
     with TestClient(app, base_url="http://localhost") as c:
         yield c
-
-
-def call(client: TestClient, fn, *args):
-    """Run ``fn`` on the app's event loop (the cache and hub are not thread-safe)."""
-    assert client.portal is not None
-    return client.portal.call(fn, *args)
 
 
 def flat(text: str) -> str:
@@ -162,32 +157,16 @@ def test_health_ready_metrics():
         assert 'svcscope_cache_objects{resource="services"} 0.0' in m and "svcscope_sse_clients" in m
 
 
-def _events(lines: Iterator[str], count: int) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    event, data = "", []
-    for line in lines:
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            data.append(line[6:])
-        elif line == "" and event:
-            out.append((event, "\n".join(data)))
-            event, data = "", []
-            if len(out) == count:
-                return out
-    return out
-
-
 def test_sse_list_stream_pushes_changes_and_ends_on_shutdown(client, cache):
     state = client.app.state.svc
     with client.stream("GET", "/streams/services?namespace=shop&type=all&size=50") as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = r.iter_lines()
-        ((event, html),) = _events(lines, 1)
+        ((event, html),) = events(lines, 1)
         assert event == "rows" and "4 Services" in flat(html)
         new = svc("fresh", "shop")
         call(client, cache.upsert_service, convert.service_from_api(new), None)
-        ((event, html),) = _events(lines, 1)
+        ((event, html),) = events(lines, 1)
         assert "5 Services" in flat(html) and ">fresh</a>" in html
         assert state.hub.subscriber_count == 1
         call(client, state.hub.close)
@@ -198,9 +177,9 @@ def test_sse_detail_stream_reports_deletion(client, cache):
     state = client.app.state.svc
     with client.stream("GET", "/streams/services/shop/db") as r:
         lines = r.iter_lines()
-        events = _events(lines, 2)
-        assert [e for e, _ in events] == ["detail", "yaml"]
+        got = events(lines, 2)
+        assert [e for e, _ in got] == ["detail", "yaml"]
         call(client, cache.delete_service, ObjectKey("shop", "db"))
-        events = _events(lines, 2)
-        assert "no longer exists" in events[0][1] and events[1] == ("yaml", "# deleted")
+        got = events(lines, 2)
+        assert "no longer exists" in got[0][1] and got[1] == ("yaml", "# deleted")
         call(client, state.hub.close)

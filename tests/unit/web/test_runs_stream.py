@@ -15,13 +15,17 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.lifespan import AppState, begin_shutdown
+from app.domain import Origin
+from app.lifespan import begin_shutdown
 from app.main import create_app
-from app.probe.engine import Limits, Origin, ProbeRunner, Run
+from app.probe.run import Run
+from app.probe.runner import ProbeRunner
 from app.probe.stats import Outcome
+from app.state import AppState
 from app.web.streams import runs_filter
+from tests.unit.fakes import limits
 from tests.unit.kube.objects import demo_cache
-from tests.unit.web.test_pages import _events, call
+from tests.unit.web.sse import call, events
 
 pytestmark = pytest.mark.timeout(30)
 STREAM = "/streams/services/shop/web/runs"
@@ -55,7 +59,7 @@ def client(remote: GatedRemote) -> Iterator[TestClient]:
     cache = demo_cache()
     app = create_app(Settings(csrf_secret="test", sse_coalesce_s=0.05), cache=cache, start_watchers=False)
     with TestClient(app, base_url="http://localhost") as c:
-        runner = ProbeRunner(cache, Limits(), remote=remote, origins=(Origin.PROBE_POD,))
+        runner = ProbeRunner(cache, limits(), remote=remote, origins=(Origin.PROBE_POD,))
         app.state.svc.probe_runner = runner
         yield c
         call(c, runner.aclose)
@@ -64,6 +68,12 @@ def client(remote: GatedRemote) -> Iterator[TestClient]:
 def app_state(client: TestClient) -> AppState:
     state: AppState = cast(FastAPI, client.app).state.svc
     return state
+
+
+def runner_of(client: TestClient) -> ProbeRunner:
+    runner = app_state(client).probe_runner
+    assert runner is not None, "the lifespan starts the runner"
+    return runner
 
 
 def start(client: TestClient, count: int) -> str:
@@ -78,18 +88,18 @@ def test_table_follows_a_run_from_start_to_end(client: TestClient, remote: Gated
     with client.stream("GET", STREAM) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = r.iter_lines()
-        ((event, html),) = _events(lines, 1)
+        ((event, html),) = events(lines, 1)
         assert event == "runs" and 'data-testid="runs-empty"' in html
         run_id = start(client, 3)
-        ((event, html),) = _events(lines, 1)
+        ((event, html),) = events(lines, 1)
         assert event == "runs" and f'data-run="{run_id}"' in html
         assert '<span class="badge warn">running</span>' in html and "0/3" in html
         call(client, remote.gate.set)
-        ((event, html),) = _events(lines, 1)
+        ((event, html),) = events(lines, 1)
         assert "running" not in html and "3/3" in html and "1 pod: web-1 100%" in html
         assert "consistent with ClientIP affinity" in html
         call(client, app_state(client).hub.close)
-        assert _events(lines, 1) == []  # the stream ends
+        assert events(lines, 1) == []  # the stream ends
 
 
 def add_results(run: Run, n: int) -> None:
@@ -101,17 +111,17 @@ def test_progress_is_coalesced_and_shutdown_ends_the_stream(client: TestClient) 
     state = app_state(client)
     with client.stream("GET", STREAM) as r:
         lines = r.iter_lines()
-        assert len(_events(lines, 1)) == 1
+        assert len(events(lines, 1)) == 1
         run_id = start(client, 100)
-        ((_, html),) = _events(lines, 1)
+        ((_, html),) = events(lines, 1)
         assert "0/100" in html
         # 40 results in one go: one update, not 40.
-        call(client, add_results, state.probe_runner.get(run_id), 40)
-        ((_, html),) = _events(lines, 1)
+        call(client, add_results, runner_of(client).get(run_id), 40)
+        ((_, html),) = events(lines, 1)
         assert "40/100" in html and "running" in html
         assert state.hub.subscriber_count == 1
         call(client, begin_shutdown, state)  # what SIGTERM does: the hub closes, runs are cancelled
-        assert _events(lines, 5) == []
+        assert events(lines, 5) == []
     assert state.hub.subscriber_count == 0
 
 
@@ -128,7 +138,7 @@ def test_service_page_connects_the_table_and_keeps_a_plain_refresh_link(client: 
 
 
 def test_only_runs_of_this_service_wake_its_table(client: TestClient) -> None:
-    run = app_state(client).probe_runner.get(start(client, 3))
+    run = runner_of(client).get(start(client, 3))
     assert runs_filter("shop", "web")(run)
     assert not runs_filter("shop", "db")(run) and not runs_filter("other", "web")(run)
     assert not runs_filter("shop", "web")(object())  # cache changes are not run news

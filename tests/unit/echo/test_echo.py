@@ -1,54 +1,33 @@
-"""Wire tests of the echo backend: a real server on 127.0.0.1 ephemeral ports, in a thread of its own."""
+"""Wire tests of the echo backend (a real server on 127.0.0.1 ephemeral ports) and of its packaging."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app import echo
-from app.echo import EchoServer, Identity, ServeConfig
+from app.echo import Identity
+from app.echo.identity import format_peer
+from tests.unit.echo.running import RunningServer, running
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class RunningServer:
-    def __init__(self, identity: Identity) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        cfg = ServeConfig(identity=identity, host="127.0.0.1", http_port=0, tcp_port=0, udp_port=0, grace=2.0)
-        self.server = EchoServer(cfg)
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(timeout=10)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
-def _start(identity: Identity) -> Iterator[RunningServer]:
-    srv = RunningServer(identity)
-    try:
-        yield srv
-    finally:
-        srv.stop()
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
 def server() -> Iterator[RunningServer]:
-    yield from _start(Identity(pod="echo-a", ip="198.18.0.7", node="svcscope-dc"))
+    yield from running(Identity(pod="echo-a", ip="198.18.0.7", node="svcscope-dc"))
 
 
 def _get(port: int, method: str = "GET", headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
@@ -63,6 +42,8 @@ def _get(port: int, method: str = "GET", headers: dict[str, str] | None = None) 
 def test_http_get_reports_identity(server: RunningServer) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.server.http_port, timeout=5)
     conn.request("GET", "/some/path?x=1")
+    assert conn.sock is not None
+    client = "127.0.0.1:{}".format(*conn.sock.getsockname()[1:2])
     resp = conn.getresponse()
     body = resp.read()
     conn.close()
@@ -75,6 +56,7 @@ def test_http_get_reports_identity(server: RunningServer) -> None:
         "node": "svcscope-dc",
         "path": "/some/path?x=1",
         "method": "GET",
+        "peer": client,
     }
 
 
@@ -145,7 +127,8 @@ def test_http_bad_request(server: RunningServer) -> None:
 def test_tcp_banner_then_echo(server: RunningServer) -> None:
     with socket.create_connection(("127.0.0.1", server.server.tcp_port), timeout=5) as sock:
         f = sock.makefile("rwb")
-        assert f.readline() == b"pod=echo-a ip=198.18.0.7 node=svcscope-dc\n"
+        client = f"127.0.0.1:{sock.getsockname()[1]}".encode()
+        assert f.readline() == b"pod=echo-a ip=198.18.0.7 node=svcscope-dc peer=" + client + b"\n"
         f.write(b"hello there\n")
         f.flush()
         assert f.readline() == b"hello there\n"
@@ -153,7 +136,34 @@ def test_tcp_banner_then_echo(server: RunningServer) -> None:
 
 
 def test_udp_reply(server: RunningServer) -> None:
-    assert echo.udp_once("127.0.0.1", server.server.udp_port, 5) == "echo-a"
+    assert echo.udp_once("127.0.0.1", server.server.udp_port, 5).identity == "echo-a"
+
+
+def test_udp_reply_names_the_source_address() -> None:
+    identity = Identity(pod="echo-a", ip="198.18.0.7", node="n", mode="anonymous")
+    for srv in running(identity):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.connect(("127.0.0.1", srv.server.udp_port))
+            sock.send(b"ping\n")
+            reply = sock.recv(4096)
+            assert reply == f"token={identity.token} peer=127.0.0.1:{sock.getsockname()[1]}\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        (("10.1.2.3", 40000), "10.1.2.3:40000"),
+        (("::ffff:10.1.2.3", 40000, 0, 0), "10.1.2.3:40000"),  # an IPv4 client of a dual-stack listener
+        (("fd00::7", 5, 0, 0), "[fd00::7]:5"),
+        (("fe80::1%eth0", 5, 0, 2), "[fe80::1]:5"),
+        (None, None),
+        ("/run/echo.sock", None),
+        (("not-an-ip", 1), None),
+    ],
+)
+def test_format_peer(address: object, expected: str | None) -> None:
+    assert format_peer(address) == expected
 
 
 def test_many_concurrent_connections(server: RunningServer) -> None:
@@ -177,7 +187,7 @@ def test_many_concurrent_connections(server: RunningServer) -> None:
 def test_modes_hide_the_name(mode: echo.Mode) -> None:
     bodies = []
     for pod, ip in (("echo-a", "198.18.0.7"), ("echo-b", "198.18.0.8")):
-        for srv in _start(Identity(pod=pod, ip=ip, node="n", mode=mode)):
+        for srv in running(Identity(pod=pod, ip=ip, node="n", mode=mode)):
             resp = http.client.HTTPConnection("127.0.0.1", srv.server.http_port, timeout=5)
             resp.request("GET", "/")
             r = resp.getresponse()
@@ -189,68 +199,15 @@ def test_modes_hide_the_name(mode: echo.Mode) -> None:
             for text in (body, banner):
                 assert pod.encode() not in text and ip.encode() not in text
             bodies.append(body)
+    # Each reply also names the client's own address (its source port differs per connection), nothing else.
+    docs = [json.loads(b) for b in bodies]
+    assert all(doc.pop("peer").startswith("127.0.0.1:") for doc in docs)
     if mode == "identical":
-        assert bodies[0] == bodies[1]
+        assert docs[0] == docs[1]
     else:
         tokens = [json.loads(b)["token"] for b in bodies]
         assert tokens[0] != tokens[1]
         assert tokens[0] == Identity(pod="echo-a", ip="198.18.0.7", node="other", mode=mode).token
-
-
-def _client(*argv: str) -> list[str]:
-    lines: list[str] = []
-    args = echo.build_parser().parse_args(["client", *argv])
-    assert echo.run_client(args, out=lines.append) == 0
-    return lines
-
-
-def test_client_http_tcp_udp(server: RunningServer) -> None:
-    s = server.server
-    lines = _client(
-        "--count",
-        "3",
-        "--url",
-        f"http://127.0.0.1:{s.http_port}/",
-        "--tcp",
-        f"127.0.0.1:{s.tcp_port}",
-        "--udp",
-        f"127.0.0.1:{s.udp_port}",
-        "--timeout",
-        "5",
-    )
-    assert lines == ["echo-a"] * 9
-
-
-def test_client_keepalive(server: RunningServer) -> None:
-    lines = _client("--count", "5", "--keepalive", "--url", f"http://127.0.0.1:{server.server.http_port}/")
-    assert lines == ["echo-a"] * 5
-
-
-def test_client_reports_errors_and_exits_zero() -> None:
-    with socket.socket() as probe:  # a port that is surely closed: bound, never listening
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        lines = _client("--count", "2", "--url", f"http://127.0.0.1:{port}/", "--timeout", "2")
-    assert lines == ["ERROR refused", "ERROR refused"]
-
-
-def test_client_rejects_unbounded_count() -> None:
-    with pytest.raises(SystemExit):
-        echo.build_parser().parse_args(["client", "--count", "0", "--url", "http://127.0.0.1:1/"])
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("pod=a ip=1 node=n\n", "a"),
-        ("token=abc\n", "abc"),
-        ("echo\n", "anonymous"),
-        ('{"pod": "x", "path": "/"}', "x"),
-        ('{"path": "/"}', "anonymous"),
-    ],
-)
-def test_parse_identity(text: str, expected: str) -> None:
-    assert echo.parse_identity(text) == expected
 
 
 def test_serve_exits_cleanly_on_sigterm() -> None:
@@ -287,3 +244,45 @@ def _read_body(port: int) -> bytes:
     body = conn.getresponse().read()
     conn.close()
     return body
+
+
+def _imported_modules(source: str) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_echo_imports_only_the_standard_library() -> None:
+    # The echo image is the bare Python base plus app/echo/: an import of anything else fails only there.
+    package = ROOT / "app" / "echo"
+    outside = {
+        f"{path.name}: {name}"
+        for path in sorted(package.glob("*.py"))
+        for name in _imported_modules(path.read_text())
+        if name.split(".")[0] not in sys.stdlib_module_names and not name.startswith("app.echo")
+    }
+    assert outside == set()
+
+
+def test_echo_runs_from_its_own_files_without_site_packages(tmp_path: Path) -> None:
+    # What the echo image holds (devcluster/images.py build_echo): app/__init__.py and app/echo/ only.
+    shutil.copytree(
+        ROOT / "app" / "echo", tmp_path / "app" / "echo", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (tmp_path / "app" / "__init__.py").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-S", "-m", "app.echo", "client", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--count" in proc.stdout

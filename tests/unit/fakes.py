@@ -1,13 +1,18 @@
-"""A ClusterView made of plain dicts, plus builders for Services, slices and pods."""
+"""The unit tests' shared fakes: a ClusterView made of plain dicts (with builders for Services, slices
+and pods), a loopback L4 balancer standing in for kube-proxy, and a "cluster" of echo servers behind
+it that the probe runner reaches through its ``dial`` seam."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
+from app.config import Settings
 from app.domain import (
     ContainerPort,
     Endpoint,
@@ -23,8 +28,17 @@ from app.domain import (
     ServiceType,
     TargetRef,
 )
+from app.echo import EchoServer, Identity, Mode, ServeConfig
+from app.lifespan import limits_from
+from app.probe.runner import ProbeRunner
+from app.probe.spec import Limits
 
 NS = "demo"
+
+
+def limits(**overrides: object) -> Limits:
+    """The runner's bounds as the default Settings give them, with some replaced."""
+    return dataclasses.replace(limits_from(Settings()), **overrides)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -209,3 +223,66 @@ class L4Balancer:
             for w in (writer, up_w):
                 if w is not None:
                     w.close()
+
+
+# -- a loopback cluster: echo servers as pods, L4Balancers as the ClusterIP ports
+
+WEB = ObjectKey(NS, "web")
+PORTS = (
+    ServicePort("http", 80, "http"),
+    ServicePort("tcp", 9000, 9000),
+    ServicePort("udp", 9001, 9001, Protocol.UDP),
+)
+SLICE_PORTS = [EndpointPort("http", 8080), EndpointPort("tcp", 9000), EndpointPort("udp", 9001, Protocol.UDP)]
+
+
+@dataclass
+class Cluster:
+    view: FakeView
+    echoes: list[EchoServer]
+    http_lb: L4Balancer
+    tcp_lb: L4Balancer
+    routes: dict[tuple[str, int], tuple[str, int]]
+
+    def dial(self, host: str, port: int) -> tuple[str, int]:
+        return self.routes.get((host, port), ("127.0.0.1", 1))  # unknown: a closed port
+
+    def runner(self, clock: Callable[[], float] | None = None, **bounds: object) -> ProbeRunner:
+        if clock is not None:
+            return ProbeRunner(self.view, limits(**bounds), dial=self.dial, clock=clock)
+        return ProbeRunner(self.view, limits(**bounds), dial=self.dial)
+
+
+async def make_cluster(n: int, mode: Mode = "normal", **service_kw: object) -> AsyncIterator[Cluster]:
+    async with AsyncExitStack() as stack:
+        view = web_view(n, ports=PORTS, **service_kw)
+        view.set_endpoints(WEB, [(f"web-{i}", f"198.18.0.{10 + i}") for i in range(n)], SLICE_PORTS)
+        echoes = []
+        for i in range(n):
+            echo = EchoServer(
+                ServeConfig(
+                    Identity(f"web-{i}", f"198.18.0.{10 + i}", "node-1", mode),
+                    host="127.0.0.1",
+                    http_port=0,
+                    tcp_port=0,
+                    udp_port=0,
+                    grace=0.1,
+                )
+            )
+            await echo.start()
+            stack.push_async_callback(echo.stop)
+            echoes.append(echo)
+        http_lb = await stack.enter_async_context(L4Balancer([e.http_port for e in echoes]))
+        tcp_lb = await stack.enter_async_context(L4Balancer([e.tcp_port for e in echoes]))
+        routes = {
+            ("198.19.0.50", 80): ("127.0.0.1", http_lb.port),
+            ("198.19.0.50", 9000): ("127.0.0.1", tcp_lb.port),
+        }
+        if echoes:
+            routes[("198.19.0.50", 9001)] = ("127.0.0.1", echoes[0].udp_port)
+        for i, e in enumerate(echoes):
+            ip = f"198.18.0.{10 + i}"
+            routes[(ip, 8080)] = ("127.0.0.1", e.http_port)
+            routes[(ip, 9000)] = ("127.0.0.1", e.tcp_port)
+            routes[(ip, 9001)] = ("127.0.0.1", e.udp_port)
+        yield Cluster(view, echoes, http_lb, tcp_lb, routes)

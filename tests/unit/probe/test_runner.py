@@ -2,86 +2,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
 
 import pytest
 
-from app.domain import EndpointPort, ObjectKey, Protocol, ServicePort
-from app.echo import EchoServer, Identity, Mode, ServeConfig
-from app.probe.engine import (
-    Limits,
-    Origin,
-    ProbeRunner,
-    ProbeSpec,
-    Run,
-    RunLimitError,
-    RunStatus,
-    SpecError,
-    parse_origins,
-)
+from app.config import Settings
+from app.domain import ObjectKey, Origin
+from app.probe.run import ENDPOINTS_MAX_AGE_S, Run, RunStatus
+from app.probe.runner import ProbeRunner
+from app.probe.spec import ProbeSpec, RunLimitError, SpecError
 from app.probe.targets import ProbeProtocol
-from tests.unit.probe.fakes import NS, FakeView, L4Balancer, web_view
+from tests.unit.fakes import (
+    NS,
+    SLICE_PORTS,
+    WEB,
+    Cluster,
+    FakeView,
+    limits,
+    make_cluster,
+)
 
 pytestmark = pytest.mark.timeout(30)
-
-WEB = ObjectKey(NS, "web")
-PORTS = (
-    ServicePort("http", 80, "http"),
-    ServicePort("tcp", 9000, 9000),
-    ServicePort("udp", 9001, 9001, Protocol.UDP),
-)
-SLICE_PORTS = [EndpointPort("http", 8080), EndpointPort("tcp", 9000), EndpointPort("udp", 9001, Protocol.UDP)]
-
-
-@dataclass
-class Cluster:
-    view: FakeView
-    echoes: list[EchoServer]
-    http_lb: L4Balancer
-    tcp_lb: L4Balancer
-    routes: dict[tuple[str, int], tuple[str, int]]
-
-    def dial(self, host: str, port: int) -> tuple[str, int]:
-        return self.routes.get((host, port), ("127.0.0.1", 1))  # unknown: a closed port
-
-    def runner(self, **limits: object) -> ProbeRunner:
-        return ProbeRunner(self.view, Limits(**limits), dial=self.dial)  # type: ignore[arg-type]
-
-
-async def make_cluster(n: int, mode: Mode = "normal", **service_kw: object) -> AsyncIterator[Cluster]:
-    async with AsyncExitStack() as stack:
-        view = web_view(n, ports=PORTS, **service_kw)
-        view.set_endpoints(WEB, [(f"web-{i}", f"198.18.0.{10 + i}") for i in range(n)], SLICE_PORTS)
-        echoes = []
-        for i in range(n):
-            echo = EchoServer(
-                ServeConfig(
-                    Identity(f"web-{i}", f"198.18.0.{10 + i}", "node-1", mode),
-                    host="127.0.0.1",
-                    http_port=0,
-                    tcp_port=0,
-                    udp_port=0,
-                    grace=0.1,
-                )
-            )
-            await echo.start()
-            stack.push_async_callback(echo.stop)
-            echoes.append(echo)
-        http_lb = await stack.enter_async_context(L4Balancer([e.http_port for e in echoes]))
-        tcp_lb = await stack.enter_async_context(L4Balancer([e.tcp_port for e in echoes]))
-        routes = {
-            ("198.19.0.50", 80): ("127.0.0.1", http_lb.port),
-            ("198.19.0.50", 9000): ("127.0.0.1", tcp_lb.port),
-        }
-        if echoes:
-            routes[("198.19.0.50", 9001)] = ("127.0.0.1", echoes[0].udp_port)
-        for i, e in enumerate(echoes):
-            ip = f"198.18.0.{10 + i}"
-            routes[(ip, 8080)] = ("127.0.0.1", e.http_port)
-            routes[(ip, 9000)] = ("127.0.0.1", e.tcp_port)
-            routes[(ip, 9001)] = ("127.0.0.1", e.udp_port)
-        yield Cluster(view, echoes, http_lb, tcp_lb, routes)
 
 
 @pytest.fixture
@@ -252,7 +192,7 @@ async def test_bad_specs(cluster: Cluster, kw: dict[str, object], message: str) 
 
 
 def test_runner_needs_no_loop_until_start() -> None:
-    make: Callable[[], ProbeRunner] = lambda: ProbeRunner(FakeView())  # noqa: E731
+    make: Callable[[], ProbeRunner] = lambda: ProbeRunner(FakeView(), limits())  # noqa: E731
     assert make().runs() == []
 
 
@@ -286,7 +226,7 @@ class FakeRemote:
 
 async def test_probe_pod_origin_maps_client_lines(cluster: Cluster) -> None:
     remote = FakeRemote(["web-0", "web-1", "ERROR refused", "token=abc", "web-0"])
-    runner = ProbeRunner(cluster.view, Limits(), remote=remote, origins=(Origin.PROBE_POD, Origin.EXEC))
+    runner = ProbeRunner(cluster.view, limits(), remote=remote, origins=(Origin.PROBE_POD, Origin.EXEC))
     run = await finished(runner.start(spec(origin=Origin.PROBE_POD, count=6, concurrency=1)))
     s = run.summary()
     assert run.status == RunStatus.DONE
@@ -315,7 +255,7 @@ async def test_runs_know_their_client(cluster: Cluster) -> None:
     remote = FakeRemote(["web-0"])
     runner = ProbeRunner(
         cluster.view,
-        Limits(),
+        limits(),
         remote=remote,
         origins=(Origin.PROBE_POD, Origin.EXEC),
         dashboard_pod="svcscope-abc",
@@ -339,7 +279,7 @@ async def test_runs_know_their_client(cluster: Cluster) -> None:
 )
 async def test_remote_origin_checks(cluster: Cluster, kw: dict[str, object], message: str) -> None:
     runner = ProbeRunner(
-        cluster.view, Limits(), remote=FakeRemote([]), origins=(Origin.PROBE_POD, Origin.EXEC)
+        cluster.view, limits(), remote=FakeRemote([]), origins=(Origin.PROBE_POD, Origin.EXEC)
     )
     with pytest.raises(SpecError, match=message):
         runner.start(spec(**kw))
@@ -349,21 +289,23 @@ async def test_remote_origins_off_by_default(cluster: Cluster) -> None:
     with pytest.raises(SpecError, match="not enabled"):
         cluster.runner().start(spec(origin=Origin.PROBE_POD, concurrency=1))
     # Enabled in settings but without a client to act with: still only the dashboard.
-    assert ProbeRunner(cluster.view, origins=(Origin.EXEC,)).origins == (Origin.DASHBOARD,)
+    assert ProbeRunner(cluster.view, limits(), origins=(Origin.EXEC,)).origins == (Origin.DASHBOARD,)
     with pytest.raises(ValueError, match="SVCSCOPE_PROBE_ORIGINS"):
-        parse_origins(["probe-pod", "ssh"])
-    assert parse_origins(["dashboard", " exec "]) == (Origin.EXEC,)
+        Settings(probe_origins="probe-pod,ssh")
+    assert Settings(probe_origins="dashboard, exec ").probe_origins == [Origin.EXEC]
 
 
 async def test_attribution_cache_forgets_on_endpoint_change(cluster: Cluster) -> None:
     """Replies are attributed once per distinct reply, and again after the endpoints change."""
     from app.probe.attribution import Reply
 
-    run = cluster.runner().start(spec(count=1, concurrency=1))
+    now = [0.0]
+    run = cluster.runner(clock=lambda: now[0]).start(spec(count=1, concurrency=1))
     await finished(run)
     reply = Reply(body=b'{"pod": "web-7"}', status=200)
     assert run.attribute(reply).pod is None  # no such endpoint yet
     assert run.attribute(reply) is run.attribute(reply)  # remembered
     cluster.view.set_endpoints(WEB, [("web-7", "198.18.0.17")], SLICE_PORTS)
-    await asyncio.sleep(0.06)  # past ENDPOINTS_MAX_AGE_S: the next attribution re-reads the endpoints
+    assert run.attribute(reply).pod is None  # the endpoints read a moment ago still hold
+    now[0] += ENDPOINTS_MAX_AGE_S  # then they are re-read
     assert run.attribute(reply).pod == "web-7"

@@ -1,8 +1,9 @@
-"""The dashboard as a process inside the node's network namespace, driven over HTTP from the host.
+"""The dashboard as a process inside the node's network namespace, driven over HTTP from the host, and
+the helpers the probe tests share (deploy an echo app, wait until kube-proxy serves it, read hits).
 
-That is where users run it (in the cluster), until the image of the "Ship it" issue is deployed:
-it binds 0.0.0.0 inside the namespace and the host reaches it at the namespace's link address.
-Used by tests/e2e/test_probe.py and bench/probe_rate.py. (No tests in this module.)
+Inside the namespace it probes from where users run it (in the cluster) without building the image:
+it binds 0.0.0.0 there and the host reaches it at the namespace's link address.
+Used by the e2e probe tests and bench/probe_rate.py. (No tests in this module.)
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
+
+from tests.e2e.conftest import EchoApp
 
 REPO = Path(__file__).resolve().parents[2]
 LINK_ADDRESS = "198.18.255.254"  # the node namespace's side of the host link
@@ -142,3 +146,49 @@ def start_dashboard(
             dash.stop()
             raise AssertionError(f"dashboard not ready after {timeout} s:\n{dash.log_tail()}")
         time.sleep(0.2)
+
+
+# -- shared by the probe tests
+
+
+def hits(run: dict[str, Any]) -> dict[str, int]:
+    return {p["pod"]: p["hits"] for p in run["pods"]}
+
+
+def probe_body(app: EchoApp, **kw: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "namespace": app.namespace,
+        "service": app.name,
+        "port": "http",
+        "protocol": "HTTP",
+    }
+    body.update(kw)
+    return body
+
+
+def deployed(
+    deploy_echo: Callable[..., EchoApp], dashboard: Dashboard, namespace: str, replicas: int = 3, **kw: Any
+) -> EchoApp:
+    app = deploy_echo(namespace, replicas=replicas, **kw)
+    dashboard.wait_endpoints(namespace, app.name, replicas)
+    # Identical replies cannot tell pods apart, and ClientIP affinity sends every probe to one pod.
+    one_pod_view = (kw.get("env") or {}).get("ECHO_MODE") == "identical" or "ClientIP" in kw.get(
+        "service_spec", ""
+    )
+    wait_serving(dashboard, probe_body(app), None if one_pod_view else replicas)
+    return app
+
+
+def wait_serving(dashboard: Dashboard, body: dict[str, Any], pods: int | None = None) -> None:
+    """kube-proxy programs its rules on its own schedule, after the EndpointSlices the dashboard sees:
+    until then connections to the ClusterIP are refused, or reach only the endpoints of its last sync.
+    Wait until a small probe gets no error and (when ``pods`` is given) reaches that many pods."""
+    deadline = time.monotonic() + 30
+    while True:
+        run = dashboard.probe(**{**body, "count": 24, "concurrency": 3})
+        answered = sum(1 for p in run["pods"] if p["hits"])
+        if not run["errors"] and (pods is None or answered == pods):
+            return
+        assert time.monotonic() < deadline, (
+            f"the Service never answered cleanly: {run['errors']}, {hits(run)}"
+        )

@@ -12,10 +12,9 @@ import pytest
 from app.config import Settings
 from app.kube.cache import ServiceCache
 from app.main import create_app
-from app.probe.engine import Limits, ProbeRunner
+from app.probe.runner import ProbeRunner
 from app.web.security import make_csrf_token
-from tests.unit.probe.fakes import L4Balancer
-from tests.unit.probe.test_engine import Cluster, make_cluster
+from tests.unit.fakes import Cluster, L4Balancer, limits, make_cluster
 
 pytestmark = pytest.mark.timeout(30)
 SECRET = "test-secret"
@@ -39,7 +38,7 @@ async def client() -> AsyncIterator[tuple[httpx.AsyncClient, Cluster]]:
         cache = filled_cache(cluster)
         app = create_app(Settings(csrf_secret=SECRET, sse_coalesce_s=0.05), cache=cache, start_watchers=False)
         async with app.router.lifespan_context(app):
-            app.state.svc.probe_runner = ProbeRunner(cache, Limits(), dial=cluster.dial)
+            app.state.svc.probe_runner = ProbeRunner(cache, limits(), dial=cluster.dial)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
                 yield c, cluster
@@ -111,7 +110,7 @@ async def test_html_body_is_escaped() -> None:
             cache = filled_cache(cluster)
             app = create_app(Settings(csrf_secret=SECRET), cache=cache, start_watchers=False)
             async with app.router.lifespan_context(app):
-                runner = ProbeRunner(cache, Limits(), dial=cluster.dial)
+                runner = ProbeRunner(cache, limits(), dial=cluster.dial)
                 app.state.svc.probe_runner = runner
                 async with httpx.AsyncClient(
                     transport=httpx.ASGITransport(app=app), base_url="http://localhost"
@@ -257,3 +256,22 @@ async def test_compare_refusals(
         r = await c.get(f"{path}?{query}", headers={"Accept": "application/json"})
         assert r.status_code == status, (path, r.text)
         assert message in r.json()["detail"]
+
+
+async def test_configured_count_limit_is_the_one_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SVCSCOPE_PROBE_MAX_COUNT reaches the API's validation and the form's max= alike."""
+    monkeypatch.setenv("SVCSCOPE_PROBE_MAX_COUNT", "20000")
+    async for cluster in make_cluster(1):
+        settings = Settings(csrf_secret=SECRET)
+        assert settings.probe_max_count == 20_000
+        app = create_app(settings, cache=filled_cache(cluster), start_watchers=False)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+                form = await c.get("/probes/new?namespace=demo&service=web")
+                assert 'name="count" value="600" min="1" max="20000"' in form.text
+                over = await c.post("/api/v1/probes", json={**BODY, "count": 20_001})
+                assert over.status_code == 422 and "count must be between 1 and 20000" in over.text
+                started = await c.post("/api/v1/probes", json={**BODY, "count": 15_000, "concurrency": 1})
+                assert started.status_code == 202, started.text
+                await c.post(f"/api/v1/probes/{started.json()['id']}/cancel", json={})

@@ -1,0 +1,5 @@
+import sys
+
+from app.echo.cli import main
+
+sys.exit(main())

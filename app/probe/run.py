@@ -1,0 +1,251 @@
+"""One probe run: its spec and target, the results so far, and the endpoints it re-reads as it goes.
+
+Results are appended here and followers read them with a cursor, so none is lost however slow the
+follower. ``clock`` is a seam: tests move time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from app.probe.attribution import Attribution, Candidate, Fingerprints, Matcher, Reply, Rule, attribute
+from app.probe.spec import ProbeSpec
+from app.probe.stats import Outcome, RunShape, Summary, summarize
+from app.probe.targets import Backend, ClusterView, ProbeTarget, backends, forbidden_endpoint
+
+SAMPLE_CHARS = 300
+MAX_SAMPLES = 24
+ENDPOINTS_MAX_AGE_S = 0.05  # requests re-read the endpoints from the cache at most this often
+ATTRIBUTION_CACHE = 64  # distinct replies whose attribution a run remembers (cleared on endpoint changes)
+RUN_ID_BYTES = 6
+RUN_ID_PATTERN = rf"^[0-9a-f]{{{RUN_ID_BYTES * 2}}}$"  # what new_run_id makes; URLs are checked against it
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(RUN_ID_BYTES)
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+
+
+class AttributionMode(enum.StrEnum):
+    """How a run tells which pod answered (see the README's "How attribution works")."""
+
+    RULE = "rule"  # an explicit identity rule
+    AUTO = "auto"  # pods name themselves in their replies
+    FINGERPRINT = "fingerprint"  # replies matched by content against direct probes of each pod
+    NONE = "none"  # no way to tell
+
+
+@dataclass(slots=True)
+class Calibration:
+    """Direct probes of each endpoint before the run (only without an explicit rule)."""
+
+    mode: AttributionMode = AttributionMode.RULE
+    note: str = ""
+    fingerprints: Fingerprints | None = None
+    auto_ok: bool = True
+    probed: dict[str, str] = field(default_factory=dict)  # pod -> outcome text
+
+
+class Run:
+    def __init__(
+        self,
+        run_id: str,
+        spec: ProbeSpec,
+        target: ProbeTarget,
+        rule: Rule | None,
+        view: ClusterView,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.id = run_id
+        self.spec = spec
+        self.target = target
+        self.rule = rule
+        self.clock = clock
+        self._view = view
+        self.created = time.time()
+        self.started = clock()
+        self.finished_at: float | None = None
+        self.status = RunStatus.RUNNING
+        self.error: str | None = None
+        self.results: list[Outcome] = []
+        self.samples: dict[str, str] = {}
+        self.calibration = Calibration()
+        self.first_reply_ms: float | None = None
+        self.endpoints_changed = False
+        self.known: dict[str, Backend] = {}
+        self.task: asyncio.Task[None] | None = None
+        self._issued = 0
+        self._connections = 0
+        self._changed = asyncio.Event()
+        self._waiting = 0  # followers waiting on _changed (no new Event per result when there are none)
+        self._attributions: dict[Reply, Attribution] = {}
+        self._current: tuple[Backend, ...] = ()
+        self._current_key: frozenset[tuple[str | None, str, bool]] | None = None
+        self._matcher = Matcher(())
+        self._candidates: tuple[Candidate, ...] = ()
+        self.forbidden: str | None = None  # set when the endpoints turn to a refused address mid-run
+        self._read_at = 0.0
+        # Where the requests come from (the client kube-proxy sees), when known: a pod name and its IP.
+        self.client_pod: str | None = None
+        self.client_ip: str | None = None
+
+    # -- endpoints, re-read from the view so scaling mid-run is seen
+    def current(self, max_age_s: float = 0.0) -> tuple[Backend, ...]:
+        """The endpoints now; with ``max_age_s``, a copy at most that old (the per-request path)."""
+        t = self.clock()
+        if max_age_s and self._current_key is not None and t - self._read_at < max_age_s:
+            return self._current
+        self._read_at = t
+        now = backends(self._view, self.target)
+        key = frozenset((b.pod, b.ip, b.ready) for b in now)
+        if key != self._current_key:
+            if self._current_key is not None:
+                self.endpoints_changed = True
+            self._current_key = key
+            self._current = now
+            self._candidates = tuple(Candidate(b.pod, b.ip) for b in now if b.pod is not None)
+            self._matcher = Matcher(self._candidates)
+            self._attributions.clear()
+            for b in now:
+                if b.pod is not None:
+                    self.known[b.pod] = b
+            self.forbidden = forbidden_endpoint(self._view, self.target)
+        return self._current
+
+    def pod_named(self, text: str) -> str | None:
+        """The current endpoint's pod whose name or IP is exactly ``text`` (a remote client's report)."""
+        return self._matcher.pod_for(text)
+
+    def pods_named_in(self, text: str) -> set[str]:
+        """Every current endpoint's pod whose name or IP appears in ``text``."""
+        return self._matcher.pods_in(text)
+
+    @property
+    def finished(self) -> bool:
+        return self.status != RunStatus.RUNNING
+
+    @property
+    def elapsed_s(self) -> float:
+        end = self.finished_at if self.finished_at is not None else self.clock()
+        return end - self.started
+
+    def restart_clock(self) -> None:
+        """The run's time starts now (after calibration or once a remote client is about to send)."""
+        self.started = self.clock()
+
+    def next_seq(self) -> int | None:
+        if self._issued >= self.spec.count:
+            return None
+        self._issued += 1
+        return self._issued
+
+    def next_connection(self) -> int:
+        self._connections += 1
+        return self._connections
+
+    def add(self, outcome: Outcome, sample: str | None = None) -> None:
+        self.results.append(outcome)
+        if outcome.error is None and self.first_reply_ms is None:
+            self.first_reply_ms = outcome.at_ms + (outcome.latency_ms or 0.0)
+        if sample is not None and len(self.samples) < MAX_SAMPLES:
+            self.samples.setdefault(_sample_key(outcome), sample)
+        self._notify()
+
+    def wants_sample(self, outcome: Outcome) -> bool:
+        """Whether ``add`` would keep a sample for this outcome (so the hot path builds it only then)."""
+        return len(self.samples) < MAX_SAMPLES and _sample_key(outcome) not in self.samples
+
+    def finish(self, status: RunStatus, error: str | None = None) -> None:
+        if self.finished:
+            return
+        self.status = status
+        self.error = error
+        self.finished_at = self.clock()
+        self._notify()
+
+    def _notify(self) -> None:
+        if not self._waiting:  # nobody waits: the next waiter checks the results before waiting
+            return
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _wait(self) -> None:
+        self._waiting += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self._waiting -= 1
+
+    async def follow(self, cursor: int = 0) -> AsyncIterator[list[Outcome]]:
+        """Batches of results from ``cursor`` on, until the run is finished and all were delivered."""
+        while True:
+            if cursor < len(self.results):
+                batch = self.results[cursor:]
+                cursor += len(batch)
+                yield batch
+                continue
+            if self.finished:
+                return
+            await self._wait()
+
+    async def wait_changed(self) -> None:
+        if not self.finished:
+            await self._wait()
+
+    def summary(self) -> Summary:
+        shape = RunShape(
+            total=self.spec.count,
+            session_affinity=self.target.session_affinity,
+            affinity_timeout_s=self.target.affinity_timeout_s,
+            reuse=self.spec.reuse,
+            concurrency=self.spec.concurrency,
+            protocol=self.spec.protocol.value,
+            endpoints_changed=self.endpoints_changed,
+            finished=self.finished,
+        )
+        return summarize(self.results, shape, self.current(), tuple(self.known.values()))
+
+    def attribute(self, reply: Reply) -> Attribution:
+        """Which pod sent ``reply``. A pure function of the reply and the current endpoints, so the answer
+        is remembered per distinct reply (a backend's replies repeat) until the endpoints change."""
+        self.current(ENDPOINTS_MAX_AGE_S)
+        known = self._attributions.get(reply)
+        if known is not None:
+            return known
+        cal = self.calibration
+        who = attribute(
+            reply,
+            self._candidates,
+            rule=self.rule,
+            fingerprints=cal.fingerprints,
+            matcher=self._matcher,
+            auto=cal.auto_ok,
+        )
+        if len(self._attributions) >= ATTRIBUTION_CACHE:  # replies that never repeat: bounded memory
+            self._attributions.clear()
+        self._attributions[reply] = who
+        return who
+
+
+def _sample_key(outcome: Outcome) -> str:
+    return outcome.pod or ("error " + outcome.error if outcome.error else "unattributed")
+
+
+def sample_of(reply: Reply) -> str:
+    text = reply.body[:SAMPLE_CHARS].decode("utf-8", errors="replace")
+    head = f"{reply.status} " if reply.status is not None else ""
+    more = "…" if len(reply.body) > SAMPLE_CHARS else ""
+    return f"{head}{text}{more}"

@@ -1,0 +1,176 @@
+"""The probe runner: admits runs (limits, rate, enabled origins), keeps the recent ones, cancels them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+
+from app.domain import ObjectKey, Origin
+from app.probe.attribution import Rule, RuleError, parse_rule
+from app.probe.calibrate import calibrate
+from app.probe.engine import Dial, worker
+from app.probe.remote import RemoteProber, execute_remote
+from app.probe.run import Run, RunStatus, new_run_id
+from app.probe.spec import Limits, ProbeSpec, RunLimitError, SpecError
+from app.probe.targets import ClusterView, ForbiddenAddress, resolve
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 60.0  # Limits.per_minute counts the runs started in this window
+
+
+class ProbeRunner:
+    """Starts, bounds, keeps and cancels runs."""
+
+    def __init__(
+        self,
+        view: ClusterView,
+        limits: Limits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        dial: Dial | None = None,
+        remote: RemoteProber | None = None,
+        origins: Sequence[Origin] = (),
+        dashboard_pod: str | None = None,
+        dashboard_ip: str | None = None,
+    ) -> None:
+        """``dial`` maps a checked target address to the socket address to connect to (a test seam);
+        ``clock`` times admission and runs (a test seam); ``dashboard_pod``/``dashboard_ip`` name this
+        process's pod (the client of "dashboard" runs)."""
+        self.view = view
+        self.limits = limits
+        self._clock = clock
+        self._dial: Dial = dial or (lambda host, port: (host, port))
+        self.remote = remote
+        self.origins = (Origin.DASHBOARD, *(o for o in origins if o is not Origin.DASHBOARD and remote))
+        self._runs: OrderedDict[str, Run] = OrderedDict()
+        self._starts: deque[float] = deque()
+        self._dashboard = (dashboard_pod, dashboard_ip)
+
+    def get(self, run_id: str) -> Run | None:
+        return self._runs.get(run_id)
+
+    def runs(self) -> list[Run]:
+        return list(reversed(self._runs.values()))
+
+    @property
+    def active(self) -> int:
+        return sum(1 for r in self._runs.values() if not r.finished)
+
+    def start(self, spec: ProbeSpec) -> Run:
+        """Validate and start a run; raises SpecError, TargetError or RunLimitError."""
+        spec = spec.validated(self.limits)
+        key = ObjectKey(spec.namespace, spec.service)
+        target = resolve(self.view, key, spec.port, spec.protocol)
+        self._check_origin(spec)
+        rule_text = spec.identity or target.identity_annotation
+        rule: Rule | None = None
+        if rule_text:
+            try:
+                rule = parse_rule(rule_text)
+            except RuleError as exc:
+                origin = "identity" if spec.identity else "annotation svcscope.io/pod-identity"
+                raise SpecError(f"{origin}: {exc}") from exc
+        now = self._clock()
+        while self._starts and now - self._starts[0] > RATE_WINDOW_S:
+            self._starts.popleft()
+        if len(self._starts) >= self.limits.per_minute:
+            raise RunLimitError(f"at most {self.limits.per_minute} probe runs per minute; try again shortly")
+        if self.active >= self.limits.max_active:
+            raise RunLimitError(f"{self.active} probe runs are active (limit {self.limits.max_active})")
+        self._starts.append(now)
+        run = Run(new_run_id(), spec, target, rule, self.view, clock=self._clock)
+        self._set_client(run)
+        run.current()
+        self._runs[run.id] = run
+        self._evict()
+        run.task = asyncio.create_task(self._execute(run), name=f"probe-run-{run.id}")
+        # A task cancelled before its first step never runs _execute's handlers.
+        run.task.add_done_callback(lambda _: run.finish(RunStatus.CANCELLED))
+        return run
+
+    def _check_origin(self, spec: ProbeSpec) -> None:
+        if spec.origin not in self.origins:
+            raise SpecError(
+                f"origin {spec.origin.value!r} is not enabled "
+                f"(enabled: {', '.join(o.value for o in self.origins)}); "
+                "see SVCSCOPE_PROBE_ORIGINS and the chart's probe RBAC values"
+            )
+        if spec.origin is Origin.DASHBOARD:
+            return
+        if spec.concurrency != 1:
+            raise SpecError(f"origin {spec.origin.value} sends one request at a time: set concurrency to 1")
+        if spec.method != "GET" or spec.identity:
+            raise SpecError(f"origin {spec.origin.value} supports GET without an identity rule only")
+        if spec.origin is Origin.EXEC:
+            if not spec.exec_pod:
+                raise SpecError("origin exec needs exec_pod: a pod of the Service's namespace")
+            pod = self.view.pod(ObjectKey(spec.namespace, spec.exec_pod))
+            if pod is None or pod.phase != "Running":
+                raise SpecError(f"pod {spec.namespace}/{spec.exec_pod} is not a watched running pod")
+
+    def _set_client(self, run: Run) -> None:
+        spec = run.spec
+        if spec.origin is Origin.DASHBOARD:
+            run.client_pod, run.client_ip = self._dashboard
+        elif spec.origin is Origin.PROBE_POD:
+            run.client_pod = f"svcscope-probe-{run.id}"  # its IP is known only while it runs
+        elif spec.exec_pod:
+            pod = self.view.pod(ObjectKey(spec.namespace, spec.exec_pod))
+            run.client_pod, run.client_ip = spec.exec_pod, pod.pod_ip if pod else None
+
+    def cancel(self, run_id: str) -> bool:
+        run = self._runs.get(run_id)
+        if run is None or run.finished or run.task is None:
+            return False
+        run.task.cancel()
+        return True
+
+    async def aclose(self) -> None:
+        tasks = [r.task for r in self._runs.values() if r.task is not None and not r.task.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _evict(self) -> None:
+        while len(self._runs) > self.limits.kept:
+            victim = next((k for k, r in self._runs.items() if r.finished), None)
+            if victim is None:
+                return
+            del self._runs[victim]
+
+    async def _execute(self, run: Run) -> None:
+        workers: list[asyncio.Task[None]] = []
+        try:
+            async with asyncio.timeout(self.limits.run_deadline_s):
+                if run.spec.origin is not Origin.DASHBOARD:
+                    assert self.remote is not None  # _check_origin enables other origins only with one
+                    await execute_remote(run, self.remote)
+                    run.finish(RunStatus.DONE)
+                    return
+                if run.rule is None:
+                    await calibrate(run, self.view, self._dial)
+                run.restart_clock()
+                workers = [
+                    asyncio.create_task(worker(run, self._dial), name=f"probe-{run.id}-{i}")
+                    for i in range(run.spec.concurrency)
+                ]
+                await asyncio.gather(*workers)
+            run.finish(RunStatus.DONE)
+        except asyncio.CancelledError:
+            run.finish(RunStatus.CANCELLED)
+        except ForbiddenAddress as exc:
+            run.finish(RunStatus.FAILED, exc.message)
+        except TimeoutError:
+            run.finish(RunStatus.TIMED_OUT, f"run exceeded {self.limits.run_deadline_s:.0f} s")
+        except Exception as exc:  # a bug must not leave the run "running" forever
+            log.exception("probe run %s failed", run.id)
+            run.finish(RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        finally:
+            for w in workers:
+                w.cancel()
+            if workers:
+                await asyncio.gather(*workers, return_exceptions=True)

@@ -1,0 +1,76 @@
+"""What a probe run is asked to do (``ProbeSpec``), the bounds it must respect (``Limits``), and the
+errors that refuse it. Pure: the values come from ``Settings`` through the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal, get_args
+
+from app.domain import Origin
+from app.probe import wire
+from app.probe.targets import ProbeProtocol
+
+Method = Literal["GET", "HEAD"]
+METHODS: tuple[str, ...] = get_args(Method)
+MIN_TIMEOUT_S = 0.05
+
+
+class SpecError(ValueError):
+    """Invalid probe parameters."""
+
+
+class RunLimitError(Exception):
+    """Too many active runs, or too many runs per minute."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The runner's bounds. No defaults here: ``Settings`` holds them (``app.lifespan.limits_from``)."""
+
+    max_count: int
+    max_concurrency: int
+    max_active: int
+    kept: int
+    per_minute: int
+    max_timeout_s: float
+    run_deadline_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSpec:
+    namespace: str
+    service: str
+    port: str
+    protocol: ProbeProtocol = ProbeProtocol.HTTP
+    count: int = 100
+    concurrency: int = 10
+    reuse: bool = False
+    method: str = "GET"
+    path: str = "/"
+    timeout_s: float = 2.0
+    identity: str | None = None
+    origin: Origin = Origin.DASHBOARD
+    exec_pod: str | None = None  # origin exec: the pod (in the Service's namespace) to run the client in
+
+    def validated(self, limits: Limits) -> ProbeSpec:
+        if not 1 <= self.count <= limits.max_count:
+            raise SpecError(f"count must be between 1 and {limits.max_count}")
+        if not 1 <= self.concurrency <= limits.max_concurrency:
+            raise SpecError(f"concurrency must be between 1 and {limits.max_concurrency}")
+        if not MIN_TIMEOUT_S <= self.timeout_s <= limits.max_timeout_s:
+            raise SpecError(f"timeout_s must be between {MIN_TIMEOUT_S} and {limits.max_timeout_s}")
+        method = self.method.upper()
+        if method not in METHODS:
+            raise SpecError(f"method must be one of {', '.join(METHODS)}")
+        try:
+            path = wire.validate_path(self.path)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from exc
+        return replace(
+            self,
+            port=str(self.port).strip(),
+            concurrency=min(self.concurrency, self.count),
+            method=method,
+            path=path,
+            identity=(self.identity or "").strip() or None,
+        )

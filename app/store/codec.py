@@ -1,0 +1,69 @@
+"""A run's frozen ``Summary`` as JSON and back, exactly (floats round-trip through ``repr``).
+
+The per-request ``sequence`` is left out: it is as long as the run and follows from the stored outcomes
+(``records.sequence_of``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from app.probe.stats import ChiSquare, PodStats, Summary
+
+
+def encode_summary(s: Summary) -> str:
+    data: dict[str, Any] = {
+        "total": s.total,
+        "done": s.done,
+        "replies": s.replies,
+        "attributed": s.attributed,
+        "pods": [
+            {
+                "pod": p.pod,
+                "ip": p.ip,
+                "node": p.node,
+                "hits": p.hits,
+                "share": p.share,
+                "expected_share": p.expected_share,
+                "p50_ms": p.p50_ms,
+                "p95_ms": p.p95_ms,
+                "current": p.current,
+            }
+            for p in s.pods
+        ],
+        "unattributed": s.unattributed,
+        "unattributed_reasons": [list(r) for r in s.unattributed_reasons],
+        "errors": [list(e) for e in s.errors],
+        "connections": s.connections,
+        "latency_p50_ms": s.latency_p50_ms,
+        "latency_p95_ms": s.latency_p95_ms,
+        "chi_square": (
+            [s.chi_square.statistic, s.chi_square.dof, s.chi_square.p_value] if s.chi_square else None
+        ),
+        "verdict": s.verdict,
+        "explanations": list(s.explanations),
+    }
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_summary(text: str) -> Summary:
+    d = json.loads(text)
+    chi = d["chi_square"]
+    return Summary(
+        total=d["total"],
+        done=d["done"],
+        replies=d["replies"],
+        attributed=d["attributed"],
+        pods=tuple(PodStats(**p) for p in d["pods"]),
+        unattributed=d["unattributed"],
+        unattributed_reasons=tuple((r, n) for r, n in d["unattributed_reasons"]),
+        errors=tuple((k, n) for k, n in d["errors"]),
+        sequence=(),
+        connections=d["connections"],
+        latency_p50_ms=d["latency_p50_ms"],
+        latency_p95_ms=d["latency_p95_ms"],
+        chi_square=ChiSquare(chi[0], chi[1], chi[2]) if chi is not None else None,
+        verdict=d["verdict"],
+        explanations=tuple(d["explanations"]),
+    )
