@@ -262,6 +262,7 @@ def pod_from_api(obj: Obj) -> Pod:
         deleting=meta.get("deletionTimestamp") is not None,
         container_ports=tuple(ports),
         resource_version=str(meta.get("resourceVersion") or ""),
+        host_ip=_opt_str(status.get("hostIP")) or None,
     )
 
 

@@ -15,6 +15,7 @@ from app.catalog.query import DEFAULT_TYPES, ServiceQuery, SortField, TypeFilter
 from app.domain import DNS_LABEL, LABEL_MAX, ObjectKey
 from app.kube.cache import ServiceCache
 from app.web import partials
+from app.web.affinity import panel_context as affinity_panel
 from app.web.compare import service_runs
 from app.web.deps import CacheDep, SettingsDep, StateDep, TemplatesDep
 from app.web.params import NamePath, NamespacePath
@@ -126,7 +127,7 @@ async def service_page(
         d=detail,
         namespace=namespace,
         name=name,
-        affinity_patch=settings.allow_affinity_patch,
         runs=service_runs(state, namespace, name),
+        **affinity_panel(state, namespace, name),
         probe=panel(state),
     )

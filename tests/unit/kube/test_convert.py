@@ -78,6 +78,10 @@ def test_pod_fields_and_named_ports():
     assert p.resolve_port("nope") is None
     assert p.resolve_port(9000) == 9000
     assert p.resolve_port("web", Protocol.UDP) is None
+    assert p.host_ip is None
+    raw = pod("web-2")
+    raw["status"]["hostIP"] = "198.18.255.1"
+    assert convert.pod_from_api(raw).host_ip == "198.18.255.1"
 
 
 def test_model_objects_are_accepted_via_as_dict():
