@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.kube.actions import ActionError, AffinityChange, Refusal
 from app.main import create_app
-from app.web.security import make_csrf_token
 from tests.unit.kube.objects import demo_cache
+from tests.unit.web.csrf import token as fetch_token
 
 SECRET = "test"
 API = "/api/v1/services/shop/db/session-affinity"
@@ -176,7 +176,7 @@ def test_form_needs_csrf(client: tuple[TestClient, FakeActions]) -> None:
 
 def test_htmx_form_shows_the_result_in_place(client: tuple[TestClient, FakeActions]) -> None:
     c, fake = client
-    token = make_csrf_token(SECRET)
+    token = fetch_token(c)
     hx = {"HX-Request": "true"}
     r = c.post(
         FORM, data={"csrf_token": token, "session_affinity": "ClientIP", "timeout_s": "90"}, headers=hx
@@ -193,7 +193,7 @@ def test_htmx_form_shows_the_result_in_place(client: tuple[TestClient, FakeActio
 
 def test_plain_form_redirects_to_the_service(client: tuple[TestClient, FakeActions]) -> None:
     c, fake = client
-    data = {"csrf_token": make_csrf_token(SECRET), "session_affinity": "None", "timeout_s": "90"}
+    data = {"csrf_token": fetch_token(c), "session_affinity": "None", "timeout_s": "90"}
     r = c.post(FORM, data=data, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/services/shop/db"
     assert fake.calls == [("shop", "db", AffinityChange("None"))]
