@@ -158,7 +158,7 @@ class CsrfProblem(enum.StrEnum):
 
 CSRF_MESSAGES = {
     CsrfProblem.MISSING: "missing CSRF token: reload the page and submit again",
-    CsrfProblem.NO_COOKIE: "missing CSRF cookie: reload the page (it sets the cookie) and submit again",
+    CsrfProblem.NO_COOKIE: "CSRF token without its cookie: reload the page (it sets it) and submit again",
     CsrfProblem.INVALID: "invalid CSRF token: reload the page and submit again",
     CsrfProblem.EXPIRED: (
         "CSRF token expired: the page is older than {hours}; reload the page and submit again"
