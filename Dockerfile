@@ -49,6 +49,8 @@ EXPOSE 8080
 # SSE streams would otherwise hold the process until the kubelet kills it (the chart keeps
 # terminationGracePeriodSeconds above this). Proxy headers are not trusted: the dashboard is reached
 # through kubectl port-forward, never through a proxy that could vouch for them.
+# The h11 protocol of app.web.server closes connections without resetting them (a reset takes kubectl
+# port-forward down) and answers oversized request heads with 414/431.
 CMD ["python", "-m", "uvicorn", "--factory", "app.main:create_app", \
-     "--host", "0.0.0.0", "--port", "8080", \
+     "--host", "0.0.0.0", "--port", "8080", "--http", "app.web.server:LingeringH11Protocol", \
      "--no-proxy-headers", "--timeout-graceful-shutdown", "10"]

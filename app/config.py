@@ -33,8 +33,18 @@ class Settings(BaseSettings):
 
     # -- Web
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)  # besides localhost names
+    # Signs the CSRF tokens (the chart sets it from a kept Secret; unset: a new one per process start).
     csrf_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
+    csrf_max_age_s: float = 12 * 3600.0  # a page's CSRF token is refused (403, "reload") after this long
+    # Request bounds, checked before anything parses the request (413 / 414 / 431 with a message).
+    max_body_bytes: int = 64 * 1024  # every request body, JSON and form (the forms are tiny)
+    max_url_bytes: int = 8 * 1024  # path and query
+    max_header_bytes: int = 32 * 1024  # all header names and values
     sse_coalesce_s: float = 0.25  # at most one fragment per stream per this interval
+    # Live streams (every kind: lists, Service pages, runs) open at once: 503 beyond the total, 429 beyond
+    # the per-client count. Through kubectl port-forward every viewer has the same client address.
+    sse_max_streams: int = 64
+    sse_max_streams_per_client: int = 32
     page_size: int = 50
 
     # -- Probes

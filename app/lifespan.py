@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
 from app.config import Settings
 from app.hub import EventHub
@@ -58,8 +58,6 @@ def build_state(
     cache.subscribe(hub.publish)
     registry = CollectorRegistry()
     registry.register(CacheCollector(cache))
-    sse = Gauge("svcscope_sse_clients", "Open Server-Sent Event streams", registry=registry)
-    sse.set_function(lambda: hub.subscriber_count)
     return AppState(
         settings=settings,
         cache=cache,

@@ -35,7 +35,7 @@ from app.web.deps import StateDep, TemplatesDep
 from app.web.errors import http_error
 from app.web.params import NamePath, NamespacePath
 from app.web.render import fragment, wants_fragment
-from app.web.security import make_csrf_token
+from app.web.security import csrf_token
 from app.writepolicy import Write
 
 router = APIRouter()
@@ -213,17 +213,18 @@ async def patch_affinity_form(
             raise
         # htmx does not swap 4xx answers: the message goes in place, the status in the fragment.
         current = state.cache.service(ObjectKey(namespace, name))
-        html = _panel(templates, state, namespace, name, current, exc.status_code, str(exc.detail))
+        html = _panel(request, templates, state, namespace, name, current, exc.status_code, str(exc.detail))
         return HTMLResponse(html, headers={"X-Affinity-Status": str(exc.status_code)})
     if not htmx:
         return RedirectResponse(f"/services/{namespace}/{name}", status_code=303)
     message = f"Patched: {_describe(made)}. {NEW_CONNECTIONS[0].upper()}{NEW_CONNECTIONS[1:]}."
     if not_recorded:
         message += f" The change was not recorded as an Event on the Service: {not_recorded}"
-    return HTMLResponse(_panel(templates, state, namespace, name, svc, 200, message))
+    return HTMLResponse(_panel(request, templates, state, namespace, name, svc, 200, message))
 
 
 def _panel(
+    request: Request,
     templates: Any,
     state: AppState,
     namespace: str,
@@ -239,7 +240,7 @@ def _panel(
         templates,
         "partials/_affinity_form.html",
         service=service,
-        csrf_token=make_csrf_token(state.settings.csrf_secret),
+        csrf_token=csrf_token(request),
         affinity_result={"status": status, "message": message},
         **panel_context(state, namespace, name),
     )

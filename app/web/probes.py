@@ -33,7 +33,7 @@ from app.web.errors import DOMAIN_ERRORS, http_error
 from app.web.params import Name, NameQuery, PodName, RunIdPath
 from app.web.probe_json import CancelOut, RunDetailOut, RunOut
 from app.web.render import fragment, page, wants_fragment
-from app.web.security import make_csrf_token
+from app.web.security import csrf_token
 
 router = APIRouter()
 
@@ -178,21 +178,20 @@ async def probe_csv(run_id: RunIdPath, state: StateDep) -> Response:
     known = run.known
     for o in sorted(run.results, key=lambda o: o.seq):
         b = known.get(o.pod) if o.pod else None
-        out.writerow(
-            [
-                o.seq,
-                f"{o.at_ms:.3f}",
-                o.connection,
-                o.pod or "",
-                b.ip if b else "",
-                (b.node or "") if b else "",
-                f"{o.latency_ms:.3f}" if o.latency_ms is not None else "",
-                o.error or "",
-                o.status if o.status is not None else "",
-                o.method or "",
-                _csv_safe(o.reason or ""),
-            ]
-        )
+        cells: list[object] = [
+            o.seq,
+            f"{o.at_ms:.3f}",
+            o.connection,
+            o.pod or "",
+            b.ip if b else "",
+            (b.node or "") if b else "",
+            f"{o.latency_ms:.3f}" if o.latency_ms is not None else "",
+            o.error or "",
+            o.status if o.status is not None else "",
+            o.method or "",
+            o.reason or "",
+        ]
+        out.writerow([csv_cell(cell) for cell in cells])
     return Response(
         buf.getvalue(),
         media_type="text/csv; charset=utf-8",
@@ -200,9 +199,15 @@ async def probe_csv(run_id: RunIdPath, state: StateDep) -> Response:
     )
 
 
-def _csv_safe(text: str) -> str:
-    # Spreadsheet formula injection: a cell must not start with = + - @.
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+# OWASP's list (CSV injection), with line feed and the full-width forms some spreadsheets also read.
+CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def csv_cell(value: object) -> str:
+    """Every cell of an export, against spreadsheet formula injection: a cell that starts with one of
+    :data:`CSV_FORMULA_PREFIXES` (= + - @, tab, CR, LF) gets a leading ``'`` and so stays text."""
+    text = str(value)
+    return "'" + text if text.startswith(CSV_FORMULA_PREFIXES) else text
 
 
 @router.get("/api/v1/probes/{run_id}", tags=["probes"], response_model=RunDetailOut)
@@ -260,7 +265,7 @@ async def start_probe_form(
         return HTMLResponse(html, headers={"X-Probe-Status": str(exc.status_code)})
     if htmx:
         await first_results(run, FIRST_RESULTS_WAIT_S)
-        token = make_csrf_token(state.settings.csrf_secret)
+        token = csrf_token(request)
         html = fragment(templates, "partials/_probe_run.html", csrf_token=token, **run_context(run))
         # No HX-Push-Url: the user stays on the Service page, so its URL stays in the address bar.
         return HTMLResponse(html, status_code=202)
@@ -273,7 +278,7 @@ async def run_page(
 ) -> HTMLResponse:
     run = _run_or_404(get_runner(state), run_id)
     if wants_fragment(request):
-        token = make_csrf_token(state.settings.csrf_secret)
+        token = csrf_token(request)
         return HTMLResponse(
             fragment(templates, "partials/_probe_run.html", csrf_token=token, **run_context(run))
         )

@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from app.web.security import make_csrf_token
+from app.web.security import csrf_token
 
 
 def wants_fragment(request: Request) -> bool:
@@ -19,7 +19,8 @@ def wants_fragment(request: Request) -> bool:
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     templates: Jinja2Templates = request.app.state.templates
-    context.setdefault("csrf_token", make_csrf_token(request.app.state.settings.csrf_secret))
+    if "csrf_token" not in context:
+        context["csrf_token"] = csrf_token(request)
     return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 

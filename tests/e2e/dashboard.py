@@ -136,6 +136,8 @@ def start_dashboard(
         "0.0.0.0",
         "--port",
         str(port),
+        "--http",
+        "app.web.server:LingeringH11Protocol",
         "--timeout-graceful-shutdown",
         "2",
         "--no-access-log",

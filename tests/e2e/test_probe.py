@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.web.security import make_csrf_token
+from app.web.security import Csrf
 from tests.e2e.conftest import Cluster, EchoApp
 from tests.e2e.dashboard import (
     LINK_ADDRESS,
@@ -278,10 +278,12 @@ def test_csrf_and_host_attacks_refused(dashboard: Dashboard) -> None:
         r = c.post("/api/v1/probes", json=body, headers={"Host": "rebind.evil.example"})
         assert r.status_code == 400
         assert c.get("/api/v1/probes", headers={"Host": "rebind.evil.example"}).status_code == 400
-    # A token minted with another secret is refused too.
+    # A token minted with another secret is refused too, even next to the right cookie.
     with httpx.Client(base_url=base, timeout=10) as c:
-        r = c.post("/probes", data={**body, "csrf_token": make_csrf_token("not-the-secret")})
-        assert r.status_code == 403
+        assert c.get("/api/v1/csrf").status_code == 200  # sets the cookie
+        (nonce,) = c.cookies.values()
+        r = c.post("/probes", data={**body, "csrf_token": Csrf("not-the-secret").token(nonce)})
+        assert r.status_code == 403 and r.json()["csrf"] == "invalid"
     assert LINK_ADDRESS in base
 
 

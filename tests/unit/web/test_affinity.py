@@ -13,8 +13,8 @@ from app.config import Settings
 from app.kube import convert
 from app.kube.actions import ActionError, AffinityChange, RecordedChange, Refusal
 from app.main import create_app
-from app.web.security import make_csrf_token
 from tests.unit.kube.objects import demo_cache, svc
+from tests.unit.web.csrf import token as fetch_token
 
 SECRET = "test"
 API = "/api/v1/services/shop/db/session-affinity"
@@ -192,7 +192,7 @@ def test_form_needs_csrf(client: tuple[TestClient, FakeActions]) -> None:
 
 def test_htmx_form_shows_the_result_in_place(client: tuple[TestClient, FakeActions]) -> None:
     c, fake = client
-    token = make_csrf_token(SECRET)
+    token = fetch_token(c)
     hx = {"HX-Request": "true"}
     r = c.post(
         FORM,
@@ -214,7 +214,7 @@ def test_htmx_form_shows_the_result_in_place(client: tuple[TestClient, FakeActio
 
 def test_plain_form_redirects_to_the_service(client: tuple[TestClient, FakeActions]) -> None:
     c, fake = client
-    data = {"csrf_token": make_csrf_token(SECRET), "session_affinity": "ClientIP", "confirm": "yes"}
+    data = {"csrf_token": fetch_token(c), "session_affinity": "ClientIP", "confirm": "yes"}
     r = c.post(FORM, data=data, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/services/shop/db"
     assert fake.calls == [("shop", "db", AffinityChange("ClientIP"))]
@@ -238,7 +238,7 @@ def test_service_page_shows_the_form_only_when_enabled(client: tuple[TestClient,
 
 def test_form_without_confirmation_changes_nothing(client: tuple[TestClient, FakeActions]) -> None:
     c, fake = client
-    data = {"csrf_token": make_csrf_token(SECRET), "session_affinity": "ClientIP"}
+    data = {"csrf_token": fetch_token(c), "session_affinity": "ClientIP"}
     r = c.post(FORM, data=data, follow_redirects=False)
     assert r.status_code == 422 and "confirm the change" in r.text
     r = c.post(FORM, data=data, headers={"HX-Request": "true"})

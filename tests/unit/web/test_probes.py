@@ -13,8 +13,8 @@ from app.config import Settings
 from app.kube.cache import ServiceCache
 from app.main import create_app
 from app.probe.runner import ProbeRunner
-from app.web.security import make_csrf_token
 from tests.unit.fakes import Cluster, L4Balancer, limits, make_cluster
+from tests.unit.web.csrf import atoken
 
 pytestmark = pytest.mark.timeout(30)
 SECRET = "test-secret"
@@ -179,7 +179,7 @@ async def test_csrf_origin_and_host(client: tuple[httpx.AsyncClient, Cluster]) -
 
 async def test_form_posts(client: tuple[httpx.AsyncClient, Cluster]) -> None:
     c, _ = client
-    token = make_csrf_token(SECRET)
+    token = await atoken(c)
     form = {**{k: str(v) for k, v in BODY.items()}, "csrf_token": token, "reuse": "false", "identity": ""}
     plain = await c.post("/probes", data=form)
     assert plain.status_code == 303 and plain.headers["location"].startswith("/runs/")
@@ -202,7 +202,7 @@ async def test_live_page_and_cancel(client: tuple[httpx.AsyncClient, Cluster]) -
     run_id = (await c.post("/api/v1/probes", json={**BODY, "count": 10_000, "concurrency": 1})).json()["id"]
     page = await c.get(f"/runs/{run_id}")
     assert f'sse-connect="/runs/{run_id}/stream"' in page.text and 'name="csrf_token" value="' in page.text
-    r = await c.post(f"/api/v1/probes/{run_id}/cancel", data={"csrf_token": make_csrf_token(SECRET)})
+    r = await c.post(f"/api/v1/probes/{run_id}/cancel", data={"csrf_token": await atoken(c)})
     assert r.status_code == 202 and r.json()["cancelled"] is True
     data = await wait_done(c, run_id)
     assert data["status"] == "cancelled" and data["done"] < 10_000

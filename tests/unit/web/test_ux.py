@@ -15,8 +15,8 @@ from app.config import Settings
 from app.kube import convert
 from app.kube.cache import ServiceCache
 from app.main import create_app
-from app.web.security import make_csrf_token
 from tests.unit.kube.objects import demo_cache, svc
+from tests.unit.web.csrf import token as fetch_token
 from tests.unit.web.sse import call, events
 
 SECRET = "test"
@@ -113,7 +113,7 @@ def test_service_page_puts_probe_first_and_the_form_follows_the_port(client: Tes
 
 
 def test_probe_form_keeps_the_service_page_url(client: TestClient) -> None:
-    token = make_csrf_token(SECRET)
+    token = fetch_token(client)
     form = {"namespace": "shop", "service": "web", "port": "http", "csrf_token": token, "count": "1"}
     r = client.post("/probes", data=form, headers={"HX-Request": "true", "X-CSRF-Token": token})
     assert r.status_code == 202 and 'class="probe-run card"' in r.text
@@ -121,7 +121,7 @@ def test_probe_form_keeps_the_service_page_url(client: TestClient) -> None:
 
 
 def test_a_service_without_endpoints_is_refused_before_sending(client: TestClient) -> None:
-    token = make_csrf_token(SECRET)
+    token = fetch_token(client)
     form = {"namespace": "shop", "service": "db", "port": "http", "csrf_token": token}
     r = client.post("/probes", data=form, headers={"HX-Request": "true", "X-CSRF-Token": token})
     assert 'data-status="422"' in r.text and "no ready endpoints: nothing would answer" in r.text
