@@ -8,10 +8,10 @@ import re
 
 import httpx
 
-from app.web.security import make_csrf_token
 from tests.unit.fakes import Cluster
 from tests.unit.web import test_probes as probes_suite
-from tests.unit.web.test_probes import BODY, SECRET, wait_done
+from tests.unit.web.csrf import atoken
+from tests.unit.web.test_probes import BODY, wait_done
 
 client = probes_suite.client  # a runner over fake pods (the same fixture as the probe route tests)
 
@@ -20,7 +20,7 @@ REFRESH = '<meta http-equiv="refresh"'
 
 async def test_the_answer_to_a_click_already_shows_bars(client: tuple[httpx.AsyncClient, Cluster]) -> None:
     c, _ = client
-    token = make_csrf_token(SECRET)
+    token = await atoken(c)
     form = {**{k: str(v) for k, v in BODY.items()}, "csrf_token": token, "count": "2000", "concurrency": "1"}
     r = await c.post("/probes", data=form, headers={"HX-Request": "true", "X-CSRF-Token": token})
     assert r.status_code == 202
