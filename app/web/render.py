@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from app.kube.freshness import report
 from app.web.security import make_csrf_token
 
 
@@ -20,6 +21,7 @@ def wants_fragment(request: Request) -> bool:
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     templates: Jinja2Templates = request.app.state.templates
     context.setdefault("csrf_token", make_csrf_token(request.app.state.settings.csrf_secret))
+    context.setdefault("freshness", report(request.app.state.svc.watchers))  # the staleness banner
     return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 
