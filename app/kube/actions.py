@@ -26,7 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.stream import WsApiClient
 
 from app.config import Settings
-from app.kube.client import create_api_client
+from app.kube.client import ApiTimeout, bounded, create_api_client
 
 log = logging.getLogger(__name__)
 
@@ -174,25 +174,41 @@ class KubeActions:
                 ],
             },
         }
-        await core.create_namespaced_pod(namespace, pod)  # type: ignore[arg-type]  # a dict body is accepted
+        what = f"probe pod {namespace}/{name}"
+        try:
+            await bounded(
+                core.create_namespaced_pod(namespace, pod),  # type: ignore[arg-type]  # a dict body is accepted
+                f"creating {what}",
+            )
+        except ApiTimeout as exc:
+            raise ActionError(str(exc)) from exc
         try:
             deadline = time.monotonic() + timeout_s + 60
             phase = ""
             while phase not in ("Succeeded", "Failed"):
                 if time.monotonic() > deadline:
-                    raise ActionError(
-                        f"probe pod {namespace}/{name} did not finish (phase {phase or 'unknown'})"
-                    )
+                    raise ActionError(f"{what} did not finish (phase {phase or 'unknown'})")
                 await asyncio.sleep(0.5)  # polling the pod's phase; no watch for one short-lived pod
-                current = await core.read_namespaced_pod(name, namespace)
+                try:
+                    current = await bounded(core.read_namespaced_pod(name, namespace), f"reading {what}")
+                except (ApiTimeout, OSError):  # the pod runs on meanwhile: ask again until the deadline
+                    continue
                 phase = current.status.phase or ""
-            output: str = await core.read_namespaced_pod_log(name, namespace, container="probe")
+            try:
+                output: str = await bounded(
+                    core.read_namespaced_pod_log(name, namespace, container="probe"),
+                    f"reading the log of {what}",
+                )
+            except ApiTimeout as exc:
+                raise ActionError(str(exc)) from exc
             if phase == "Failed" and not output.strip():
-                raise ActionError(f"probe pod {namespace}/{name} failed without output")
+                raise ActionError(f"{what} failed without output")
             return output.splitlines()
         finally:
             try:
-                await core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+                await bounded(
+                    core.delete_namespaced_pod(name, namespace, grace_period_seconds=0), f"deleting {what}"
+                )
             except Exception as exc:  # activeDeadlineSeconds still ends it; say that it was left behind
                 log.warning("probe pod %s/%s not deleted: %r", namespace, name, exc)
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from app.domain import Origin
+from app.kube.waiting import reporting_to
 from app.probe.run import AttributionMode, Run
 from app.probe.spec import ProbeSpec
 from app.probe.stats import Outcome
@@ -59,11 +60,12 @@ async def execute_remote(run: Run, remote: RemoteProber) -> None:
         f"the echo client in a pod ({spec.origin.value}) reports the answering pod per request"
     )
     run.restart_clock()
-    if spec.origin is Origin.PROBE_POD:
-        lines = await remote.probe_pod(spec.namespace, argv, budget, name=run.client_pod)
-    else:
-        assert spec.exec_pod is not None
-        lines = await remote.exec_in_pod(spec.namespace, spec.exec_pod, argv, budget)
+    with reporting_to(run.set_waiting):  # slow API calls show on the run as "waiting for the apiserver"
+        if spec.origin is Origin.PROBE_POD:
+            lines = await remote.probe_pod(spec.namespace, argv, budget, name=run.client_pod)
+        else:
+            assert spec.exec_pod is not None
+            lines = await remote.exec_in_pod(spec.namespace, spec.exec_pod, argv, budget)
     run.current()
     outcomes = [line.strip() for line in lines if line.strip()][: spec.count]
     for seq, line in enumerate(outcomes, start=1):
