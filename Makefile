@@ -7,7 +7,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: test bootstrap install lint unit e2e cluster-up cluster-down demo demo-down
+.PHONY: test bootstrap install lint unit e2e faults cluster-up cluster-down demo demo-down
 
 $(VPY): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,9 +34,14 @@ unit: install
 # The e2e session fixture brings the cluster up (or reuses a healthy one); the down/up lifecycle test runs last.
 e2e: install
 	$(VPY) -m devcluster image build
-	$(VENV)/bin/pytest -m e2e -q tests/e2e
+	$(VENV)/bin/pytest -m "e2e and not faults" -q tests/e2e
 
-test: lint unit e2e
+# Fault injection (apiserver, etcd, kube-proxy, CoreDNS): its own step, since it disturbs the whole node.
+faults: install
+	$(VPY) -m devcluster image build
+	$(VENV)/bin/pytest -m faults -q tests/e2e
+
+test: lint unit e2e faults
 
 cluster-up: install
 	$(VPY) -m devcluster up
