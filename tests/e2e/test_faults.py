@@ -276,19 +276,30 @@ def _listed(http: httpx.Client, namespace: str) -> set[str]:
 STREAM_SCRIPT = """\
 import http.client, sys, time
 ip, ns, name, limit = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-conn = http.client.HTTPConnection(ip, 8080, timeout=limit)
-conn.request("GET", f"/streams/services?namespace={ns}", headers={"Host": "localhost"})
-resp = conn.getresponse()
-print("open", resp.status, time.monotonic(), flush=True)
 deadline = time.monotonic() + limit
-while time.monotonic() < deadline:
-    line = resp.readline()
-    if not line:
-        print("closed", time.monotonic(), flush=True)
-        break
-    if name.encode() in line:
-        print("seen", time.monotonic(), flush=True)
-        break
+resp = None
+while resp is None:
+    try:
+        conn = http.client.HTTPConnection(ip, 8080, timeout=30)
+        conn.request("GET", f"/streams/services?namespace={ns}", headers={"Host": "localhost"})
+        resp = conn.getresponse()
+    except OSError as exc:
+        if time.monotonic() > deadline:
+            print("error", repr(exc), flush=True)
+            sys.exit(1)
+        time.sleep(0.5)
+print("open", resp.status, time.monotonic(), flush=True)
+try:
+    while time.monotonic() < deadline:
+        line = resp.readline()
+        if not line:
+            print("closed", time.monotonic(), flush=True)
+            break
+        if name.encode() in line:
+            print("seen", time.monotonic(), flush=True)
+            break
+except Exception as exc:
+    print("error", repr(exc), time.monotonic(), flush=True)
 """
 
 
