@@ -250,8 +250,13 @@ def dash(installed: Installed, restore_node: None) -> Iterator[httpx.Client]:
     """An HTTP client to the dashboard through `kubectl port-forward` (opened after the node is healthy)."""
     wait_for(lambda: installed.pod(), 60, "the dashboard pod Ready")
     with port_forward(installed.kubectl_base, installed.namespace, installed.release.fullname) as url:
-        with httpx.Client(base_url=url, timeout=10.0) as http:
+        with _client(url) as http:
             yield http
+
+
+def _client(url: str) -> httpx.Client:
+    # A new connection per request: kubectl port-forward may close an idle one under a kept-alive client.
+    return httpx.Client(base_url=url, timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def _stale_body(http: httpx.Client) -> dict[str, Any]:
@@ -398,7 +403,7 @@ def test_forced_410_leaves_no_stale_object(installed: Installed, dash: httpx.Cli
         os.kill(pid, signal.SIGCONT)
     wait_for(lambda: installed.pod(), 60, "the dashboard pod Ready again")
     with port_forward(installed.kubectl_base, ns, installed.release.fullname) as url:
-        with httpx.Client(base_url=url, timeout=10.0) as http:
+        with _client(url) as http:
             woke = time.monotonic()
             wait_for(lambda: (lambda s: new in s and old not in s)(_listed(http, ns)), 20, "the new list")
             _record("forced_410", {"caught_up_after_wake_s": round(time.monotonic() - woke, 2)})
