@@ -30,7 +30,7 @@ class ReadyOut(BaseModel):
     ready: bool
     synced: dict[str, dict[str, bool]] = Field(description="per resource, per watched namespace (* = all)")
     problems: list[ProblemOut]
-    current: bool = Field(description="false while some watch is stale (see stale)")
+    current: bool = Field(description="false before the first lists and while some watch is stale")
     stale: list[StaleOut] = Field(default_factory=list)
     reason: str | None = Field(default=None, description="why the data may be out of date")
 
@@ -62,7 +62,7 @@ async def readyz(state: StateDep, response: Response, fresh: bool = False) -> Re
         ready=cache.synced,
         synced=cache.sync_state(),
         problems=[ProblemOut.of(p) for p in cache.problems()],
-        current=not stale,
+        current=cache.synced and not stale,  # nothing listed yet is not current either
         stale=stale,
         reason=freshness.message or None,
     )

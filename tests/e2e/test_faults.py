@@ -334,6 +334,7 @@ def test_apiserver_killed_during_an_open_list_stream(installed: Installed, dash:
     try:
         opened = _readline(follower, 30)
         assert opened.startswith("open 200"), opened
+        restarts_before = installed.pod()["status"]["containerStatuses"][0]["restartCount"]
         _kill("kube-apiserver")
         killed = time.monotonic()
         stale_at = None
@@ -341,13 +342,19 @@ def test_apiserver_killed_during_an_open_list_stream(installed: Installed, dash:
             if stale_at is None and _stale_from_node(ip):
                 stale_at = time.monotonic() - killed
             time.sleep(0.5)
+        restarts = installed.pod()["status"]["containerStatuses"][0]["restartCount"]
+        log = "" if restarts == restarts_before else _dashboard_log(installed, previous=True)
+        assert restarts == restarts_before, f"the dashboard restarted during the fault:\n{log}"
         assert stale_at is not None and stale_at <= STALE_WITHIN_S, f"staleness flagged after {stale_at}"
         _start("kube-apiserver")
         wait_for(_apiserver_ready, 60, "the apiserver ready again", interval=0.05)
         ready = time.monotonic()
         installed.service(late)
         created = time.monotonic()
-        seen_line = _readline(follower, 30)
+        try:
+            seen_line = _readline(follower, 30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the dashboard said:\n{_dashboard_log(installed)}") from exc
         assert seen_line.startswith("seen"), seen_line
         seen = float(seen_line.split()[1])
         _record(
@@ -364,6 +371,13 @@ def test_apiserver_killed_during_an_open_list_stream(installed: Installed, dash:
         follower.wait(10)
         if follower.stdout is not None:
             follower.stdout.close()
+
+
+def _dashboard_log(installed: Installed, *, previous: bool = False) -> str:
+    pod = installed.pod()["metadata"]["name"]
+    args = ["logs", "-n", installed.namespace, pod, "--tail=40", *(["--previous"] if previous else [])]
+    proc = installed.cluster.kubectl(*args, check=False)
+    return proc.stdout[-6000:] + proc.stderr[-500:]
 
 
 PROBE_READYZ_SCRIPT = """\
