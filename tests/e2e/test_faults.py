@@ -42,7 +42,8 @@ from tests.chart.release import Release, port_forward
 from tests.e2e.conftest import Cluster, EchoApp, deploy_echo_app, devcluster, wait_for
 from tests.e2e.dashboard import hits, probe_body
 
-pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+# The first test also waits for the image build and the chart install (minutes on a busy machine).
+pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
