@@ -343,15 +343,15 @@ def test_apiserver_killed_during_an_open_list_stream(installed: Installed, dash:
             if stale_at is None and _stale_from_node(ip):
                 stale_at = time.monotonic() - killed
             time.sleep(0.5)
-        restarts = installed.pod()["status"]["containerStatuses"][0]["restartCount"]
-        log = "" if restarts == restarts_before else _dashboard_log(installed, previous=True)
-        assert restarts == restarts_before, f"the dashboard restarted during the fault:\n{log}"
-        assert stale_at is not None and stale_at <= STALE_WITHIN_S, f"staleness flagged after {stale_at}"
         _start("kube-apiserver")
         wait_for(_apiserver_ready, 60, "the apiserver ready again", interval=0.05)
         ready = time.monotonic()
         installed.service(late)
         created = time.monotonic()
+        restarts = installed.pod()["status"]["containerStatuses"][0]["restartCount"]
+        log = "" if restarts == restarts_before else _dashboard_log(installed, previous=True)
+        assert restarts == restarts_before, f"the dashboard restarted during the fault:\n{log}"
+        assert stale_at is not None and stale_at <= STALE_WITHIN_S, f"staleness flagged after {stale_at}"
         try:
             seen_line = _readline(follower, 30)
         except AssertionError as exc:
