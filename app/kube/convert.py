@@ -148,11 +148,30 @@ def service_from_api(obj: Obj) -> Service:
         annotations=_str_map(meta.get("annotations")),
         created=parse_time(meta.get("creationTimestamp")),
         resource_version=str(meta.get("resourceVersion") or ""),
+        cluster_ip_set_by=_cluster_ip_set_by(meta, spec),
     )
+
+
+def _cluster_ip_set_by(meta: Obj, spec: Obj) -> str | None:
+    """The field manager that owns ``spec.clusterIP`` ("" when none does: the apiserver allocated it).
+
+    An address a client writes into the object is owned by that client's field manager; one the
+    apiserver allocates belongs to no manager. Unknown (None) without managedFields or an address.
+    """
+    managed = meta.get("managedFields")
+    ip = spec.get("clusterIP")
+    if not isinstance(managed, list) or not managed or not ip or ip == "None":
+        return None
+    for entry in managed:
+        fields = _dict(_dict(entry).get("fieldsV1"))
+        if "f:clusterIP" in _dict(fields.get("f:spec")):
+            return str(_dict(entry).get("manager") or "a client")
+    return ""
 
 
 def _endpoint(ep: Obj) -> Endpoint:
     cond = _dict(ep.get("conditions"))
+    hints = _dict(ep.get("hints"))
     ref = ep.get("targetRef")
     target_ref = None
     if isinstance(ref, Mapping) and ref.get("name"):
@@ -173,7 +192,13 @@ def _endpoint(ep: Obj) -> Endpoint:
         node_name=_opt_str(ep.get("nodeName")),
         zone=_opt_str(ep.get("zone")),
         target_ref=target_ref,
+        hints_zones=_hint_names(hints.get("forZones")),
+        hints_nodes=_hint_names(hints.get("forNodes")),
     )
+
+
+def _hint_names(value: object) -> tuple[str, ...]:
+    return tuple(str(h["name"]) for h in map(_dict, _list(value)) if h.get("name"))
 
 
 def slice_from_api(obj: Obj) -> EndpointSlice:
@@ -237,6 +262,7 @@ def pod_from_api(obj: Obj) -> Pod:
         deleting=meta.get("deletionTimestamp") is not None,
         container_ports=tuple(ports),
         resource_version=str(meta.get("resourceVersion") or ""),
+        host_ip=_opt_str(status.get("hostIP")) or None,
     )
 
 

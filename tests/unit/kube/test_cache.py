@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 from app.domain import ObjectKey
 from app.kube import convert
 from app.kube.cache import Change, Kind, ServiceCache
@@ -122,3 +124,19 @@ def test_removed_ready_addresses_are_remembered_until_back_or_old():
     assert cache.removed_endpoints(key) == []
     cache.delete_service(key)
     assert cache.removed_endpoints(key) == []
+
+
+def test_node_addresses_and_likely_gateways_from_the_pods():
+    cache = ServiceCache()
+    web = convert.pod_from_api(pod("web-0", ip="198.18.0.10"))
+    other_node = convert.pod_from_api(pod("web-1", ip="198.18.1.7"))
+    host_net = convert.pod_from_api(pod("proxy-0", ip="198.18.255.1"))
+    cache.upsert_pod(dataclasses.replace(web, host_ip="198.18.255.1"))
+    cache.upsert_pod(dataclasses.replace(other_node, host_ip="198.18.255.2"))
+    cache.upsert_pod(dataclasses.replace(host_net, host_ip="198.18.255.1"))  # hostNetwork: no gateway
+    assert cache.host_addresses() == {"198.18.255.1", "198.18.255.2"}
+    assert cache.gateway_addresses() == {"198.18.0.1", "198.18.1.1"}
+    # A pod that holds the first address is a pod, not a gateway; gone pods take their addresses along.
+    cache.upsert_pod(convert.pod_from_api(pod("first", ip="198.18.1.1")))
+    cache.delete_pod(ObjectKey("default", "web-0"))
+    assert cache.gateway_addresses() == set() and cache.host_addresses() == {"198.18.255.1", "198.18.255.2"}

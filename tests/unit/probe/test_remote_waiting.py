@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 
@@ -12,7 +12,7 @@ from app.kube import client
 from app.kube.client import bounded
 from app.probe.run import RunStatus
 from app.probe.runner import ProbeRunner
-from tests.unit.fakes import Cluster, limits, make_cluster
+from tests.unit.fakes import Cluster, FakeRemote, limits, make_cluster, record_line
 from tests.unit.probe.test_runner import finished, spec
 
 pytestmark = pytest.mark.timeout(30)
@@ -24,20 +24,17 @@ async def cluster() -> AsyncIterator[Cluster]:
         yield c
 
 
-class SlowApiserver:
-    """A RemoteProber whose first API call hangs until ``answer`` is set (like KubeActions in a partition)."""
+class SlowApiserver(FakeRemote):
+    """The echo client in a pod whose first API call hangs until ``answer`` is set (a partition)."""
 
     def __init__(self) -> None:
+        super().__init__([record_line(1, "web-0")])
         self.answer = asyncio.Event()
 
-    async def probe_pod(
-        self, namespace: str, argv: Sequence[str], timeout_s: float, *, name: str | None = None
-    ) -> list[str]:
-        await bounded(self.answer.wait(), f"creating probe pod {namespace}/{name}")
-        return ["web-0"]
-
-    async def exec_in_pod(self, namespace: str, pod: str, argv: Sequence[str], timeout_s: float) -> list[str]:
-        raise AssertionError("not used")
+    async def _lines(self) -> AsyncGenerator[str, None]:
+        await bounded(self.answer.wait(), "creating probe pod demo/x")
+        async for line in super()._lines():
+            yield line
 
 
 async def test_a_slow_apiserver_shows_on_the_run_until_it_answers(cluster: Cluster, monkeypatch) -> None:
