@@ -143,7 +143,11 @@ def _stopped(name: str) -> Iterator[node.PidRecord]:
 
 
 def _restore_node() -> None:
-    """Thaw every component, start the dead ones, wait until the node is healthy."""
+    """Thaw every component, start the dead ones, wait until the node is healthy. A node that is gone
+    altogether (someone ran `down`) is brought back with `up`, so the next test does not inherit it."""
+    holder = node.find_record(node.HOLDER)
+    if holder is None or not holder.alive():
+        devcluster("up", timeout=1800)
     for name in devcluster_cluster.ALL_COMPONENTS:
         rec = node.find_record(name)
         if rec is not None and rec.alive():
