@@ -7,7 +7,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: test bootstrap install lint unit e2e e2e-multinode e2e-nftables cluster-up cluster-down demo demo-down
+.PHONY: test bootstrap install lint unit e2e e2e-multinode e2e-nftables faults cluster-up cluster-down demo demo-down
 
 $(VPY): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,7 +34,7 @@ unit: install
 # The e2e session fixture brings the cluster up (or reuses a healthy one); the down/up lifecycle test runs last.
 e2e: install
 	$(VPY) -m devcluster image build
-	$(VENV)/bin/pytest -m "e2e and not multinode" -q tests/e2e
+	$(VENV)/bin/pytest -m "e2e and not multinode and not faults" -q tests/e2e
 
 # Topology routing on a separate instance ("mn": 3 nodes in 2 zones, beside the single-node cluster), with
 # kube-proxy in iptables mode, then in nftables mode (each pass rebuilds the instance in its mode).
@@ -51,7 +51,12 @@ e2e-nftables: install
 		-q tests/e2e/test_devcluster.py tests/e2e/test_devcluster_lifecycle.py
 	SVCSCOPE_DC_INSTANCE=nft $(VPY) -m devcluster down
 
-test: lint unit e2e e2e-multinode e2e-nftables
+# Fault injection (apiserver, etcd, kube-proxy, CoreDNS): its own step, since it disturbs the whole node.
+faults: install
+	$(VPY) -m devcluster image build
+	$(VENV)/bin/pytest -m faults -q tests/e2e
+
+test: lint unit e2e e2e-multinode e2e-nftables faults
 
 cluster-up: install
 	$(VPY) -m devcluster up

@@ -25,8 +25,15 @@ class Settings(BaseSettings):
     kubeconfig: str | None = None  # None: in-cluster config if available, else the default kubeconfig
     namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: all namespaces
     watch_timeout_s: int = 300  # server-side timeoutSeconds of one watch request
-    watch_inactivity_s: float = 330.0  # reconnect if nothing (not even a bookmark) arrived for this long
+    watch_inactivity_s: float = (
+        90.0  # reconnect if nothing (not even a bookmark, ~1/min) arrived for this long
+    )
     watch_backoff_max_s: float = 30.0
+    # A consistent read of one Service this often tells a quiet cluster from a dead apiserver or etcd;
+    # a watch older than watch_stale_after_s (while that read fails) is shown as stale.
+    watch_check_interval_s: float = 5.0
+    watch_check_timeout_s: float = 3.0
+    watch_stale_after_s: float = 12.0
     cluster_domain: str = "cluster.local"  # for the DNS names shown on a Service's page
     # Set by Kubernetes in every pod: with no kubeconfig configured, use the in-cluster ServiceAccount.
     kubernetes_service_host: str | None = Field(default=None, validation_alias="KUBERNETES_SERVICE_HOST")

@@ -24,7 +24,8 @@ from app.hub import EventHub
 from app.kube.actions import KubeActions, create_actions, reap_leftovers
 from app.kube.cache import Kind, ServiceCache
 from app.kube.client import ApiSource, create_api_client
-from app.kube.metrics import CacheCollector, WatchMetrics
+from app.kube.freshness import Liveness, LivenessConfig
+from app.kube.metrics import CacheCollector, WatchAgeCollector, WatchMetrics
 from app.kube.watch import EventSource, WatchConfig, Watcher
 from app.probe.runner import ProbeRunner
 from app.probe.spec import Limits
@@ -83,11 +84,42 @@ async def start_watchers(state: AppState) -> None:
         inactivity_s=settings.watch_inactivity_s,
         backoff_max_s=settings.watch_backoff_max_s,
     )
+    liveness = _liveness(settings, source, state.cache.scopes[0])
+    if liveness is not None:
+        state.tasks.append(asyncio.create_task(liveness.run(), name="apiserver-liveness"))
     for kind in Kind:
         for scope in state.cache.scopes:
-            watcher = Watcher(source, state.cache, kind, scope, config=config, metrics=state.watch_metrics)
+            watcher = Watcher(
+                source,
+                state.cache,
+                kind,
+                scope,
+                config=config,
+                metrics=state.watch_metrics,
+                liveness=liveness,
+            )
             state.watchers.append(watcher)
             state.tasks.append(asyncio.create_task(watcher.run(), name=watcher.name))
+    state.registry.register(WatchAgeCollector(state.watchers))
+
+
+def _liveness(settings: Settings, source: EventSource, scope: str) -> Liveness | None:
+    """The apiserver check behind staleness and prompt reconnects (a fake source may not offer one)."""
+    ping = getattr(source, "ping", None)
+    if ping is None:
+        return None
+
+    async def check() -> None:
+        await ping(scope)
+
+    return Liveness(
+        check,
+        LivenessConfig(
+            interval_s=settings.watch_check_interval_s,
+            timeout_s=settings.watch_check_timeout_s,
+            stale_after_s=settings.watch_stale_after_s,
+        ),
+    )
 
 
 async def stop(state: AppState) -> None:

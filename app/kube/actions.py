@@ -33,7 +33,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.stream import WsApiClient
 
 from app.config import Settings
-from app.kube.client import create_api_client
+from app.kube.client import ApiTimeout, bounded, create_api_client
 from app.writepolicy import Write, WritePolicy
 
 log = logging.getLogger(__name__)
@@ -366,7 +366,10 @@ class KubeActions:
         what = f"probe pod {namespace}/{name}"
         hint = f"create pods in {namespace} (install the chart with rbac.probePods=true)"
         try:
-            await core.create_namespaced_pod(namespace, self.pods.manifest(name, argv, budget_s))  # type: ignore[arg-type]
+            await bounded(
+                core.create_namespaced_pod(namespace, self.pods.manifest(name, argv, budget_s)),  # type: ignore[arg-type]
+                f"creating {what}",
+            )
         except Exception as exc:
             raise _ws_or_client_error(exc, what, forbidden_hint=hint) from exc
         try:
@@ -377,7 +380,7 @@ class KubeActions:
                 async for line in self._follow_log(core, namespace, name, deadline):
                     got_any = True
                     yield line
-                current = await core.read_namespaced_pod(name, namespace)
+                current = await bounded(core.read_namespaced_pod(name, namespace), f"reading {what}")
                 phase = current.status.phase or ""
                 if phase in ("Succeeded", "Failed") or time.monotonic() > deadline:
                     break
@@ -398,7 +401,12 @@ class KubeActions:
             if time.monotonic() > deadline:
                 raise ActionError(f"probe pod {namespace}/{name} did not start (phase {phase or 'unknown'})")
             await asyncio.sleep(PHASE_POLL_S)  # the phase of one short-lived pod: polled, not watched
-            current = await core.read_namespaced_pod(name, namespace)
+            try:
+                current = await bounded(
+                    core.read_namespaced_pod(name, namespace), f"reading {namespace}/{name}"
+                )
+            except (ApiTimeout, OSError):  # the pod starts on meanwhile: ask again until the deadline
+                continue
             phase = current.status.phase or ""
             for status in current.status.container_statuses or ():
                 waiting = status.state.waiting if status.state else None
@@ -437,7 +445,11 @@ class KubeActions:
     async def _delete_pod(self, core: k8s.CoreV1Api, namespace: str, name: str) -> None:
         try:
             # Shielded: a cancelled run still deletes its pod.
-            await asyncio.shield(core.delete_namespaced_pod(name, namespace, grace_period_seconds=0))
+            await asyncio.shield(
+                bounded(
+                    core.delete_namespaced_pod(name, namespace, grace_period_seconds=0), f"deleting {name}"
+                )
+            )
         except Exception as exc:  # its owner and activeDeadlineSeconds still end it; say it was left behind
             log.warning("probe pod %s/%s not deleted: %s", namespace, name, type(exc).__name__)
 

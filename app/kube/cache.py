@@ -18,7 +18,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 import logging
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ from app.domain import EndpointSlice, ObjectKey, Pod, PodKey, Service, ServiceKe
 log = logging.getLogger(__name__)
 
 ALL_NAMESPACES = ""  # the scope of a cluster-wide watch
+REMOVED_KEPT = 16  # ready addresses remembered per Service after they left it
+REMOVED_MAX_AGE_S = 600.0
 
 
 class Kind(enum.StrEnum):
@@ -70,6 +73,18 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
+class RemovedEndpoint:
+    """A ready address that left a Service's endpoints (its pod went away or stopped being ready).
+
+    Kept for a while because kube-proxy may still send connections there: its rules follow the
+    EndpointSlices on its own schedule, and conntrack keeps established flows to the old address."""
+
+    ip: str
+    pod: str | None
+    at: float  # monotonic
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointCounts:
     ready: int
     total: int
@@ -89,7 +104,11 @@ class _Indexes:
 class ServiceCache:
     """The store. ``scopes`` lists the namespaces watched (``[""]`` = all namespaces)."""
 
-    def __init__(self, scopes: Sequence[str] = (ALL_NAMESPACES,)) -> None:
+    def __init__(
+        self, scopes: Sequence[str] = (ALL_NAMESPACES,), *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.clock = clock
+        self._removed: dict[ServiceKey, deque[RemovedEndpoint]] = {}
         self.scopes: tuple[str, ...] = tuple(scopes) or (ALL_NAMESPACES,)
         self.version = 0
         self._services: dict[ServiceKey, Service] = {}
@@ -178,6 +197,7 @@ class ServiceCache:
         self._emit(Kind.SERVICES, svc.key.namespace, svc.key, svc.key)
 
     def delete_service(self, key: ServiceKey) -> None:
+        self._removed.pop(key, None)  # a later Service of that name starts with no history
         if self._drop_service(key):
             self._emit(Kind.SERVICES, key.namespace, key, key)
 
@@ -210,6 +230,8 @@ class ServiceCache:
         old = self._slices.get(es.key)
         self._put_slice(es)
         svc = self._slice_service(es)
+        if old is not None:
+            self._note_removed(old)
         if old is not None and (old_svc := self._slice_service(old)) != svc and old_svc is not None:
             self._emit(Kind.ENDPOINTSLICES, es.key.namespace, es.key, old_svc)
         self._emit(Kind.ENDPOINTSLICES, es.key.namespace, es.key, svc)
@@ -217,7 +239,52 @@ class ServiceCache:
     def delete_slice(self, key: ObjectKey) -> None:
         old = self._slices.get(key)
         if old is not None and self._drop_slice(key):
+            self._note_removed(old)
             self._emit(Kind.ENDPOINTSLICES, key.namespace, key, self._slice_service(old))
+
+    def _note_removed(self, old: EndpointSlice) -> None:
+        """Remember the ready addresses of ``old`` that no slice of its Service has ready any more."""
+        svc = self._slice_service(old)
+        if svc is None:
+            return
+        was = {
+            (addr, ep.target_ref.name if ep.target_ref else None)
+            for ep in old.endpoints
+            if ep.conditions.effective_ready
+            for addr in ep.addresses
+        }
+        if not was:
+            return
+        still = self._ready_addresses(svc)
+        now = self.clock()
+        for addr, pod in sorted(was, key=lambda x: x[0]):
+            if addr not in still:
+                self._removed.setdefault(svc, deque(maxlen=REMOVED_KEPT)).append(
+                    RemovedEndpoint(addr, pod, now)
+                )
+
+    def _ready_addresses(self, key: ServiceKey) -> set[str]:
+        return {
+            addr
+            for es in self.slices_for(key)
+            for ep in es.endpoints
+            if ep.conditions.effective_ready
+            for addr in ep.addresses
+        }
+
+    def removed_endpoints(
+        self, key: ServiceKey, within_s: float = REMOVED_MAX_AGE_S
+    ) -> list[RemovedEndpoint]:
+        """Ready addresses that left the Service within ``within_s`` s and are not back; newest first."""
+        now = self.clock()
+        current = self._ready_addresses(key)
+        seen: set[str] = set()
+        out: list[RemovedEndpoint] = []
+        for r in reversed(self._removed.get(key, ())):
+            if now - r.at <= within_s and r.ip not in current and r.ip not in seen:
+                seen.add(r.ip)
+                out.append(r)
+        return out
 
     @staticmethod
     def _slice_service(es: EndpointSlice) -> ServiceKey | None:

@@ -8,22 +8,85 @@ which is several times faster for large lists.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
 from app.kube.cache import ALL_NAMESPACES, Kind
+from app.kube.waiting import report_waiting
 from app.kube.watch import ApiError, ListResult, RawEvent, read_json_lines
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 LIST_PAGE_SIZE = 500
 REQUEST_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds for list requests
+PING_TIMEOUT = (3.0, 3.0)
+CALL_TIMEOUT_S = 10.0  # one API call of an action (create, read, delete ...)
+SLOW_CALL_S = 2.0  # after this long without an answer, a run says it is waiting for the apiserver
+# A watch connection is idle for long stretches; without keepalive a dead peer (a partition, a node
+# that vanished) goes unnoticed until the inactivity timeout. These find it in about 25 s.
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+USER_TIMEOUT_MS = 20_000  # unacknowledged data for this long also ends the connection
+
+
+class ApiTimeout(TimeoutError):
+    """An API call of an action got no answer in time (the message says which call)."""
+
+
+async def bounded(call: Awaitable[T], what: str, *, timeout_s: float = CALL_TIMEOUT_S) -> T:
+    """Await one Kubernetes API call with a deadline.
+
+    ``what`` names the call for people ("creating probe pod ns/name"). While it is slow, whoever set
+    :func:`app.kube.waiting.reporting_to` (a probe run) is told "waiting for the apiserver (...)", and
+    told again (``None``) once it answers. Raises :class:`ApiTimeout` after ``timeout_s``.
+    """
+    loop = asyncio.get_running_loop()
+    slow = loop.call_later(SLOW_CALL_S, report_waiting, f"waiting for the apiserver ({what})")
+    try:
+        async with asyncio.timeout(timeout_s):
+            result = await call
+    except TimeoutError as exc:
+        report_waiting(f"waiting for the apiserver: no answer to {what} within {timeout_s:g} s")
+        raise ApiTimeout(f"the apiserver did not answer {what} within {timeout_s:g} s") from exc
+    finally:
+        slow.cancel()
+    report_waiting(None)
+    return result
+
+
+def keep_alive(resp: Any) -> None:
+    """Turn on TCP keepalive (and a user timeout) on the connection of a streaming response."""
+    connection = getattr(resp, "connection", None)
+    transport = getattr(connection, "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS),
+    ):
+        if hasattr(socket, name):  # Linux names; other systems keep their defaults
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    for level, option, value in options:
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError as exc:  # not a TCP socket (a test double, a Unix socket): nothing to tune
+            log.debug("setsockopt(%s) failed: %s", option, exc)
+            return
 
 
 async def create_api_client(*, kubeconfig: str | None, in_cluster: bool) -> k8s.ApiClient:
@@ -100,6 +163,19 @@ class ApiSource:
                 break
         return ListResult(items=items, resource_version=resource_version)
 
+    async def ping(self, namespace: str = ALL_NAMESPACES) -> None:
+        """A consistent read of at most one Service: answered from etcd, so it fails (or hangs until
+        the caller's deadline) when the apiserver or etcd is down, and needs only the list permission
+        the watches already have."""
+        method = self._method(Kind.SERVICES, namespace)
+        resp = await method(limit=1, _preload_content=False, _request_timeout=PING_TIMEOUT)
+        try:
+            if resp.status != 200:
+                raise await _api_error(resp)
+            await resp.read()
+        finally:
+            resp.release()
+
     async def watch(
         self, kind: Kind, namespace: str, resource_version: str, timeout_s: int
     ) -> AsyncIterator[RawEvent]:
@@ -115,6 +191,7 @@ class ApiSource:
         try:
             if resp.status != 200:
                 raise await _api_error(resp)
+            keep_alive(resp)
             async for event in read_json_lines(resp.content.iter_any()):
                 yield event
         finally:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.kube.cache import ServiceCache
+from app.kube.freshness import Aged
 
 
 class WatchMetrics:
@@ -55,3 +56,28 @@ class CacheCollector(Collector):
         yield GaugeMetricFamily(
             "svcscope_cache_version", "Mutations applied to the cache", value=self.cache.version
         )
+
+
+class WatchAgeCollector(Collector):
+    """Seconds since each watch was last known current (see ``app.kube.freshness``), read at scrape time."""
+
+    def __init__(self, watchers: Sequence[Aged]) -> None:
+        self.watchers = watchers
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ages = GaugeMetricFamily(
+            "svcscope_watch_age_seconds",
+            "Seconds since the watch was last known current (event, bookmark, list or apiserver check)",
+            labels=["resource", "scope"],
+        )
+        stale = GaugeMetricFamily(
+            "svcscope_watch_stale", "1 while the watch is shown as stale", labels=["resource", "scope"]
+        )
+        for watcher in self.watchers:
+            age = watcher.age()
+            if age.age_s is None:
+                continue
+            ages.add_metric([age.resource, age.scope or "*"], age.age_s)
+            stale.add_metric([age.resource, age.scope or "*"], int(age.stale))
+        yield ages
+        yield stale

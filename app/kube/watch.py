@@ -9,7 +9,11 @@ One :class:`Watcher` per (resource, namespace scope). Its loop:
    ``Watch`` retries a 410 only once, so re-listing is done here);
 4. any other failure, or nothing received for ``inactivity_s`` -> reconnect after a capped
    exponential backoff with jitter; ``403 Forbidden`` is recorded on the cache as a visible
-   problem (and retried slowly, in case RBAC is granted later), never raised.
+   problem (and retried slowly, in case RBAC is granted later), never raised;
+5. with a :class:`~app.kube.freshness.Liveness` check: a connection failure while the apiserver does
+   not answer waits for its next answer instead of the backoff (so a restarted apiserver is used
+   within moments), the backoff only grows while the apiserver answers and the watch still fails,
+   and a watch that was open through an outage is restarted with a fresh list once it is over.
 
 The Kubernetes side is behind :class:`EventSource`, so the state machine is tested against a fake.
 """
@@ -20,12 +24,14 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from app.kube import convert
 from app.kube.cache import ALL_NAMESPACES, Kind, ServiceCache
+from app.kube.freshness import Liveness, WatchAge, watch_age
 from app.kube.metrics import WatchMetrics
 
 log = logging.getLogger(__name__)
@@ -78,7 +84,8 @@ class EventSource(Protocol):
 @dataclass(frozen=True, slots=True)
 class WatchConfig:
     timeout_s: int = 300  # server-side timeoutSeconds per watch request
-    inactivity_s: float = 330.0
+    # Reconnect when nothing, not even a bookmark (about one a minute), arrived for this long.
+    inactivity_s: float = 90.0
     backoff_base_s: float = 0.25
     backoff_max_s: float = 30.0
     forbidden_retry_s: float = 60.0
@@ -124,6 +131,8 @@ class Watcher:
         metrics: WatchMetrics | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        liveness: Liveness | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.cache = cache
@@ -133,9 +142,18 @@ class Watcher:
         self.metrics = metrics
         self._sleep = sleep
         self._rand = rand
+        self.liveness = liveness
+        self.clock = clock
         self.resource_version: str | None = None
-        self.attempt = 0
+        self.attempt = 0  # drives the backoff
+        self.failures = 0  # in a row, whatever the wait: a second one shows a problem
         self.lists = 0
+        self.last_seen: float | None = None  # last list, event or bookmark (monotonic)
+        self.streaming_since: float | None = None  # a watch request is open since then
+        self._timeout: asyncio.Timeout | None = None  # of the read in progress, to interrupt it
+        self._interrupted: str | None = None
+        if liveness is not None:
+            liveness.on_recovery(self._recovered)
 
     @property
     def name(self) -> str:
@@ -148,6 +166,32 @@ class Watcher:
     async def run(self) -> None:
         while True:
             await self.step()
+
+    def age(self, now: float | None = None) -> WatchAge:
+        """How current this watch's part of the cache is (see ``app.kube.freshness.watch_age``)."""
+        live = self.liveness
+        return watch_age(
+            resource=self.kind.value,
+            scope=self.scope,
+            last_seen=self.last_seen,
+            streaming_since=self.streaming_since,
+            last_ok=live.last_ok if live is not None else self.clock(),
+            now=self.clock() if now is None else now,
+            stale_after_s=live.config.stale_after_s if live is not None else float("inf"),
+        )
+
+    def interrupt(self, reason: str) -> None:
+        """End the watch stream being read (if any) and list afresh."""
+        self._interrupted = reason
+        self.resource_version = None
+        if self._timeout is not None:
+            self._timeout.reschedule(asyncio.get_running_loop().time())
+
+    def _recovered(self, failing_since: float) -> None:
+        # A stream that lived through the outage may be dead without knowing it, and events may be
+        # missing: whatever has not heard from the apiserver since the outage began starts over.
+        if self.last_seen is None or self.last_seen < failing_since:
+            self.interrupt("the apiserver answers again after an outage")
 
     async def step(self) -> None:
         """One list-or-watch round including the wait after a failure (the unit tests drive this)."""
@@ -181,23 +225,48 @@ class Watcher:
             else:
                 await self._failed("error", f"apiserver answered {err}")
         except TimeoutError:
-            await self._failed("timeout", f"nothing received for {self.config.inactivity_s:.0f} s")
+            if self._interrupted is not None:
+                log.info("%s: %s, re-listing", self.name, self._interrupted)
+                self._interrupted = None
+                self._restart("interrupted")
+                return
+            await self._failed(
+                "timeout", f"nothing received for {self.config.inactivity_s:.0f} s", unreachable=True
+            )
         except (OSError, ValueError, RuntimeError) as err:  # connection refused/reset, bad JSON ...
-            await self._failed("error", f"{type(err).__name__}: {err}")
+            await self._failed("error", f"{type(err).__name__}: {err}", unreachable=True)
         except Exception as err:  # aiohttp's ClientError and the like: never let the watch die
-            await self._failed("error", f"{type(err).__name__}: {err}")
+            await self._failed("error", f"{type(err).__name__}: {err}", unreachable=True)
+        finally:
+            self._interrupted = None
 
-    async def _failed(self, reason: str, text: str) -> None:
+    async def _failed(self, reason: str, text: str, *, unreachable: bool = False) -> None:
         self._restart(reason)
         delay = backoff_delay(self.attempt, self.config, self._rand)
-        message = (
-            f"Watch of {_scope_text(self.kind, self.scope)} interrupted ({text}); retrying in {delay:.1f} s"
-        )
+        # No answer at all (refused, reset, timed out): if the apiserver is down, waiting out a backoff
+        # only delays recovery; wait for it to answer again instead. The backoff still bounds the wait,
+        # and grows only while the apiserver answers and the watch keeps failing.
+        down = unreachable and self.liveness is not None and not await self.liveness.check()
+        when = "once the apiserver answers" if down else f"in {delay:.1f} s"
+        message = f"Watch of {_scope_text(self.kind, self.scope)} interrupted ({text}); retrying {when}"
         log.warning("%s: %s", self.name, message)
-        if self.attempt >= 1:  # one blip is not worth a banner
+        if self.failures >= 1:  # one blip is not worth a banner
             self.cache.set_problem(self.kind, self.scope, message)
+        self.failures += 1
+        if down:
+            assert self.liveness is not None
+            self.attempt = 0  # the backoff counts failures since the apiserver came back
+            await self._until_answer(self.liveness, max(delay, self.config.backoff_max_s))
+            return
         self.attempt += 1
         await self._sleep(delay)
+
+    async def _until_answer(self, liveness: Liveness, limit_s: float) -> None:
+        try:
+            async with asyncio.timeout(limit_s):
+                await liveness.next_ok()
+        except TimeoutError:
+            pass
 
     async def _backoff(self, *, quick: bool) -> None:
         if quick and self.attempt == 0:
@@ -218,6 +287,8 @@ class Watcher:
         self.cache.replace(self.kind, self.scope, objects)
         self.cache.mark_synced(self.kind, self.scope)
         self.resource_version = result.resource_version
+        self.last_seen = self.clock()
+        self.failures = 0
         self.lists += 1
         if self.metrics is not None:
             self.metrics.lists.labels(self.kind.value).inc()
@@ -236,20 +307,25 @@ class Watcher:
         stream = self.source.watch(self.kind, self.scope, resource_version, self.config.timeout_s)
         iterator = aiter(stream)
         first = True
+        self.streaming_since = self.clock()
         try:
             while True:
                 try:
-                    async with asyncio.timeout(self.config.inactivity_s):
+                    async with asyncio.timeout(self.config.inactivity_s) as self._timeout:
                         event = await anext(iterator)
                 except StopAsyncIteration:
                     return not first
+                finally:
+                    self._timeout = None
+                self.last_seen = self.clock()
                 if first:
                     first = False
-                    self.attempt = 0
+                    self.attempt = self.failures = 0
                     if self.cache.status(self.kind, self.scope).problem is not None:
                         self.cache.set_problem(self.kind, self.scope, None)
                 self._handle(event)
         finally:
+            self.streaming_since = None
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 await aclose()

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from app.domain import Origin
 from app.echo.record import Record, parse_line
+from app.kube.waiting import reporting_to
 from app.probe.run import AttributionMode, Run
 from app.probe.spec import ProbeSpec
 from app.probe.stats import Outcome
@@ -178,7 +179,8 @@ async def execute_remote(
                 if len(reader.seen) >= spec.count:
                     return
 
-    task = asyncio.create_task(consume(), name=f"probe-{run.id}-remote")
+    with reporting_to(run.set_waiting):  # the task keeps the reporter: slow API calls show on the run
+        task = asyncio.create_task(consume(), name=f"probe-{run.id}-remote")
     try:
         while not task.done():
             await asyncio.wait({task}, timeout=check_interval_s)

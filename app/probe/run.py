@@ -13,6 +13,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from app.domain import ServiceKey
+from app.probe import diagnosis
 from app.probe.attribution import Attribution, Candidate, Fingerprints, Matcher, Reply, Rule, attribute
 from app.probe.spec import ProbeSpec
 from app.probe.stats import Outcome, RunShape, Summary, summarize
@@ -101,6 +103,8 @@ class Run:
         # Where the requests come from (the client kube-proxy sees), when known: a pod name and its IP.
         self.client_pod: str | None = None
         self.client_ip: str | None = None
+        # What the run waits for besides its requests, e.g. "waiting for the apiserver (...)"; None: nothing.
+        self.waiting: str | None = None
 
     # -- endpoints, re-read from the view so scaling mid-run is seen
     def current(self, max_age_s: float = 0.0) -> tuple[Backend, ...]:
@@ -168,6 +172,11 @@ class Run:
         """Whether ``add`` would keep a sample for this outcome (so the hot path builds it only then)."""
         return len(self.samples) < MAX_SAMPLES and _sample_key(outcome) not in self.samples
 
+    def set_waiting(self, note: str | None) -> None:
+        if note != self.waiting:
+            self.waiting = note
+            self._notify()
+
     def finish(self, status: RunStatus, error: str | None = None) -> None:
         if self.finished:
             return
@@ -216,7 +225,29 @@ class Run:
             endpoints_changed=self.endpoints_changed,
             finished=self.finished,
         )
-        return summarize(self.results, shape, self.current(), tuple(self.known.values()))
+        summary = summarize(self.results, shape, self.current(), tuple(self.known.values()))
+        evidence = diagnosis.evidence_of(
+            summary,
+            self.calibration.probed,
+            self._removed_endpoints(),
+            session_affinity=self.target.session_affinity,
+            reuse=self.spec.reuse,
+        )
+        return diagnosis.apply(summary, diagnosis.diagnose(evidence))
+
+    def _removed_endpoints(self) -> list[diagnosis.Removed]:
+        """Addresses that left the Service shortly before or during the run (if the view remembers them:
+        the watch cache does); stale Service rules may still have sent requests there."""
+        history = getattr(self._view, "removed_endpoints", None)
+        if history is None:
+            return []
+        end = self.finished_at if self.finished_at is not None else self.clock()
+        key = ServiceKey(self.spec.namespace, self.spec.service)
+        return [
+            diagnosis.Removed(r.ip, r.pod, end - r.at)
+            for r in history(key, diagnosis.REMOVAL_WINDOW_S)
+            if self.started - diagnosis.REMOVAL_WINDOW_S <= r.at <= end
+        ]
 
     def attribute(self, reply: Reply) -> Attribution:
         """Which pod sent ``reply``. A pure function of the reply and the current endpoints, so the answer

@@ -90,6 +90,9 @@ class RunOut(BaseModel):
     id: str
     status: str
     error: str | None
+    waiting: str | None = Field(
+        default=None, description='what a running run waits for, e.g. "waiting for the apiserver (...)"'
+    )
     created: str
     elapsed_s: float
     service: ServiceRef
@@ -132,6 +135,7 @@ def _run_fields(run: Run, s: Summary) -> dict[str, object]:
         "id": run.id,
         "status": run.status.value,
         "error": run.error,
+        "waiting": run.waiting if not run.finished else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.created)),
         "elapsed_s": round(run.elapsed_s, 3),
         "service": ServiceRef(namespace=spec.namespace, name=spec.service),

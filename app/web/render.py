@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from app.kube.freshness import report
 from app.web.security import csrf_token
 
 
@@ -21,6 +22,7 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
     templates: Jinja2Templates = request.app.state.templates
     if "csrf_token" not in context:
         context["csrf_token"] = csrf_token(request)
+    context.setdefault("freshness", report(request.app.state.svc.watchers))  # the staleness banner
     return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 

@@ -90,6 +90,42 @@ def test_subscribers_see_versions_and_a_broken_subscriber_does_not_break_writes(
     assert seen[1].kind is Kind.ENDPOINTSLICES and seen[1].service == K("default", "a")
 
 
+def test_removed_ready_addresses_are_remembered_until_back_or_old():
+    from app.domain import ServiceKey
+
+    clock = [1000.0]
+    cache = ServiceCache(clock=lambda: clock[0])
+    key = ServiceKey("default", "web")
+
+    def put(name: str, *endpoints: dict) -> None:  # type: ignore[type-arg]
+        cache.upsert_slice(convert.slice_from_api(eps(name, "web", list(endpoints))))
+
+    put("web-a", endpoint("198.18.0.1", "p1"), endpoint("198.18.0.2", "p2"))
+    assert cache.removed_endpoints(key) == []
+    clock[0] = 1010.0
+    # p2 is replaced by p3: terminating first (no longer ready), then gone.
+    put("web-a", endpoint("198.18.0.1", "p1"), endpoint("198.18.0.2", "p2", ready=False))
+    put("web-a", endpoint("198.18.0.1", "p1"), endpoint("198.18.0.3", "p3"))
+    (gone,) = cache.removed_endpoints(key)
+    assert (gone.ip, gone.pod, gone.at) == ("198.18.0.2", "p2", 1010.0)
+    # An address moving to another slice of the same Service did not leave it.
+    put("web-b", endpoint("198.18.0.1", "p1"))
+    put("web-a", endpoint("198.18.0.3", "p3"))
+    assert [r.ip for r in cache.removed_endpoints(key)] == ["198.18.0.2"]
+    # A deleted slice removes its addresses; the newest comes first.
+    clock[0] = 1020.0
+    cache.delete_slice(ObjectKey("default", "web-b"))
+    assert [r.ip for r in cache.removed_endpoints(key)] == ["198.18.0.1", "198.18.0.2"]
+    assert [r.ip for r in cache.removed_endpoints(key, within_s=5.0)] == ["198.18.0.1"]
+    # Back again: no longer "removed".
+    put("web-a", endpoint("198.18.0.3", "p3"), endpoint("198.18.0.1", "p1"))
+    assert [r.ip for r in cache.removed_endpoints(key)] == ["198.18.0.2"]
+    clock[0] = 5000.0
+    assert cache.removed_endpoints(key) == []
+    cache.delete_service(key)
+    assert cache.removed_endpoints(key) == []
+
+
 def test_node_addresses_and_likely_gateways_from_the_pods():
     cache = ServiceCache()
     web = convert.pod_from_api(pod("web-0", ip="198.18.0.10"))

@@ -11,6 +11,7 @@ import pytest
 
 from app.domain import ObjectKey
 from app.kube.cache import Kind, ServiceCache
+from app.kube.freshness import Liveness, LivenessConfig
 from app.kube.watch import ApiError, ListResult, WatchConfig, Watcher, backoff_delay, read_json_lines
 from tests.unit.kube.objects import svc
 
@@ -193,3 +194,134 @@ async def test_run_is_cancellable():
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+# -- with the apiserver check (app.kube.freshness.Liveness)
+
+
+class Switch:
+    """A ping that fails until ``up`` is set."""
+
+    def __init__(self) -> None:
+        self.up = False
+
+    async def __call__(self) -> None:
+        if not self.up:
+            raise ConnectionRefusedError("refused")
+
+
+def make_live(
+    source: FakeSource, ping: Switch, **config: Any
+) -> tuple[Watcher, ServiceCache, list[float], Liveness]:
+    cache = ServiceCache([""])
+    sleeps: list[float] = []
+
+    async def sleep(d: float) -> None:
+        sleeps.append(d)
+
+    live = Liveness(ping, LivenessConfig(timeout_s=1.0, stale_after_s=12.0))
+    w = Watcher(
+        source,
+        cache,
+        Kind.SERVICES,
+        "",
+        config=WatchConfig(**config),
+        sleep=sleep,
+        rand=lambda: 1.0,
+        liveness=live,
+    )
+    return w, cache, sleeps, live
+
+
+async def wait_until(condition: Any, what: str) -> None:
+    for _ in range(500):  # bounded poll of the event loop, no wall-clock sleeps
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never: {what}")
+
+
+async def test_connection_refused_waits_for_the_apiserver_instead_of_the_backoff():
+    """After an apiserver restart the watch reconnects as soon as a check succeeds, however many
+    attempts failed before (no 15 s backoff to wait out)."""
+    ping = Switch()
+    source = FakeSource([ConnectionRefusedError("refused")] * 6 + [ListResult([svc("a")], "5")], [[HANG]])
+    w, cache, sleeps, live = make_live(source, ping, backoff_base_s=1.0, backoff_max_s=30.0)
+    for _ in range(5):
+        step = asyncio.create_task(w.step())
+        await wait_until(lambda: live._waiters == 1, "the watcher waits for the apiserver")
+        assert not step.done()
+        await live.check()  # still down: nobody is woken
+        await asyncio.sleep(0)
+        assert not step.done()
+        ping.up = True
+        await live.check()  # it answers: the watcher retries at once
+        await asyncio.wait_for(step, 1)
+        ping.up = False
+    assert sleeps == []  # never slept a backoff
+    assert w.attempt == 0
+    assert "once the apiserver answers" in cache.problems()[0].message
+
+
+async def test_failures_while_the_apiserver_answers_back_off_as_before():
+    ping = Switch()
+    ping.up = True
+    err = ApiError(500, "InternalError", "etcd")
+    source = FakeSource([ConnectionResetError("reset"), err, err, ListResult([], "5")], [[bookmark("6")]])
+    w, _, sleeps, _ = make_live(source, ping, backoff_base_s=1.0, backoff_max_s=8.0)
+    for _ in range(4):
+        await w.step()
+    assert sleeps == [1.0, 2.0, 4.0]
+
+
+async def test_a_watch_open_through_an_outage_is_restarted_with_a_fresh_list():
+    clock = [100.0]
+    ping = Switch()
+    ping.up = True
+    source = FakeSource([ListResult([svc("a")], "5"), ListResult([svc("b")], "9")], [[HANG], [HANG]])
+    w, cache, sleeps, live = make_live(source, ping)
+    w.clock = live.clock = lambda: clock[0]
+    step = asyncio.create_task(w.step())
+    await wait_until(lambda: w.streaming_since is not None, "the watch is open")
+    await live.check()
+    assert not w.age().stale
+    clock[0] = 110.0
+    ping.up = False
+    await live.check()  # the apiserver stops answering; the stream stays silently open
+    clock[0] = 125.0
+    age = w.age()
+    assert age.stale and age.age_s == 25.0  # since the last successful check
+    assert age.why is not None and "does not answer" in age.why
+    assert not step.done()
+    ping.up = True
+    await live.check()  # answers again: the silent stream is abandoned
+    await asyncio.wait_for(step, 1)
+    assert w.resource_version is None and sleeps == []
+    await asyncio.wait_for(asyncio.shield(asyncio.create_task(_one_list(w))), 1)
+    assert names(cache) == ["b"] and not w.age().stale
+
+
+async def _one_list(w: Watcher) -> None:
+    step = asyncio.create_task(w.step())
+    await wait_until(lambda: w.streaming_since is not None, "the second watch is open")
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+
+
+async def test_a_watch_that_heard_from_the_apiserver_after_the_outage_began_is_left_alone():
+    clock = [100.0]
+    ping = Switch()
+    source = FakeSource([ListResult([svc("a")], "5")], [[HANG]])
+    w, _, _, live = make_live(source, ping)
+    w.clock = live.clock = lambda: clock[0]
+    await live.check()  # failing since 100
+    step = asyncio.create_task(w.step())  # lists at 100 (not before the outage began), then watches
+    await wait_until(lambda: w.streaming_since is not None, "the watch is open")
+    ping.up = True
+    await live.check()
+    await asyncio.sleep(0)
+    assert not step.done() and w.resource_version == "5"
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
