@@ -70,7 +70,7 @@ def follow_recent_runs(
     """The Service page's live Recent runs table: every ``runs`` event's HTML, until ``until`` holds."""
     tables: list[str] = []
     with (
-        httpx.Client(base_url=dash.base_url, timeout=60) as c,
+        httpx.Client(base_url=str(dash.http.base_url), timeout=60) as c,
         c.stream("GET", f"/streams/services/{namespace}/{name}/runs") as s,
     ):
         event, data = "", []
