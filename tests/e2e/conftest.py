@@ -307,7 +307,9 @@ def deploy_echo(cluster: Cluster) -> Callable[..., EchoApp]:
     return deploy
 
 
-def start_client_pod(cluster: Cluster, namespace: str, name: str = "client", timeout: float = 60.0) -> str:
+def start_client_pod(
+    cluster: Cluster, namespace: str, name: str = "client", timeout: float = 60.0, image: str = ECHO_IMAGE
+) -> str:
     """An idle pod of the echo image (no echo Service selects it) to exec clients in; returns its name."""
     cluster.apply(
         f"""\
@@ -321,7 +323,7 @@ def start_client_pod(cluster: Cluster, namespace: str, name: str = "client", tim
           enableServiceLinks: false
           containers:
             - name: client
-              image: {ECHO_IMAGE}
+              image: {image}
               imagePullPolicy: Never
               command: [python3, -u, -c, "import time; print('e2e client ready'); time.sleep(86400)"]
         """,

@@ -121,7 +121,9 @@ def released_dashboard(
             yield rel, Dashboard(cast(Any, _Forwarded()), str(http.base_url), http, Path(os.devnull), log)
             if http.reconnects:
                 print(f"\nkubectl port-forward was reopened {http.reconnects} time(s)")
-        (status,) = dashboard_pod(cluster, rel)["status"]["containerStatuses"]
-        assert status["restartCount"] == 0, "the dashboard restarted during the test"
+        selector = f"app.kubernetes.io/name=svcscope,app.kubernetes.io/instance={rel.name}"
+        for pod in cluster.pods(namespace, selector):
+            (status,) = pod["status"]["containerStatuses"]
+            assert status["restartCount"] == 0, f"the dashboard restarted during the test: {status}"
     finally:
         rel.uninstall(wait=False)
