@@ -97,6 +97,9 @@ class Service:
     annotations: Mapping[str, str]
     created: datetime | None
     resource_version: str
+    # Who chose .spec.clusterIP, from managedFields: a field manager's name when a client set it, "" when
+    # the apiserver allocated it, None when unknown (no managedFields sent, or no address at all).
+    cluster_ip_set_by: str | None = None
 
     @property
     def headless(self) -> bool:

@@ -112,6 +112,31 @@ def test_strip_for_display_drops_managed_fields():
     assert "managedFields" not in shown["metadata"] and "managedFields" in raw["metadata"]
 
 
+@pytest.mark.parametrize(
+    ("managed", "ip", "expected"),
+    [
+        (
+            [{"manager": "helm", "fieldsV1": {"f:spec": {"f:clusterIP": {}, "f:ports": {}}}}],
+            "198.19.200.200",
+            "helm",
+        ),
+        (
+            [{"manager": "kubectl-client-side-apply", "fieldsV1": {"f:spec": {"f:ports": {}}}}],
+            "198.19.0.7",
+            "",
+        ),
+        (None, "198.19.0.7", None),  # no managedFields sent: unknown
+        ([{"manager": "helm", "fieldsV1": {"f:spec": {"f:clusterIP": {}}}}], "None", None),  # headless
+    ],
+)
+def test_who_chose_the_cluster_ip(managed: object, ip: str, expected: str | None) -> None:
+    raw = svc("web", ip=ip)
+    raw["metadata"]["managedFields"] = managed
+    if managed is None:
+        del raw["metadata"]["managedFields"]
+    assert convert.service_from_api(raw).cluster_ip_set_by == expected
+
+
 def test_topology_hints_are_kept_as_names():
     ep = endpoint("198.18.0.1", "p")
     ep["zone"] = "zone-a"

@@ -247,3 +247,17 @@ async def test_attribution_cache_forgets_on_endpoint_change(cluster: Cluster) ->
     assert run.attribute(reply).pod is None  # the endpoints read a moment ago still hold
     now[0] += ENDPOINTS_MAX_AGE_S  # then they are re-read
     assert run.attribute(reply).pod == "web-7"
+
+
+async def test_a_calibration_is_reused_for_the_same_pods_briefly() -> None:
+    """A second run against the same pods at the same addresses skips the direct probes."""
+    async for c in make_cluster(3, "anonymous"):
+        runner = c.runner()
+        first = await finished(runner.start(spec()))
+        second = await finished(runner.start(spec()))
+        assert first.calibration.mode == second.calibration.mode == "fingerprint"
+        assert "ago" not in first.calibration.note
+        assert "s ago, same pods at the same addresses" in second.calibration.note
+        assert [p.hits for p in second.summary().pods] == [20, 20, 20]  # the remembered fingerprints work
+        other = await finished(runner.start(spec(path="/other")))
+        assert "ago" not in other.calibration.note  # another request: calibrated afresh
