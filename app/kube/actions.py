@@ -46,6 +46,7 @@ PHASE_POLL_S = 0.25  # how often a starting probe pod's phase is read (one short
 LOG_REOPENS = 3  # a log stream that drops while the pod still runs is followed again (duplicates ignored)
 MAX_OUTPUT_LINE = 4096  # longer output lines are dropped: a record is far shorter (app.echo.record)
 EVENT_REASON = "SessionAffinityChanged"
+STDERR_KEPT = 2048  # of an exec'd client's stderr: enough for the error that made it print nothing
 # A container waiting for one of these will not start by itself: fail the run now, not at its deadline.
 STUCK_REASONS = frozenset(
     {
@@ -504,7 +505,7 @@ class KubeActions:
                         pod,
                         namespace,
                         command=list(argv),  # type: ignore[arg-type]  # one ?command= per item
-                        stderr=False,
+                        stderr=True,
                         stdin=False,
                         stdout=True,
                         tty=False,
@@ -512,15 +513,30 @@ class KubeActions:
                     )
                     async with connect as ws:
                         lines = _Lines()
+                        printed = False
+                        errors = bytearray()  # the client's stderr, its tail: why it printed nothing
+                        status = b""
                         async for msg in ws:
                             if msg.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
                                 break
                             data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
-                            if data[:1] == b"\x01":  # the stdout channel; the status channel is not needed
-                                for line in lines.feed(data[1:]):
+                            channel, payload = data[:1], data[1:]
+                            if channel == b"\x01":  # stdout
+                                for line in lines.feed(payload):
+                                    printed = True
                                     yield line
+                            elif channel == b"\x02":  # stderr
+                                errors = (errors + payload)[-STDERR_KEPT:]
+                            elif channel == b"\x03":  # the exec's final status
+                                status = payload[:STDERR_KEPT]
                         for line in lines.rest():
+                            printed = True
                             yield line
+                        if not printed and (errors or b'"Failure"' in status):
+                            tail = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or [
+                                "no output"
+                            ]
+                            raise ActionError(f"{what}: the client printed no record ({tail[0][:200]})")
         except ActionError:
             raise
         except Exception as exc:

@@ -365,10 +365,15 @@ def deploy_echo(cluster: Cluster) -> Callable[..., EchoApp]:
 
 
 def start_client_pod(
-    cluster: Cluster, namespace: str, name: str = "client", timeout: float = 60.0, node: str | None = None
+    cluster: Cluster,
+    namespace: str,
+    name: str = "client",
+    timeout: float = 60.0,
+    node: str | None = None,
+    image: str = ECHO_IMAGE,
 ) -> str:
-    """An idle pod of the echo image (no echo Service selects it) to exec clients in, on `node` if given;
-    returns its name."""
+    """An idle pod of the echo image (or ``image``; no echo Service selects it) to exec clients in, on `node`
+    if given; returns its name."""
     placement = f"nodeSelector: {{kubernetes.io/hostname: {node}}}" if node else ""
     cluster.apply(
         f"""\
@@ -383,7 +388,7 @@ def start_client_pod(
           enableServiceLinks: false
           containers:
             - name: client
-              image: {ECHO_IMAGE}
+              image: {image}
               imagePullPolicy: Never
               command: [python3, -u, -c, "import time; print('e2e client ready'); time.sleep(86400)"]
         """,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -60,6 +60,45 @@ def install(rel: Release, sets: tuple[str, ...], env: dict[str, str]) -> None:
     rel.wait_ready()
 
 
+class ForwardedClient(httpx.Client):
+    """An HTTP client through ``kubectl port-forward`` that opens a new forward when the old one is gone.
+
+    kubectl ends a forward on its own now and then on this loaded single-node cluster ("lost connection to
+    pod"). That is kubectl's, not the dashboard's: reads are retried once through a new forward; a POST only
+    when it never reached the dashboard (a refused connection), so no run is started twice. Whether the
+    dashboard itself stayed up is checked separately (its container's restart count)."""
+
+    def __init__(self, reopen: Callable[[], str]) -> None:
+        self._reopen = reopen
+        self.reconnects = 0
+        super().__init__(base_url=reopen(), timeout=30.0)
+
+    def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> httpx.Response:
+        try:
+            return super().request(method, url, *args, **kwargs)
+        except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+            if method != "GET" and not isinstance(exc, httpx.ConnectError):
+                raise
+            self.reconnects += 1
+            self.base_url = httpx.URL(self._reopen())
+            return super().request(method, url, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def forwarded(cluster: Cluster, rel: Release) -> Iterator[ForwardedClient]:
+    """A client of the release's dashboard through `kubectl port-forward`, once it answers /readyz."""
+    kubectl = [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
+    with contextlib.ExitStack() as forwards:
+
+        def reopen() -> str:
+            forwards.close()
+            return forwards.enter_context(port_forward(kubectl, rel.namespace, rel.fullname))
+
+        with ForwardedClient(reopen) as client:
+            wait_for(lambda: client.get("/readyz").status_code == 200, 60, "the dashboard ready")
+            yield client
+
+
 @contextlib.contextmanager
 def released_dashboard(
     cluster: Cluster, namespace: str, *sets: str, env: dict[str, str] | None = None
@@ -78,14 +117,13 @@ def released_dashboard(
         assert pod["spec"]["serviceAccountName"] == rel.fullname
         names = {e["name"] for e in pod["spec"]["containers"][0].get("env", [])}
         assert not names & {"SVCSCOPE_KUBECONFIG", "KUBECONFIG"}
-        kubectl = [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
-        with port_forward(kubectl, namespace, rel.fullname) as url, open(os.devnull, "wb") as log:
-            http = httpx.Client(base_url=url, timeout=30.0)
-            dash = Dashboard(cast(Any, _Forwarded()), url, http, Path(os.devnull), log)
-            try:
-                wait_for(lambda: http.get("/readyz").status_code == 200, 60, "the dashboard ready")
-                yield rel, dash
-            finally:
-                http.close()
+        with forwarded(cluster, rel) as http, open(os.devnull, "wb") as log:
+            yield rel, Dashboard(cast(Any, _Forwarded()), str(http.base_url), http, Path(os.devnull), log)
+            if http.reconnects:
+                print(f"\nkubectl port-forward was reopened {http.reconnects} time(s)")
+        selector = f"app.kubernetes.io/name=svcscope,app.kubernetes.io/instance={rel.name}"
+        for pod in cluster.pods(namespace, selector):
+            (status,) = pod["status"]["containerStatuses"]
+            assert status["restartCount"] == 0, f"the dashboard restarted during the test: {status}"
     finally:
         rel.uninstall(wait=False)

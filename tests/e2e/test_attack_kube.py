@@ -28,8 +28,9 @@ import httpx
 import pytest
 
 from scripts import demo
-from tests.chart.release import Release, custom_cluster_ip, port_forward
+from tests.chart.release import Release, custom_cluster_ip
 from tests.e2e.conftest import Cluster, EchoApp
+from tests.e2e.released import forwarded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -98,12 +99,7 @@ def dash(cluster: Cluster, release: Release) -> Iterator[httpx.Client]:
     env = {e["name"] for e in container.get("env", [])}
     assert "SVCSCOPE_KUBECONFIG" not in env and "KUBECONFIG" not in env
     assert container["image"] == demo.IMAGE
-    kubectl = [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
-    with (
-        port_forward(kubectl, release.namespace, release.fullname) as url,
-        httpx.Client(base_url=url, timeout=30) as client,
-    ):
-        wait_until(lambda: client.get("/readyz").status_code == 200, 60, "the dashboard ready")
+    with forwarded(cluster, release) as client:
         yield client
 
 

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Cluster, EchoApp
+from scripts import demo
+from tests.e2e.conftest import Cluster, EchoApp, start_client_pod
 from tests.e2e.dashboard import Dashboard, deployed, hits, probe_body, wait_serving
 from tests.e2e.released import dashboard_pod, released_dashboard
 
@@ -35,6 +36,13 @@ def origins_dashboard(cluster: Cluster, namespace: str) -> Iterator[tuple[Dashbo
     sets = ("rbac.probePods=true", "rbac.exec=true", f"rbac.writableNamespaces={{{namespace}}}")
     with released_dashboard(cluster, namespace, *sets) as (release, dash):
         yield dash, dashboard_pod(cluster, release)
+
+
+@pytest.fixture
+def client_pod(cluster: Cluster, namespace: str) -> str:
+    """The exec origin runs the client of the dashboard's own image (the one under test), not the shared
+    echo image another checkout may have rebuilt."""
+    return start_client_pod(cluster, namespace, image=demo.IMAGE)
 
 
 def answering(run: dict[str, Any]) -> dict[str, int]:
@@ -70,7 +78,7 @@ def follow_recent_runs(
     """The Service page's live Recent runs table: every ``runs`` event's HTML, until ``until`` holds."""
     tables: list[str] = []
     with (
-        httpx.Client(base_url=dash.base_url, timeout=60) as c,
+        httpx.Client(base_url=str(dash.http.base_url), timeout=60) as c,
         c.stream("GET", f"/streams/services/{namespace}/{name}/runs") as s,
     ):
         event, data = "", []
