@@ -64,6 +64,10 @@ cluster-down: bootstrap
 
 # The local demo: cluster up, image built and imported, chart installed with the sample workloads,
 # `kubectl port-forward svc/svcscope 8080:80` in the background. Idempotent.
+# Its cluster is an instance of its own ("demo", 3 nodes in 3 zones): `make test` takes the default instance
+# down and up again and keeps it at one node, which must neither stop the demo nor reshape the tests' cluster.
+# SVCSCOPE_DC_INSTANCE= (empty) puts the demo on the default instance instead.
+demo demo-down: export SVCSCOPE_DC_INSTANCE ?= demo
 demo: install
 	$(VPY) -m scripts.demo up
 
