@@ -346,7 +346,10 @@ def test_click_to_first_bar(browser: Any, base_url: str, demo_release: Release) 
             first, answer = t.page.evaluate(CLICK_TO_FIRST_BAR_JS, '[data-testid="probe-top"]')
             firsts.append(float(first))
             answers.append(float(answer))
-            t.page.wait_for_selector('#probe-run .probe-summary[data-status="done"]', timeout=60_000)
+            ended = '#probe-run .probe-summary:not([data-status="running"])'
+            t.page.wait_for_selector(ended, timeout=120_000)
+            status = t.page.get_attribute("#probe-run .probe-summary", "data-status")
+            assert status == "done", f"click {len(firsts)}: the run ended {status}"
         result = {
             "runs": LATENCY_RUNS,
             "click_to_first_bar_ms": [round(x, 1) for x in firsts],
