@@ -45,7 +45,7 @@ e2e-multinode: install
 
 # kube-proxy in nftables mode on a single-node instance of its own ("nft"): the devcluster tests, and of the
 # dashboard's tests those where the mode matters — new connections spread, ClientIP pins one pod (per-endpoint
-# timeout sets in nftables), and flipping affinity from the page. ~7 min with the image to build, ~4 without.
+# timeout sets in nftables), and flipping affinity from the page. ~2 min; ~7 min if the image is still to build.
 NFT_PROBE_TESTS := tests/e2e/test_probe.py::test_new_connections_spread_uniformly \
 	tests/e2e/test_probe.py::test_client_ip_affinity_one_pod tests/e2e/test_affinity_toggle.py
 e2e-nftables: install
