@@ -43,12 +43,15 @@ e2e-multinode: install
 	$(VENV)/bin/pytest -m multinode -q tests/e2e
 	SVCSCOPE_E2E_PROXY_MODE=nftables $(VENV)/bin/pytest -m multinode -q tests/e2e
 
-# The single-node devcluster tests with kube-proxy in nftables mode, on an instance of their own ("nft").
-# (The dashboard's e2e tests name the default instance's link address and kubeconfig, so they stay out.)
+# kube-proxy in nftables mode on a single-node instance of its own ("nft"): the devcluster tests, and of the
+# dashboard's tests those where the mode matters — new connections spread, ClientIP pins one pod (per-endpoint
+# timeout sets in nftables), and flipping affinity from the page. ~2 min; ~7 min if the image is still to build.
+NFT_PROBE_TESTS := tests/e2e/test_probe.py::test_new_connections_spread_uniformly \
+	tests/e2e/test_probe.py::test_client_ip_affinity_one_pod tests/e2e/test_affinity_toggle.py
 e2e-nftables: install
 	$(VPY) -m devcluster image build
 	SVCSCOPE_DC_INSTANCE=nft SVCSCOPE_E2E_PROXY_MODE=nftables $(VENV)/bin/pytest -m "e2e and not multinode" \
-		-q tests/e2e/test_devcluster.py tests/e2e/test_devcluster_lifecycle.py
+		-q tests/e2e/test_devcluster.py tests/e2e/test_devcluster_lifecycle.py $(NFT_PROBE_TESTS)
 	SVCSCOPE_DC_INSTANCE=nft $(VPY) -m devcluster down
 
 # Fault injection (apiserver, etcd, kube-proxy, CoreDNS): its own step, since it disturbs the whole node.
@@ -66,6 +69,10 @@ cluster-down: bootstrap
 
 # The local demo: cluster up, image built and imported, chart installed with the sample workloads,
 # `kubectl port-forward svc/svcscope 8080:80` in the background. Idempotent.
+# Its cluster is an instance of its own ("demo", 3 nodes in 3 zones): `make test` takes the default instance
+# down and up again and keeps it at one node, which must neither stop the demo nor reshape the tests' cluster.
+# SVCSCOPE_DC_INSTANCE= (empty) puts the demo on the default instance instead.
+demo demo-down: export SVCSCOPE_DC_INSTANCE ?= demo
 demo: install
 	$(VPY) -m scripts.demo up
 

@@ -146,10 +146,12 @@ def cgroup_pids() -> set[int]:
     found: set[int] = set()
     for hierarchy in cgroup_hierarchies():
         root = hierarchy / paths.CGROUP_ROOT.lstrip("/")
-        if root.is_dir():
-            for procs in root.rglob("cgroup.procs"):
+        # os.walk, not Path.rglob: kubelet removes pod cgroups while `down` walks them, and rglob raises
+        # when a directory it listed is gone by the time it enters it; os.walk skips it.
+        for directory, _, files in os.walk(root):
+            if "cgroup.procs" in files:
                 with contextlib.suppress(OSError):
-                    found.update(int(p) for p in procs.read_text().split())
+                    found.update(int(p) for p in (Path(directory) / "cgroup.procs").read_text().split())
     return found
 
 

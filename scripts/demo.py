@@ -3,6 +3,10 @@
     python -m scripts.demo up      # cluster up -> image -> helm upgrade --install -> Ready -> port-forward
     python -m scripts.demo down    # stop the port-forward, uninstall (and `--cluster`: stop the cluster too)
 
+The cluster has 3 nodes in 3 zones (SVCSCOPE_DEMO_NODES / SVCSCOPE_DEMO_ZONES change that), so that the demo's
+topology Services (Local policy, PreferSameNode, PreferSameZone, topology-mode Auto) make a difference. A
+cluster that already runs in another shape is used as it is, with a note: others may be using it. The
+cluster is the devcluster instance SVCSCOPE_DC_INSTANCE names; `make demo` sets it to "demo" unless given.
 Both are idempotent. The image is built from the project's Dockerfile with buildah FROM the cluster's
 debootstrapped base (no registry here) and imported into containerd; its Python dependencies come from a
 wheelhouse downloaded on the host with pip, so the build itself needs no network. The e2e tests reuse
@@ -12,6 +16,7 @@ wheelhouse downloaded on the host with pip, so the build itself needs no network
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import hashlib
 import os
@@ -23,10 +28,10 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from devcluster import install, paths
+from devcluster import install, paths, topology
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "helm" / "svcscope"
@@ -43,6 +48,13 @@ IMAGE = os.environ.get("SVCSCOPE_IMAGE", "localhost/svcscope:dev")
 BASE_IMAGE = "localhost/svcscope-base:bookworm"
 BASE_PYTHON = "3.11"  # Debian bookworm's python3, the interpreter of BASE_IMAGE: the wheels must fit it
 DEFAULT_PORT = 8080  # SVCSCOPE_DEMO_PORT overrides
+
+# 3 nodes in 3 zones: one echo pod per node and per zone, enough for topology-mode Auto to set hints. Measured
+# on this kind of machine in bench/devcluster.md (the demo's time to Ready).
+NODES_ENV = "SVCSCOPE_DEMO_NODES"
+ZONES_ENV = "SVCSCOPE_DEMO_ZONES"
+DEFAULT_NODES = 3
+DEFAULT_ZONES = 3
 
 READY_TIMEOUT_S = 240.0
 PF_TIMEOUT_S = 30.0
@@ -90,11 +102,62 @@ def helm_base() -> list[str]:
     return [str(helm_path()), "--kubeconfig", str(kubeconfig())]
 
 
-def cluster_up(log: Log = _log) -> None:
-    log("cluster: python -m devcluster up (a no-op when it runs)")
-    proc = subprocess.run([sys.executable, "-m", "devcluster", "up"], cwd=REPO, timeout=3600, check=False)
+def _count(environ: Mapping[str, str], name: str, default: int) -> tuple[int, bool]:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default, False
+    try:
+        return int(raw), True
+    except ValueError:
+        raise DemoError(f"{name}={raw!r}: give a whole number") from None
+
+
+def wanted_shape(environ: Mapping[str, str]) -> tuple[topology.Shape, bool]:
+    """The demo cluster's shape from SVCSCOPE_DEMO_NODES/ZONES, and whether either was set."""
+    nodes, nodes_set = _count(environ, NODES_ENV, DEFAULT_NODES)
+    # Fewer nodes than the default zones: one zone per node.
+    zones, zones_set = _count(environ, ZONES_ENV, min(DEFAULT_ZONES, max(nodes, 1)))
+    try:
+        shape = topology.Shape(nodes=nodes, zones=zones)
+    except topology.ShapeError as exc:
+        message = str(exc).replace("--nodes", NODES_ENV).replace("--zones", ZONES_ENV)
+        raise DemoError(message) from None
+    return shape, nodes_set or zones_set
+
+
+def up_args(
+    wanted: topology.Shape, explicit: bool, running: topology.Shape | None, log: Log = _log
+) -> list[str]:
+    """`devcluster` arguments for the demo's cluster. A running cluster of another shape is never torn down
+    (other people's tests may be using it): without SVCSCOPE_DEMO_* it is used as it is, with them the
+    demo stops and says how to get the shape asked for."""
+    flags = ["--nodes", str(wanted.nodes), "--zones", str(wanted.zones)]
+    if running is None or (running.nodes, running.zones) == (wanted.nodes, wanted.zones):
+        return ["up", *flags]
+    have = f"{running.nodes} node(s) in {running.zones} zone(s)"
+    if explicit:
+        raise DemoError(
+            f"{NODES_ENV}={wanted.nodes} {ZONES_ENV}={wanted.zones}: the local cluster already runs {have}. "
+            f"Stop it first with `make demo-down CLUSTER=1` (it stops everything running on it), use another "
+            f"cluster beside it with {paths.INSTANCE_ENV}=NAME, or unset {NODES_ENV}/{ZONES_ENV} to use it "
+            "as it is"
+        )
+    log(
+        f"cluster: already running with {have}; the demo uses it as it is. The topology Services show "
+        f"their rules on {wanted.nodes} nodes in {wanted.zones} zones: "
+        f"`make demo-down CLUSTER=1 && make demo` (or {paths.INSTANCE_ENV}=NAME make demo beside it)"
+    )
+    return ["up"]
+
+
+def cluster_up(log: Log = _log, environ: Mapping[str, str] | None = None) -> None:
+    wanted, explicit = wanted_shape(os.environ if environ is None else environ)
+    running = topology.recorded() if cluster_running() else None
+    args = up_args(wanted, explicit, running, log)
+    log(f"cluster: python -m devcluster {' '.join(args)} (a no-op when it runs)")
+    proc = subprocess.run([sys.executable, "-m", "devcluster", *args], cwd=REPO, timeout=3600, check=False)
     if proc.returncode != 0:
-        raise DemoError("`python -m devcluster up` failed (see above)")
+        raise DemoError(f"`python -m devcluster {' '.join(args)}` failed (see above)")
 
 
 def cluster_running() -> bool:
@@ -141,7 +204,7 @@ def ensure_wheelhouse(log: Log = _log) -> Path:
 
 
 def build_image(log: Log = _log) -> bool:
-    """Build localhost/svcscope:dev from the Dockerfile and import it into containerd (k8s.io).
+    """Build localhost/svcscope:dev from the Dockerfile and import it into every node's containerd (k8s.io).
 
     Both steps are cached by their inputs (devcluster.images); returns whether a new image was imported.
     """
@@ -156,7 +219,12 @@ def build_image(log: Log = _log) -> bool:
         {"BASE_IMAGE": BASE_IMAGE, "PIP_INSTALL_ARGS": "--no-index"},
         log=log,
     )
-    imported = images.import_tarball(IMAGE, tarball)
+    # Every node has its own containerd, and the pods may land on any of them. Two imports at a time, as
+    # `devcluster up` does: unpacking is disk-bound, more at once only queue.
+    sockets = [node.containerd_socket for node in topology.current().node_list()]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        done = pool.map(lambda socket: images.import_tarball(IMAGE, tarball, images.ctr_cmd(socket)), sockets)
+        imported = any(list(done))
     size_mib = tarball.stat().st_size / 2**20
     state = "imported" if imported else "already in containerd"
     log(f"image: {IMAGE} {state} ({time.monotonic() - started:.1f} s, tarball {size_mib:.0f} MiB)")
@@ -182,11 +250,19 @@ DEMO_FEATURES = (
 )
 
 
+def image_sets(image: str = IMAGE) -> list[str]:
+    """Chart values for the image this checkout built and imported (SVCSCOPE_IMAGE or the default)."""
+    repository, _, tag = image.rpartition(":")
+    return [f"image.repository={repository}", f"image.tag={tag}"]
+
+
 def install_release(log: Log = _log, *, restart: bool = False, extra_sets: Sequence[str] = ()) -> None:
     existed = release_installed()
-    log(f"helm: upgrade --install {RELEASE} (namespace {NAMESPACE}, demo.enabled=true)")
+    log(f"helm: upgrade --install {RELEASE} (namespace {NAMESPACE}, demo.enabled=true, image {IMAGE})")
     args = [*helm_base(), "upgrade", "--install", RELEASE, str(CHART), "--namespace", NAMESPACE]
     args += ["--create-namespace", "--reset-values", "--set", "demo.enabled=true"]
+    for s in image_sets():
+        args += ["--set", s]
     for s in extra_sets:
         args += ["--set", s]
     _run(args, timeout=180)
@@ -298,6 +374,8 @@ def up(port: int) -> int:
     url = start_port_forward(port)
     _log(f"done in {time.monotonic() - started:.1f} s (helm install to Ready {install_to_ready:.1f} s)")
     print(f"svcscope is running: {url}")
+    instance = f"--instance {paths.INSTANCE} " if paths.INSTANCE else ""
+    print(f'its cluster: eval "$(.venv/bin/python -m devcluster {instance}env)"; kubectl get pods -A -o wide')
     print("stop it with: make demo-down   (and the cluster too: make demo-down CLUSTER=1)")
     return 0
 

@@ -475,6 +475,10 @@ def test_demo_workloads(helm: Path) -> None:
         "svcscope-echo-multiport",
         "svcscope-echo-headless",
         "svcscope-echo-fixed-ip",
+        "svcscope-echo-local",
+        "svcscope-echo-same-node",
+        "svcscope-echo-same-zone",
+        "svcscope-echo-topology-auto",
         "svcscope-no-endpoints",
     }
 
@@ -499,6 +503,18 @@ def test_demo_workloads(helm: Path) -> None:
     ]
     assert services["svcscope-echo-headless"]["clusterIP"] == "None"
     assert services["svcscope-echo-fixed-ip"]["clusterIP"] == "198.19.200.200"
+    # One Service per topology rule, each over the same spread Deployment and otherwise plain.
+    assert services["svcscope-echo-local"]["internalTrafficPolicy"] == "Local"
+    assert services["svcscope-echo-same-node"]["trafficDistribution"] == "PreferSameNode"
+    assert services["svcscope-echo-same-zone"]["trafficDistribution"] == "PreferSameZone"
+    (auto,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "svcscope-echo-topology-auto"]
+    assert auto["metadata"]["annotations"] == {"service.kubernetes.io/topology-mode": "Auto"}
+    assert not {"internalTrafficPolicy", "trafficDistribution"} & set(services["svcscope-echo-topology-auto"])
+    (spread,) = echo["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    # Soft, so that a one-node cluster still runs every replica.
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway" and spread["maxSkew"] == 1
+    assert spread["labelSelector"]["matchLabels"] == echo["spec"]["selector"]["matchLabels"]
 
 
 def test_demo_custom_cluster_ip_is_a_value(helm: Path) -> None:

@@ -19,11 +19,14 @@ from typing import IO, Any
 
 import httpx
 
+from devcluster import paths
 from tests.e2e.conftest import EchoApp
 
 REPO = Path(__file__).resolve().parents[2]
-LINK_ADDRESS = "198.18.255.254"  # the node namespace's side of the host link
-KUBECONFIG = "/var/lib/svcscope-devcluster/admin.kubeconfig"
+# The instance named by SVCSCOPE_DC_INSTANCE (the default one without it): the node namespace's side of its
+# host link, and its admin kubeconfig. `devcluster exec` below enters that same instance.
+LINK_ADDRESS = paths.NS_LINK_IP
+KUBECONFIG = str(paths.ADMIN_KUBECONFIG)
 TERMINAL = ("done", "cancelled", "failed", "timed_out")
 # This dashboard runs with the admin kubeconfig: its write features would be tested with credentials no user
 # has. They are tested through the installed chart and its RBAC instead (tests/e2e/released.py).
