@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,7 +18,13 @@ from app.kube.cache import ServiceCache
 from app.kube.metrics import WatchMetrics
 from app.kube.watch import EventSource, Watcher
 from app.probe.remote import RemoteProber
+from app.probe.run import Run
 from app.probe.runner import ProbeRunner
+from app.store import AsyncRunStore, Missing
+from app.store.runs import restored
+
+# Without a store, a run is only found while this process keeps it in memory.
+NOT_KEPT = "no such run: runs are kept in memory only (no run store is configured) and this one is gone"
 
 
 class AffinityPatcher(Protocol):
@@ -28,6 +35,28 @@ class Actions(RemoteProber, AffinityPatcher, Protocol):
     """The writes svcscope may make (``app.kube.actions.KubeActions``; a fake in tests)."""
 
     async def close(self) -> None: ...
+
+
+class FragmentCache:
+    """Fragments rendered once and shared by every viewer (e.g. a run's final block: one render however
+    many tabs follow the run); the least recently used go first beyond ``size``."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.renders = 0  # how many times a fragment was actually rendered (for tests and benches)
+        self._items: OrderedDict[Hashable, str] = OrderedDict()
+
+    def get(self, key: Hashable, render: Callable[[], str]) -> str:
+        html = self._items.get(key)
+        if html is not None:
+            self._items.move_to_end(key)
+            return html
+        html = render()
+        self.renders += 1
+        self._items[key] = html
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return html
 
 
 @dataclass
@@ -47,3 +76,19 @@ class AppState:
     probe_runner: ProbeRunner | None = None
     # Only when a write is enabled (affinity patch, other probe origins); a test may set a fake first.
     actions: Actions | None = None
+    # The run store (None: SVCSCOPE_STORE_PATH is empty); opened by the lifespan.
+    store: AsyncRunStore | None = None
+    fragments: FragmentCache = field(default_factory=FragmentCache)
+
+    async def find_run(self, run_id: str) -> Run | Missing:
+        """A run of this process, or one read back from the store, or why there is none."""
+        runner = self.probe_runner
+        run = runner.get(run_id) if runner is not None else None
+        if run is not None and run.complete:
+            return run
+        if self.store is None:
+            return run if run is not None else Missing(run_id, NOT_KEPT)
+        found = await self.store.get(run_id)
+        if isinstance(found, Missing):
+            return run if run is not None else found
+        return restored(found)
