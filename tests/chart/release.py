@@ -30,6 +30,8 @@ def image_sets() -> list[str]:
         return []
     repository, _, tag = image.rpartition(":")
     return [f"image.repository={repository}", f"image.tag={tag}"]
+
+
 Completed = subprocess.CompletedProcess[str]
 
 

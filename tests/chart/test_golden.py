@@ -14,7 +14,7 @@ import pytest
 
 from tests.chart.helmtool import GOLDEN_DIR, UPDATE_GOLDEN_ENV, VALUES_DIR, render
 
-CASES = ["defaults", "namespaced-rbac", "all-features", "demo"]
+CASES = ["defaults", "namespaced-rbac", "all-features", "demo", "persistence", "persistence-existing-claim"]
 
 
 @pytest.mark.parametrize("case", CASES)
