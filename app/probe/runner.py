@@ -180,7 +180,8 @@ class ProbeRunner:
         for run in reversed(self._runs.values()):
             if not run.finished or not run.complete:
                 continue
-            if full < FINISHED_IN_MEMORY or not run.sink.saved:
+            recording = run.task is not None and not run.task.done()  # its end is still being written
+            if recording or full < FINISHED_IN_MEMORY or not run.sink.saved:
                 full += 1
                 continue
             run.trim()
