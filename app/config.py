@@ -58,11 +58,23 @@ class Settings(BaseSettings):
     store_lock_wait_s: float = Field(30.0, ge=0)
     # Let users flip a watched Service's sessionAffinity from its page (needs RBAC patch on services).
     allow_affinity_patch: bool = False
+    # Namespaces where Services may be patched and pods exec'd into (the chart's writableNamespaces, which
+    # grants those verbs only there); see app.writepolicy. Empty: nowhere.
+    writable_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The one namespace probe pods are created in: the release's own (None: nowhere).
+    probe_pod_namespace: str | None = None
+    # Resources of each probe pod's container (Kubernetes quantities), so that a huge reply cannot grow it.
+    probe_pod_cpu_request: str = "100m"
+    probe_pod_cpu_limit: str = "500m"
+    probe_pod_memory_request: str = "32Mi"
+    probe_pod_memory_limit: str = "64Mi"
     # The dashboard's own pod (Downward API in the chart): shown as the client of "dashboard" probe runs.
     pod_name: str | None = Field(default=None, validation_alias="POD_NAME")
     pod_ip: str | None = Field(default=None, validation_alias="POD_IP")
+    # Its uid: probe pods name the dashboard pod as their owner, so they go when it goes.
+    pod_uid: str | None = Field(default=None, validation_alias="POD_UID")
 
-    @field_validator("namespaces", "allowed_hosts", mode="before")
+    @field_validator("namespaces", "allowed_hosts", "writable_namespaces", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

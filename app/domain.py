@@ -148,6 +148,10 @@ class Endpoint:
     node_name: str | None = None
     zone: str | None = None
     target_ref: TargetRef | None = None
+    # Topology hints the EndpointSlice controller wrote (hints.forZones / hints.forNodes): kube-proxy reads
+    # these, never the Service's trafficDistribution field or topology annotation.
+    hints_zones: tuple[str, ...] = ()
+    hints_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,8 +172,14 @@ def release_installed() -> bool:
 
 
 # The local demo shows everything: flipping sessionAffinity from the page and probing from a probe pod or from
-# inside an existing pod. Each of these is off by default in the chart (it widens the dashboard's RBAC).
-DEMO_FEATURES = ("rbac.patchServices=true", "rbac.probePods=true", "rbac.exec=true")
+# inside an existing pod. Each of these is off by default in the chart (it widens the dashboard's RBAC), and
+# the writes are granted only in the demo's own namespace, where its echo Services live.
+DEMO_FEATURES = (
+    "rbac.patchServices=true",
+    "rbac.probePods=true",
+    "rbac.exec=true",
+    f"rbac.writableNamespaces={{{NAMESPACE}}}",
+)
 
 
 def install_release(log: Log = _log, *, restart: bool = False, extra_sets: Sequence[str] = ()) -> None:

@@ -153,6 +153,7 @@ def service_from_api(obj: Obj) -> Service:
 
 def _endpoint(ep: Obj) -> Endpoint:
     cond = _dict(ep.get("conditions"))
+    hints = _dict(ep.get("hints"))
     ref = ep.get("targetRef")
     target_ref = None
     if isinstance(ref, Mapping) and ref.get("name"):
@@ -173,7 +174,13 @@ def _endpoint(ep: Obj) -> Endpoint:
         node_name=_opt_str(ep.get("nodeName")),
         zone=_opt_str(ep.get("zone")),
         target_ref=target_ref,
+        hints_zones=_hint_names(hints.get("forZones")),
+        hints_nodes=_hint_names(hints.get("forNodes")),
     )
+
+
+def _hint_names(value: object) -> tuple[str, ...]:
+    return tuple(str(h["name"]) for h in map(_dict, _list(value)) if h.get("name"))
 
 
 def slice_from_api(obj: Obj) -> EndpointSlice:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import select
 import subprocess
 import threading
@@ -127,6 +128,25 @@ class Release:
         if answer not in ("yes", "no"):
             raise AssertionError(f"kubectl {' '.join(args)}: {proc.stdout}{proc.stderr}")
         return answer == "yes"
+
+    def can_i_list(self, namespace: str) -> dict[str, set[str]]:
+        """`kubectl auth can-i --list` in a namespace: resource (or non-resource URL) -> verbs. It shows the
+        cluster-wide rules too, so a namespace where the release has no Role shows only those."""
+        args = ["auth", "can-i", "--list", f"--as={self.service_account}", "--namespace", namespace]
+        proc = self.kubectl(*args)
+        lines = proc.stdout.splitlines()
+        if not lines or not lines[0].startswith("Resources"):
+            raise AssertionError(f"kubectl {' '.join(args)}: unexpected output:\n{proc.stdout}{proc.stderr}")
+        granted: dict[str, set[str]] = {}
+        for line in lines[1:]:
+            verbs = re.search(r"\[([^\]]*)\]\s*$", line)
+            if not line.strip() or verbs is None:
+                continue
+            first = line.split()[0]
+            # A line without a resource is a non-resource URL: its name is in the second column.
+            name = first if not first.startswith("[") else first.strip("[]")
+            granted.setdefault(name, set()).update(verbs.group(1).split())
+        return granted
 
 
 def custom_cluster_ip() -> str:

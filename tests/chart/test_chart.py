@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import base64
+import itertools
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.chart.helmtool import CHART, VALUES_DIR, by_kind, documents, render, run_helm
+from tests.chart.helmtool import CHART, VALUES_DIR, by_kind, documents, render, run_helm, template_args
 
 READ_ONLY = {"get", "list", "watch"}
-OPTIONAL_RULES: dict[str, list[dict[str, Any]]] = {
-    "rbac.exec": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}],
-    "rbac.probePods": [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "delete"]},
-        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+# Verbs that change something or widen access: none may appear in a ClusterRole.
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate"}
+SYSTEM_NAMESPACES = ["kube-system", "kube-public", "kube-node-lease"]
+# Rules of the Role in each writable namespace, per value.
+WRITE_RULES: dict[str, list[dict[str, Any]]] = {
+    "rbac.patchServices": [
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ],
-    "rbac.patchServices": [{"apiGroups": [""], "resources": ["services"], "verbs": ["patch"]}],
+    "rbac.exec": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]}],
 }
+# Rules of the Role in the release namespace with rbac.probePods.
+PROBE_POD_RULES = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "delete", "get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]
 SUBJECTS = [{"kind": "ServiceAccount", "name": "svcscope", "namespace": "svcscope"}]
 BASE_RULES = [
     {"apiGroups": [""], "resources": ["services", "pods"], "verbs": ["get", "list", "watch"]},
@@ -45,6 +55,11 @@ def _role_rules(docs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return [d["rules"] for d in docs if d["kind"] in ("ClusterRole", "Role")]
 
 
+def _roles(docs: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(namespace, name) -> rules of every namespaced Role."""
+    return {(r["metadata"]["namespace"], r["metadata"]["name"]): r["rules"] for r in by_kind(docs, "Role")}
+
+
 def _pod_specs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d["spec"]["template"]["spec"] for d in by_kind(docs, "Deployment")]
 
@@ -58,6 +73,10 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
 
 
+def _dashboard_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return _env(_dashboard(docs)["spec"]["template"]["spec"]["containers"][0])
+
+
 # -- RBAC
 
 
@@ -65,6 +84,7 @@ def test_default_rbac_is_cluster_wide_and_read_only(helm: Path) -> None:
     docs = _docs(helm)
     assert {d["kind"] for d in docs} == {
         "ServiceAccount",
+        "Secret",
         "ClusterRole",
         "ClusterRoleBinding",
         "Service",
@@ -90,7 +110,8 @@ def test_no_secrets_no_wildcards_no_escalation(helm: Path, values: str | None) -
             assert "*" not in (group, resource, verb)
             assert resource not in ("secrets", "configmaps", "serviceaccounts/token", "nodes/proxy")
             assert verb not in ("escalate", "bind", "impersonate", "update", "deletecollection")
-    assert not by_kind(docs, "Secret")
+    # The only Secret is the chart's own CSRF key, and the ServiceAccount cannot read it.
+    assert [s["metadata"]["name"] for s in by_kind(docs, "Secret")] == ["svcscope-csrf"]
 
 
 def test_no_exec_by_default(helm: Path) -> None:
@@ -98,27 +119,140 @@ def test_no_exec_by_default(helm: Path) -> None:
         assert not {r for r in _granted(rules) if r[1] in ("pods/exec", "pods/log", "pods/attach")}
 
 
-@pytest.mark.parametrize("flag", sorted(OPTIONAL_RULES))
-def test_each_optional_verb_only_with_its_value(helm: Path, flag: str) -> None:
-    (role,) = by_kind(_docs(helm, f"{flag}=true"), "ClusterRole")
-    assert role["rules"] == BASE_RULES + OPTIONAL_RULES[flag]
+@pytest.mark.parametrize("flag", sorted(WRITE_RULES))
+def test_each_write_verb_only_with_its_value_and_only_in_writable_namespaces(helm: Path, flag: str) -> None:
+    docs = _docs(helm, f"{flag}=true", "rbac.writableNamespaces={team-a,team-b}")
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert cluster_role["rules"] == BASE_RULES
+    assert _roles(docs) == {("team-a", "svcscope-write"): WRITE_RULES[flag],
+                            ("team-b", "svcscope-write"): WRITE_RULES[flag]}  # fmt: skip
+    for binding in by_kind(docs, "RoleBinding"):
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": "svcscope-write"}  # fmt: skip
+        assert binding["subjects"] == SUBJECTS
+    env = _dashboard_env(docs)
+    assert env["SVCSCOPE_WRITABLE_NAMESPACES"] == "team-a,team-b"
+
+
+@pytest.mark.parametrize("flag", sorted(WRITE_RULES))
+def test_a_write_value_without_writable_namespaces_grants_nothing(helm: Path, flag: str) -> None:
+    docs = _docs(helm, f"{flag}=true")
+    assert _role_rules(docs) == [BASE_RULES]
+    assert "SVCSCOPE_WRITABLE_NAMESPACES" not in _env(
+        _dashboard(docs)["spec"]["template"]["spec"]["containers"][0]
+    )
+
+
+def test_writable_namespaces_without_a_write_value_grant_nothing(helm: Path) -> None:
+    docs = _docs(helm, "rbac.writableNamespaces={team-a}")
+    assert _role_rules(docs) == [BASE_RULES]
+
+
+def test_probe_pods_only_in_the_release_namespace(helm: Path) -> None:
+    docs = _docs(helm, "rbac.probePods=true", "rbac.writableNamespaces={team-a}")
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert cluster_role["rules"] == BASE_RULES
+    assert _roles(docs) == {("svcscope", "svcscope-probe-pods"): PROBE_POD_RULES}
+    (binding,) = by_kind(docs, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "svcscope"
+    assert binding["roleRef"]["name"] == "svcscope-probe-pods" and binding["subjects"] == SUBJECTS
+
+
+WRITE_FLAGS = ["rbac.patchServices", "rbac.exec", "rbac.probePods"]
+COMBINATIONS = [
+    (flags, watched, writable)
+    for n in range(len(WRITE_FLAGS) + 1)
+    for flags in itertools.combinations(WRITE_FLAGS, n)
+    for watched, writable in [((), ()), ((), ("team-a", "svcscope")), (("team-a", "team-b"), ("team-b",))]
+]
+
+
+@pytest.mark.parametrize(
+    ("flags", "watched", "writable"),
+    COMBINATIONS,
+    ids=[
+        f"{'+'.join(f.split('.')[1] for f in flags) or 'read-only'}"
+        f"-watch:{','.join(watched) or 'all'}-write:{','.join(writable) or 'none'}"
+        for flags, watched, writable in COMBINATIONS
+    ],
+)
+def test_no_cluster_role_writes_in_any_combination(
+    helm: Path, flags: tuple[str, ...], watched: tuple[str, ...], writable: tuple[str, ...]
+) -> None:
+    """Writes live only in Roles: in each writable namespace (patch, exec) and the release's (probe pods)."""
+    sets = [f"{flag}=true" for flag in flags]
+    for value, namespaces in (("rbac.namespaces", watched), ("rbac.writableNamespaces", writable)):
+        if namespaces:  # `--set x={}` would be a list of one empty string
+            sets.append(f"{value}={{{','.join(namespaces)}}}")
+    docs = _docs(helm, *sets)
+    for role in by_kind(docs, "ClusterRole"):
+        assert {verb for _, _, verb in _granted(role["rules"])} == READ_ONLY
+    writing = {key for key, rules in _roles(docs).items() if {v for _, _, v in _granted(rules)} & WRITE_VERBS}
+    expected = set()
+    if {"rbac.patchServices", "rbac.exec"} & set(flags):
+        expected |= {(ns, "svcscope-write") for ns in writable}
+    if "rbac.probePods" in flags:
+        expected.add(("svcscope", "svcscope-probe-pods"))
+    assert writing == expected
+    # Every binding points at a Role of its own namespace, for the dashboard's ServiceAccount only.
+    roles = _roles(docs)
+    for binding in by_kind(docs, "RoleBinding"):
+        assert (binding["metadata"]["namespace"], binding["roleRef"]["name"]) in roles
+        assert binding["subjects"] == SUBJECTS
+
+
+@pytest.mark.parametrize("system", SYSTEM_NAMESPACES)
+def test_system_namespaces_are_never_writable(helm: Path, system: str) -> None:
+    proc = run_helm(
+        helm,
+        template_args(sets=["rbac.patchServices=true", f"rbac.writableNamespaces={{team-a,{system}}}"]),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert (
+        f"rbac.writableNamespaces lists {system}: svcscope never writes in the cluster's own" in proc.stderr
+    )
+
+
+def test_writable_namespaces_must_be_watched(helm: Path) -> None:
+    sets = ["rbac.namespaces={team-a}", "rbac.writableNamespaces={team-b}"]
+    proc = run_helm(helm, template_args(sets=sets), check=False)
+    assert proc.returncode != 0
+    assert (
+        "rbac.writableNamespaces lists team-b, which is not watched (rbac.namespaces: team-a)" in proc.stderr
+    )
+
+
+def test_no_probe_pods_in_a_system_namespace(helm: Path) -> None:
+    args = ["template", "svcscope", str(CHART), "--namespace", "kube-system", "--set", "rbac.probePods=true"]
+    proc = run_helm(helm, args, check=False)
+    assert proc.returncode != 0
+    assert "probe pods in the release namespace, kube-system" in proc.stderr
+    # Without probe pods, reading from kube-system stays possible.
+    run_helm(helm, args[:-2])
 
 
 def test_namespaced_rbac_makes_roles_and_scopes_the_app(helm: Path) -> None:
     docs = _docs(helm, values="namespaced-rbac")
     assert not by_kind(docs, "ClusterRole")
     assert not by_kind(docs, "ClusterRoleBinding")
-    roles = by_kind(docs, "Role")
+    assert _roles(docs) == {
+        ("team-a", "svcscope"): BASE_RULES,
+        ("team-b", "svcscope"): BASE_RULES,
+        ("team-a", "svcscope-write"): WRITE_RULES["rbac.patchServices"],
+    }
     bindings = by_kind(docs, "RoleBinding")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
-    for role in roles:
-        assert role["rules"] == BASE_RULES
+    assert sorted((b["metadata"]["namespace"], b["roleRef"]["name"]) for b in bindings) == [
+        ("team-a", "svcscope"),
+        ("team-a", "svcscope-write"),
+        ("team-b", "svcscope"),
+    ]
     for binding in bindings:
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["subjects"] == SUBJECTS
     container = _dashboard(docs)["spec"]["template"]["spec"]["containers"][0]
     assert _env(container)["SVCSCOPE_NAMESPACES"] == "team-a,team-b"
+    assert _env(container)["SVCSCOPE_WRITABLE_NAMESPACES"] == "team-a"
 
 
 def test_cluster_wide_app_has_no_namespace_filter(helm: Path) -> None:
@@ -226,17 +360,75 @@ def test_probe_origins_follow_their_rbac_verbs(
 
 
 @pytest.mark.parametrize(
-    ("sets", "allowed"),
-    [((), False), (("rbac.patchServices=true",), True), (("rbac.exec=true", "rbac.probePods=true"), False)],
+    ("sets", "enabled", "granted"),
+    [
+        ((), False, False),
+        (("rbac.patchServices=true",), True, False),
+        (("rbac.patchServices=true", "rbac.writableNamespaces={team-a}"), True, True),
+        (("rbac.exec=true", "rbac.probePods=true", "rbac.writableNamespaces={team-a}"), False, False),
+    ],
 )
-def test_affinity_patch_follows_the_patch_verb(helm: Path, sets: tuple[str, ...], allowed: bool) -> None:
-    """The app offers the affinity toggle exactly when the chart grants patch on services."""
+def test_affinity_patch_follows_the_patch_verb(
+    helm: Path, sets: tuple[str, ...], enabled: bool, granted: bool
+) -> None:
+    """The app offers the affinity toggle with rbac.patchServices; the verb exists only in writable namespaces
+    (with none listed the app says why on the page)."""
     docs = _docs(helm, *sets)
-    env = _env(_dashboard(docs)["spec"]["template"]["spec"]["containers"][0])
-    granted = any(("", "services", "patch") in _granted(rules) for rules in _role_rules(docs))
-    assert granted is allowed
-    assert env.get("SVCSCOPE_ALLOW_AFFINITY_PATCH") == ("true" if allowed else None)
+    env = _dashboard_env(docs)
+    patchable = {
+        ns for (ns, _), rules in _roles(docs).items() if ("", "services", "patch") in _granted(rules)
+    }
+    assert patchable == ({"team-a"} if granted else set())
+    assert env.get("SVCSCOPE_ALLOW_AFFINITY_PATCH") == ("true" if enabled else None)
     assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+
+
+def test_probe_pods_get_their_namespace_resources_and_owner(helm: Path) -> None:
+    """Probe pods: the release namespace, the resources of probePods.resources, and the dashboard pod's name
+    and uid for their ownerReference."""
+    env = _dashboard_env(_docs(helm, values="all-features"))
+    assert env["SVCSCOPE_PROBE_POD_NAMESPACE"] == "svcscope"
+    assert env["SVCSCOPE_PROBE_POD_CPU_REQUEST"] == "50m"
+    assert env["SVCSCOPE_PROBE_POD_CPU_LIMIT"] == "1"
+    assert env["SVCSCOPE_PROBE_POD_MEMORY_REQUEST"] == "24Mi"
+    assert env["SVCSCOPE_PROBE_POD_MEMORY_LIMIT"] == "48Mi"
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_UID"] == {"fieldRef": {"fieldPath": "metadata.uid"}}
+    # The defaults: small, and bounded.
+    env = _dashboard_env(_docs(helm, "rbac.probePods=true"))
+    names = ("CPU_REQUEST", "CPU_LIMIT", "MEMORY_REQUEST", "MEMORY_LIMIT")
+    assert [env[f"SVCSCOPE_PROBE_POD_{name}"] for name in names] == ["100m", "500m", "32Mi", "64Mi"]
+    # Without probe pods there is nothing to configure.
+    env = _dashboard_env(_docs(helm))
+    assert not [name for name in env if name.startswith("SVCSCOPE_PROBE_POD_")]
+
+
+# -- The CSRF key
+
+
+def _csrf_key(docs: list[dict[str, Any]]) -> str:
+    (secret,) = by_kind(docs, "Secret")
+    assert secret["metadata"]["name"] == "svcscope-csrf"
+    assert secret["type"] == "Opaque" and set(secret["data"]) == {"csrf-secret"}
+    return base64.b64decode(secret["data"]["csrf-secret"]).decode()
+
+
+def test_csrf_key_is_a_generated_secret(helm: Path) -> None:
+    """Without a cluster to look the installed key up in, every render makes a new random key (the e2e test
+    checks that an upgrade keeps the installed one)."""
+    docs = _docs(helm)
+    key = _csrf_key(docs)
+    assert re.fullmatch(r"[A-Za-z0-9]{48}", key)
+    assert _csrf_key(_docs(helm)) != key
+    env = _dashboard_env(docs)
+    assert env["SVCSCOPE_CSRF_SECRET"] == {"secretKeyRef": {"name": "svcscope-csrf", "key": "csrf-secret"}}
+
+
+def test_csrf_key_from_an_existing_secret(helm: Path) -> None:
+    docs = _docs(helm, "csrf.existingSecret=team-csrf")
+    assert not by_kind(docs, "Secret")
+    env = _dashboard_env(docs)
+    assert env["SVCSCOPE_CSRF_SECRET"] == {"secretKeyRef": {"name": "team-csrf", "key": "csrf-secret"}}
 
 
 def test_grace_period_must_cover_graceful_shutdown(helm: Path) -> None:
@@ -326,6 +518,12 @@ def test_demo_custom_cluster_ip_is_a_value(helm: Path) -> None:
         "image.pullPolicy=Sometimes",
         "rbac.exec=yes",
         "rbac.namespaces[0]=Not_A_Namespace",
+        "rbac.writableNamespaces[0]=Not_A_Namespace",
+        "probePods.resources.limits.memory=lots",
+        "probePods.resources.limits.cpu=-1",
+        "probePods.priority=high",
+        "csrf.existingSecret=Bad_Name",
+        "csrf.key=fixed",
         "demo.customClusterIP=not-an-ip",
         "service.port=70000",
         "unknownValue=1",

@@ -3,6 +3,8 @@ project's Dockerfile, hardened pod that becomes Ready, least-privilege RBAC, cle
 
 from __future__ import annotations
 
+import base64
+import concurrent.futures
 import json
 import time
 import urllib.request
@@ -57,7 +59,8 @@ def _dashboard_pod(cluster: Cluster, rel: Release) -> dict[str, Any]:
 @pytest.mark.parametrize("case", ["defaults", "namespaced-rbac", "all-features", "demo"])
 def test_server_side_dry_run(release: Release, case: str) -> None:
     """The apiserver (admission, validation, defaulting) accepts every rendered object."""
-    sets = [f"demo.customClusterIP={custom_cluster_ip()}"]
+    # Roles can only be created in namespaces that exist: the test's own stands in for the listed ones.
+    sets = [f"demo.customClusterIP={custom_cluster_ip()}", f"rbac.writableNamespaces={{{release.namespace}}}"]
     if case == "namespaced-rbac":
         sets.append(f"rbac.namespaces={{{release.namespace}}}")
     rendered = release.helm(
@@ -147,53 +150,104 @@ def test_shutdown_is_graceful_with_an_open_stream(cluster: Cluster, release: Rel
     assert took < 18, f"deleting the pod took {took:.1f} s: the graceful shutdown did not end in time"
 
 
-def _assert_access(rel: Release, expected: dict[tuple[str, str, str], bool]) -> None:
-    def actual() -> dict[tuple[str, str, str], bool]:
-        return {key: rel.can_i(key[0], key[1], subresource=key[2]) for key in expected}
+# (verb, resource, subresource, namespace); namespace None: cluster-wide (`--all-namespaces`).
+Access = tuple[str, str, str, str | None]
+
+
+def _assert_access(rel: Release, expected: dict[Access, bool]) -> None:
+    def ask(key: Access) -> bool:
+        return rel.can_i(key[0], key[1], subresource=key[2], namespace=key[3])
+
+    def actual() -> dict[Access, bool]:
+        # One kubectl per question: asked side by side, or a few dozen of them take most of a minute.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            return dict(zip(expected, pool.map(ask, expected), strict=True))
 
     deadline = time.monotonic() + RBAC_SETTLE_S
     while (got := actual()) != expected and time.monotonic() < deadline:
         time.sleep(0.5)  # polling the authorizer until the new rules show, bounded by the deadline
-    wrong = {f"{verb} {res}{'/' + sub if sub else ''}": got[(verb, res, sub)]
-             for (verb, res, sub), want in expected.items() if got[(verb, res, sub)] != want}  # fmt: skip
+    wrong = {f"{verb} {res}{'/' + sub if sub else ''} in {ns or 'all namespaces'}": got[(verb, res, sub, ns)]
+             for (verb, res, sub, ns), want in expected.items()
+             if got[(verb, res, sub, ns)] != want}  # fmt: skip
     assert not wrong, f"can-i answers that differ from the chart's intent (actual shown): {wrong}"
 
 
-READ = {(verb, res, ""): True for verb in ("get", "list", "watch")
-        for res in ("services", "pods", "endpointslices.discovery.k8s.io")}  # fmt: skip
-NEVER = {
-    ("get", "secrets", ""): False,
-    ("list", "secrets", ""): False,
-    ("watch", "secrets", ""): False,
-    ("list", "configmaps", ""): False,
-    ("create", "services", ""): False,
-    ("delete", "services", ""): False,
-    ("update", "services", ""): False,
-    ("get", "nodes", ""): False,
-    ("create", "serviceaccounts", "token"): False,
-    ("impersonate", "serviceaccounts", ""): False,
+READ = [(verb, res, "") for verb in ("get", "list", "watch")
+        for res in ("services", "pods", "endpointslices.discovery.k8s.io")]  # fmt: skip
+NEVER = [
+    ("get", "secrets", ""),
+    ("list", "secrets", ""),
+    ("watch", "secrets", ""),
+    ("list", "configmaps", ""),
+    ("create", "services", ""),
+    ("delete", "services", ""),
+    ("update", "services", ""),
+    ("get", "nodes", ""),
+    ("create", "serviceaccounts", "token"),
+    ("impersonate", "serviceaccounts", ""),
+]
+# What each value grants, and where: "writable" (each of rbac.writableNamespaces) or "release".
+WRITES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
+    "rbac.patchServices": ("writable", [("patch", "services", ""), ("create", "events", "")]),
+    # Both: a websocket exec is authorized as get (and by newer apiservers also as create).
+    "rbac.exec": ("writable", [("get", "pods", "exec"), ("create", "pods", "exec")]),
+    "rbac.probePods": ("release", [("create", "pods", ""), ("delete", "pods", ""), ("get", "pods", "log")]),
 }
-OPTIONAL = {
-    "rbac.exec": {("create", "pods", "exec"): True},
-    "rbac.probePods": {
-        ("create", "pods", ""): True,
-        ("delete", "pods", ""): True,
-        ("get", "pods", "log"): True,
-    },
-    "rbac.patchServices": {("patch", "services", ""): True},
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate"}
+# Granted to every authenticated user by the cluster's own system:basic-user ClusterRole, not by the chart.
+SELF_REVIEWS = {
+    "selfsubjectreviews.authentication.k8s.io",
+    "selfsubjectaccessreviews.authorization.k8s.io",
+    "selfsubjectrulesreviews.authorization.k8s.io",
 }
-OPTIONAL_OFF = {key: False for grants in OPTIONAL.values() for key in grants}
 
 
-def test_rbac_is_least_privilege(release: Release) -> None:
-    """Default token: read-only; no Secrets, no exec. Each optional verb appears only with its own value."""
-    release.install()
-    _assert_access(release, {**READ, **NEVER, **OPTIONAL_OFF})
-    for flag, grants in OPTIONAL.items():
-        release.upgrade(f"{flag}=true")
-        _assert_access(release, {**READ, **NEVER, **OPTIONAL_OFF, **grants})
-    release.upgrade()
-    _assert_access(release, {**READ, **NEVER, **OPTIONAL_OFF})
+def _writes_listed(rel: Release, namespace: str) -> dict[str, set[str]]:
+    """Write verbs that `kubectl auth can-i --list` shows for the ServiceAccount in a namespace."""
+    listed = rel.can_i_list(namespace)
+    return {
+        res: verbs & WRITE_VERBS
+        for res, verbs in listed.items()
+        if verbs & WRITE_VERBS and res not in SELF_REVIEWS
+    }
+
+
+def _expected_access(rel: Release, flags: tuple[str, ...], writable: str) -> dict[Access, bool]:
+    """Reads everywhere; each value's writes in its own place only; never in kube-system or default."""
+    expected: dict[Access, bool] = {(*key, None): True for key in READ}
+    expected |= {(*key, ns): False for key in NEVER for ns in (None, writable)}
+    for flag, (where, grants) in WRITES.items():
+        place = writable if where == "writable" else rel.namespace
+        elsewhere = rel.namespace if where == "writable" else writable
+        for grant in grants:
+            expected[(*grant, place)] = flag in flags
+            for ns in (None, elsewhere, "kube-system", "default"):
+                expected[(*grant, ns)] = False
+    return expected
+
+
+def test_rbac_is_least_privilege(cluster: Cluster, release: Release, namespace: str) -> None:
+    """Read-only by default. Each write value grants its verbs only where it should (Services and exec in the
+    writable namespace, probe pods in the release namespace), never cluster-wide, never in kube-system."""
+    writable = f"{namespace}-w"[:63]
+    cluster.kubectl("create", "namespace", writable)
+    try:
+        release.install(f"rbac.writableNamespaces={{{writable}}}")
+        for flags in [(), *[(flag,) for flag in WRITES], tuple(WRITES)]:
+            release.upgrade(f"rbac.writableNamespaces={{{writable}}}", *[f"{flag}=true" for flag in flags])
+            _assert_access(release, _expected_access(release, flags, writable))
+            # The whole list, as a reviewer would check it: no write verb outside the chart's Roles.
+            assert _writes_listed(release, "kube-system") == {}, flags
+            assert _writes_listed(release, "default") == {}, flags
+            assert _writes_listed(release, writable) == {
+                **({"services": {"patch"}, "events": {"create"}} if "rbac.patchServices" in flags else {}),
+                **({"pods/exec": {"create"}} if "rbac.exec" in flags else {}),
+            }, flags
+            assert _writes_listed(release, release.namespace) == (
+                {"pods": {"create", "delete"}} if "rbac.probePods" in flags else {}
+            ), flags
+    finally:
+        cluster.kubectl("delete", "namespace", writable, "--wait=false", check=False)
 
 
 def test_namespaced_rbac_reaches_only_its_namespaces(cluster: Cluster, release: Release) -> None:
@@ -206,6 +260,31 @@ def test_namespaced_rbac_reaches_only_its_namespaces(cluster: Cluster, release: 
     pod = _dashboard_pod(cluster, release)
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["SVCSCOPE_NAMESPACES"] == release.namespace
+
+
+def test_csrf_key_is_kept_across_upgrades_and_restarts(cluster: Cluster, release: Release) -> None:
+    """The chart generates the CSRF key once and reuses it on upgrade (`lookup`); the restarted pod signs with
+    the same key, so a page open in the browser keeps working."""
+    release.install()
+
+    def installed_key() -> str:
+        secret = cluster.get("secret", f"{release.fullname}-csrf", "-n", release.namespace)
+        return base64.b64decode(secret["data"]["csrf-secret"]).decode()
+
+    def key_in_pod() -> str:
+        pod = _dashboard_pod(cluster, release)["metadata"]["name"]
+        args = ["exec", "-n", release.namespace, pod, "--", "printenv", "SVCSCOPE_CSRF_SECRET"]
+        return release.kubectl(*args).stdout.strip()
+
+    first = installed_key()
+    assert len(first) == 48 and key_in_pod() == first
+    # A change of the pod template: the Deployment replaces the pod.
+    old_pod = _dashboard_pod(cluster, release)["metadata"]["uid"]
+    release.upgrade("config.allowedHosts={dashboard.internal}")
+    release.wait_ready()
+    wait_for(lambda: _dashboard_pod(cluster, release)["metadata"]["uid"] != old_pod, 120, "the new pod")
+    assert installed_key() == first
+    assert key_in_pod() == first
 
 
 def test_uninstall_leaves_nothing_behind(cluster: Cluster, release: Release) -> None:

@@ -88,32 +88,78 @@ The image reference.
 {{- end }}
 
 {{/*
-RBAC rules: read-only always; each optional verb only when its value is set.
+Read-only RBAC rules: cluster-wide (ClusterRole) or per watched namespace (Role). Never a write verb here.
 */}}
-{{- define "svcscope.rbacRules" -}}
+{{- define "svcscope.readRules" -}}
 - apiGroups: [""]
   resources: ["services", "pods"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["get", "list", "watch"]
-{{- if .Values.rbac.exec }}
-- apiGroups: [""]
-  resources: ["pods/exec"]
-  verbs: ["create"]
 {{- end }}
-{{- if .Values.rbac.probePods }}
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["create", "delete"]
-- apiGroups: [""]
-  resources: ["pods/log"]
-  verbs: ["get"]
-{{- end }}
+
+{{/*
+Write rules of each namespace in rbac.writableNamespaces; empty when no write feature is on.
+*/}}
+{{- define "svcscope.writeRules" -}}
 {{- if .Values.rbac.patchServices }}
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["patch"]
+# The affinity change is recorded as an Event on the Service (core/v1 events).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+{{- if .Values.rbac.exec }}
+# A websocket exec is a GET (verb `get`), which newer apiservers also check as `create`; SPDY exec is a
+# POST (`create`).
+- apiGroups: [""]
+  resources: ["pods/exec"]
+  verbs: ["get", "create"]
+{{- end }}
+{{- end }}
+
+{{/*
+Rules in the release namespace for short-lived probe pods: create them, follow them, read their output,
+delete them (also the leftovers of a dashboard that was killed mid-run).
+*/}}
+{{- define "svcscope.probePodRules" -}}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["create", "delete", "get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+{{- end }}
+
+{{/*
+Name of the Secret that holds the CSRF key.
+*/}}
+{{- define "svcscope.csrfSecretName" -}}
+{{- .Values.csrf.existingSecret | default (printf "%s-csrf" (include "svcscope.fullname" .) | trunc 63 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Checks across values that the schema cannot express; each fails the render with the fix in its message.
+*/}}
+{{- define "svcscope.validate" -}}
+{{- $system := list "kube-system" "kube-public" "kube-node-lease" }}
+{{- range $ns := .Values.rbac.writableNamespaces }}
+{{- if has $ns $system }}
+{{- fail (printf "rbac.writableNamespaces lists %s: svcscope never writes in the cluster's own namespaces (%s). Remove it from the list." $ns (join ", " $system)) }}
+{{- end }}
+{{- if and $.Values.rbac.namespaces (not (has $ns $.Values.rbac.namespaces)) }}
+{{- fail (printf "rbac.writableNamespaces lists %s, which is not watched (rbac.namespaces: %s): the dashboard would not see what it writes to. Add it to rbac.namespaces or remove it." $ns (join ", " $.Values.rbac.namespaces)) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.rbac.probePods (has .Release.Namespace $system) }}
+{{- fail (printf "rbac.probePods creates probe pods in the release namespace, %s, one of the cluster's own namespaces: install svcscope into a namespace of its own." .Release.Namespace) }}
+{{- end }}
+{{- $grace := int .Values.server.gracefulShutdownSeconds }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (add $grace 5) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least server.gracefulShutdownSeconds + 5 (%d)" (int .Values.terminationGracePeriodSeconds) (add $grace 5)) }}
 {{- end }}
 {{- end }}
 

@@ -106,3 +106,16 @@ def test_strip_for_display_drops_managed_fields():
     raw = svc("web")
     shown = convert.strip_for_display(raw)
     assert "managedFields" not in shown["metadata"] and "managedFields" in raw["metadata"]
+
+
+def test_topology_hints_are_kept_as_names():
+    ep = endpoint("198.18.0.1", "p")
+    ep["zone"] = "zone-a"
+    ep["hints"] = {"forZones": [{"name": "zone-a"}], "forNodes": [{"name": "node-1"}, {}]}
+    converted = convert.slice_from_api(eps("s", "web", [ep, endpoint("198.18.0.2", "q")])).endpoints
+    assert (converted[0].zone, converted[0].hints_zones, converted[0].hints_nodes) == (
+        "zone-a",
+        ("zone-a",),
+        ("node-1",),
+    )
+    assert (converted[1].hints_zones, converted[1].hints_nodes) == ((), ())

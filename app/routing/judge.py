@@ -1,0 +1,86 @@
+"""Expected versus observed: which answers a run should have had, and the likely cause when they differ."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from app.routing.expect import Expectation, Fate, Policy, TopologyMode
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    as_expected: bool
+    lines: tuple[str, ...]
+
+
+def judge(
+    expectation: Expectation,
+    hits: Mapping[str, int],
+    errors: Mapping[str, int],
+    *,
+    endpoints_changed: bool = False,
+) -> Verdict:
+    """Observed answers (pod → hits, error kind → count) against the expectation, with the likely cause."""
+    lines: list[str] = []
+    answered = {p for p, n in hits.items() if n > 0}
+    failures = sum(errors.values())
+    timeouts = errors.get("timeout", 0)
+    if expectation.fate is Fate.UNKNOWN:
+        return Verdict(False, ("no expectation: " + (expectation.reasons[0] if expectation.reasons else ""),))
+    if expectation.fate is Fate.DROPPED:
+        if not answered and failures and timeouts == failures:
+            return Verdict(True, (f"dropped as expected ({expectation.reasons[0]})",))
+        if answered:
+            lines.append(
+                f"{', '.join(sorted(answered))} answered although traffic should be dropped: "
+                + _cause(endpoints_changed)
+            )
+        if failures != timeouts:
+            lines.append("failures other than timeouts: a drop shows as timeouts only")
+        return Verdict(False, tuple(lines))
+    if expectation.fate is Fate.REJECTED:
+        refused = errors.get("refused", 0)
+        if not answered and failures and refused == failures:
+            return Verdict(True, ("refused as expected (no usable endpoint)",))
+        lines.append("expected refusals (no usable endpoint): " + _cause(endpoints_changed))
+        return Verdict(False, tuple(lines))
+
+    allowed = expectation.pods
+    unexpected = sorted(answered - allowed)
+    for pod in unexpected:
+        lines.append(
+            f"pod {pod} answered but should not ({_why_not(pod, expectation)}): {_cause(endpoints_changed)}"
+        )
+    if failures:
+        lines.append(f"{failures} request(s) failed although {len(allowed)} endpoint(s) should answer")
+    if expectation.sticky_s is not None and len(answered) > 1:
+        lines.append(
+            f"ClientIP affinity should keep one client on one pod, but {len(answered)} answered: a pause"
+            f" longer than {expectation.sticky_s} s re-picks, or the endpoints changed"
+        )
+    if lines:
+        return Verdict(False, tuple(lines))
+    if not answered:
+        return Verdict(False, ("nothing answered",))
+    return Verdict(True, (f"as expected: every answer came from the {len(allowed)} expected endpoint(s)",))
+
+
+def _why_not(pod: str, expectation: Expectation) -> str:
+    if expectation.policy is Policy.LOCAL:
+        return "not on the client's node"
+    if expectation.mode is TopologyMode.SAME_NODE:
+        return "not hinted for the client's node"
+    if expectation.mode is TopologyMode.SAME_ZONE:
+        return "not hinted for the client's zone"
+    if expectation.terminating_fallback:
+        return "not serving-terminating while no endpoint is ready"
+    return "not a ready endpoint"
+
+
+def _cause(endpoints_changed: bool) -> str:
+    if endpoints_changed:
+        return "the endpoints changed during the run"
+    return (
+        "likely kube-proxy has not yet programmed the latest endpoints or hints (or stale conntrack entries)"
+    )

@@ -1,0 +1,47 @@
+"""Expected versus observed, and the most likely cause when they differ."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from app.routing import Client, expect, judge
+from tests.unit.fakes import make_service
+from tests.unit.routing.endpoints import SPREAD, ZONED
+
+LOCAL = dataclasses.replace(make_service(), internal_traffic_policy="Local")
+CLIENT_A = Client("n1", "a")
+
+CASES = [
+    ("only zone-a pods answered", make_service(), ZONED, CLIENT_A, {"p1": 5, "p4": 5}, {}, False, True,
+     "as expected"),
+    ("a zone-b pod answered", make_service(), ZONED, CLIENT_A, {"p1": 5, "p2": 1}, {}, False, False,
+     "pod p2 answered but should not (not hinted for the client's zone)"),
+    ("endpoint change explains it", make_service(), ZONED, CLIENT_A, {"p2": 1}, {}, True, False,
+     "the endpoints changed during the run"),
+    ("dropped as expected", LOCAL, SPREAD, Client("n9", "a"), {}, {"timeout": 4}, False, True,
+     "dropped as expected"),
+    ("refused is not a drop", LOCAL, SPREAD, Client("n9", "a"), {}, {"refused": 4}, False, False,
+     "failures other than timeouts"),
+    ("answered although dropped", LOCAL, SPREAD, Client("n9", "a"), {"p1": 2}, {}, False, False,
+     "p1 answered although traffic should be dropped"),
+    ("timeouts where pods should answer", make_service(), SPREAD, CLIENT_A, {"p1": 3}, {"timeout": 2}, False,
+     False, "2 request(s) failed although 3 endpoint(s) should answer"),
+    ("ClientIP spread", make_service(affinity="ClientIP", affinity_timeout_s=5), SPREAD, CLIENT_A,
+     {"p1": 3, "p2": 3}, {}, False, False, "ClientIP affinity should keep one client on one pod"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "service", "eps", "client", "hits", "errors", "changed", "ok", "says"), CASES
+)
+def test_verdicts(name, service, eps, client, hits, errors, changed, ok, says) -> None:
+    verdict = judge(expect(service, eps, client), hits, errors, endpoints_changed=changed)
+    assert verdict.as_expected is ok, (name, verdict.lines)
+    assert any(says in line for line in verdict.lines), (name, verdict.lines)
+
+
+def test_kube_proxy_lag_is_the_default_cause() -> None:
+    verdict = judge(expect(make_service(), ZONED, CLIENT_A), {"p3": 1}, {})
+    assert "kube-proxy has not yet programmed" in verdict.lines[0]
