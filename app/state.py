@@ -7,7 +7,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +22,8 @@ from app.probe.run import Run
 from app.probe.runner import ProbeRunner
 from app.store import AsyncRunStore, Missing
 from app.store.runs import restored
+
+T = TypeVar("T")
 
 # Without a store, a run is only found while this process keeps it in memory.
 NOT_KEPT = "no such run: runs are kept in memory only (no run store is configured) and this one is gone"
@@ -38,25 +40,24 @@ class Actions(RemoteProber, AffinityPatcher, Protocol):
 
 
 class FragmentCache:
-    """Fragments rendered once and shared by every viewer (e.g. a run's final block: one render however
-    many tabs follow the run); the least recently used go first beyond ``size``."""
+    """What many viewers would each compute or render, done once and shared (e.g. a run's final block:
+    one render however many tabs follow the run); the least recently used go first beyond ``size``."""
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self.renders = 0  # how many times a fragment was actually rendered (for tests and benches)
-        self._items: OrderedDict[Hashable, str] = OrderedDict()
+        self.renders = 0  # how many times something was actually made (for tests and benches)
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
 
-    def get(self, key: Hashable, render: Callable[[], str]) -> str:
-        html = self._items.get(key)
-        if html is not None:
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        if key in self._items:
             self._items.move_to_end(key)
-            return html
-        html = render()
+            return cast(T, self._items[key])
+        value = make()
         self.renders += 1
-        self._items[key] = html
+        self._items[key] = value
         while len(self._items) > self.size:
             self._items.popitem(last=False)
-        return html
+        return value
 
 
 @dataclass

@@ -10,6 +10,7 @@ import asyncio
 import csv
 import functools
 import io
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -325,8 +326,11 @@ async def run_stream(
         if run.finished:
             yield ServerSentEvent(raw_data=final_block(state, templates, run), event="done")
             return
+        # Viewers woken by the same change share one summary and one render per moment. A moment is half
+        # the coalescing interval, so a shared render never predates the change its viewer waited for.
+        moment = (run.id, int(time.monotonic() / (interval / 2)))
+        ctx = state.fragments.get(("context", *moment), functools.partial(run_context, run))
         total = len(run.results)
-        ctx = run_context(run)
         if cursor < min(total, STRIP_MAX):
             end = min(total, STRIP_MAX)
             render = functools.partial(
@@ -337,10 +341,8 @@ async def run_stream(
             )
             cursor = end
             yield ServerSentEvent(raw_data=html, event="strip", id=str(cursor))
-        # Keyed by progress and the shown elapsed time: viewers of the same moment share one render.
-        key = ("summary", run.id, total, run.endpoints_changed, f"{run.elapsed_s:.1f}")
         render = functools.partial(fragment, templates, "partials/_probe_summary.html", **ctx)
-        yield ServerSentEvent(raw_data=state.fragments.get(key, render), event="summary")
+        yield ServerSentEvent(raw_data=state.fragments.get(("summary", *moment), render), event="summary")
         await run.wait_changed()
         if not run.finished:
             await asyncio.sleep(interval)  # coalesce: at most one update per interval

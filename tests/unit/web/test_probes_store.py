@@ -196,3 +196,33 @@ def _outcomes(n: int) -> list[Any]:
     from app.probe.stats import Outcome
 
     return [Outcome(i, "web-0", None, 1.0, i, at_ms=float(i)) for i in range(1, n + 1)]
+
+
+async def test_viewers_of_a_running_run_share_its_summaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.probe import run as run_module
+
+    calls = 0
+    real = run_module.summarize
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(*args, **kw)
+
+    monkeypatch.setattr(run_module, "summarize", counting)
+    viewers = 20
+    async for cluster in make_cluster(3):
+        async with dashboard(cluster, tmp_path / "runs.db") as (c, _):
+            run_id = (await c.post("/api/v1/probes", json={**BODY, "count": 2000, "concurrency": 2})).json()[
+                "id"
+            ]
+
+            async def watch(run_id: str) -> int:
+                r = await c.get(f"/runs/{run_id}/stream")
+                return r.text.count("event: summary")
+
+            summaries = sum(await asyncio.gather(*(watch(run_id) for _ in range(viewers))))
+    assert summaries >= 2 * viewers  # the viewers did follow the run live
+    assert calls * 4 < summaries, f"{calls} summaries computed for {summaries} sent"
