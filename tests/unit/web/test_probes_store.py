@@ -202,9 +202,9 @@ async def test_viewers_of_a_running_run_share_its_summaries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from app.probe import run as run_module
+    from app.probe.stats import summarize as real
 
     calls = 0
-    real = run_module.summarize
 
     def counting(*args: Any, **kw: Any) -> Any:
         nonlocal calls
