@@ -127,8 +127,13 @@ class Dash:
         return pods[0]
 
     def get(self, path: str) -> httpx.Response:
+        """GET through the port-forward; a port-forward that died (it does when the apiserver restarts,
+        and other tests restart it on the shared cluster) is opened again once."""
         assert self.http is not None
-        return self.http.get(path)
+        try:
+            return self.http.get(path)
+        except httpx.TransportError:
+            return self.connect().get(path)
 
     def start(self, app: EchoApp, **body: Any) -> str:
         assert self.http is not None
