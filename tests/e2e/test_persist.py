@@ -245,7 +245,9 @@ def test_runs_survive_every_kind_of_dashboard_death(
         # The Service's pods are replaced: the finished report does not change.
         old_pods = {p["metadata"]["name"] for p in cluster.pods(namespace, app.selector)}
         cluster.kubectl("rollout", "restart", f"deployment/{app.name}", "-n", namespace)
-        cluster.kubectl("rollout", "status", f"deployment/{app.name}", "-n", namespace, "--timeout=120s")
+        cluster.kubectl(
+            "rollout", "status", f"deployment/{app.name}", "-n", namespace, "--timeout=150s", timeout=160
+        )
         wait_for(
             lambda: not old_pods & {p["metadata"]["name"] for p in cluster.pods(namespace, app.selector)},
             120,
