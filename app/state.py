@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
@@ -12,8 +12,9 @@ from typing import Any, Protocol, TypeVar, cast
 from prometheus_client import CollectorRegistry
 
 from app.config import Settings
+from app.domain import ObjectKey
 from app.hub import EventHub
-from app.kube.actions import AffinityChange
+from app.kube.actions import AffinityChange, RecordedChange
 from app.kube.cache import ServiceCache
 from app.kube.metrics import WatchMetrics
 from app.kube.watch import EventSource, Watcher
@@ -31,6 +32,10 @@ NOT_KEPT = "no such run: runs are kept in memory only (no run store is configure
 
 class AffinityPatcher(Protocol):
     async def patch_session_affinity(self, namespace: str, name: str, change: AffinityChange) -> None: ...
+
+    async def record_affinity_change(
+        self, namespace: str, name: str, uid: str | None, change: RecordedChange
+    ) -> None: ...
 
 
 class Actions(RemoteProber, AffinityPatcher, Protocol):
@@ -77,6 +82,8 @@ class AppState:
     probe_runner: ProbeRunner | None = None
     # Only when a write is enabled (affinity patch, other probe origins); a test may set a fake first.
     actions: Actions | None = None
+    # Session affinity changes made from this dashboard, newest first, per Service (app.web.affinity).
+    affinity_changes: dict[ObjectKey, deque[RecordedChange]] = field(default_factory=dict)
     # The run store (None: SVCSCOPE_STORE_PATH is empty); opened by the lifespan.
     store: AsyncRunStore | None = None
     fragments: FragmentCache = field(default_factory=FragmentCache)
