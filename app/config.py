@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     # Extra probe origins besides the dashboard itself: "probe-pod" and/or "exec" (they need RBAC).
     probe_origins: Annotated[list[Origin], NoDecode] = Field(default_factory=list)
     probe_pod_image: str = "localhost/svcscope:dev"  # image with `python3 -m app.echo client`
+    # -- Run store: probe runs kept on disk (an SQLite file), so they survive restarts. Empty path: runs
+    # live in memory only (development, tests). The chart mounts a volume at /var/lib/svcscope.
+    store_path: str = "/var/lib/svcscope/runs.db"
+    store_max_runs: int = Field(500, ge=1)  # finished runs kept; the oldest beyond this are deleted
+    store_max_age_days: float = Field(7.0, gt=0)  # finished runs older than this are deleted
+    store_max_mb: int = Field(256, ge=1)  # the file's budget; keep it below the volume's size
+    # How long start-up waits for the previous process to let go of the file (an old pod still stopping).
+    store_lock_wait_s: float = Field(30.0, ge=0)
     # Let users flip a watched Service's sessionAffinity from its page (needs RBAC patch on services).
     allow_affinity_patch: bool = False
     # Namespaces where Services may be patched and pods exec'd into (the chart's writableNamespaces, which

@@ -13,7 +13,9 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -30,8 +32,13 @@ from app.kube.watch import EventSource, WatchConfig, Watcher
 from app.probe.runner import ProbeRunner
 from app.probe.spec import Limits
 from app.state import AppState
+from app.store import AsyncRunStore, StoreConfig, StoreError, StoreLocked
+from app.store.config import DAY_S
+from app.store.runs import restored, store_sinks
 
 log = logging.getLogger(__name__)
+
+STORE_RETRY_S = 1.0  # between attempts to open a store another process still holds
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -45,6 +52,53 @@ def limits_from(settings: Settings) -> Limits:
         max_timeout_s=settings.probe_max_timeout_s,
         run_deadline_s=settings.probe_run_deadline_s,
     )
+
+
+def store_config(settings: Settings) -> StoreConfig:
+    return StoreConfig(
+        Path(settings.store_path),
+        max_runs=settings.store_max_runs,
+        max_age_s=settings.store_max_age_days * DAY_S,
+        max_bytes=settings.store_max_mb * 1024 * 1024,
+    )
+
+
+class StartupError(RuntimeError):
+    """svcscope cannot start as configured; the message says why and what to change."""
+
+
+async def open_store(settings: Settings) -> AsyncRunStore:
+    """Open the run store, waiting up to ``store_lock_wait_s`` for a previous process to let go of it
+    (a replaced pod may still be stopping while the new one starts on the same volume)."""
+    config = store_config(settings)
+    deadline = time.monotonic() + settings.store_lock_wait_s
+    while True:
+        try:
+            return await AsyncRunStore.open(config)
+        except StoreLocked as exc:
+            if time.monotonic() >= deadline:
+                raise StartupError(f"run store {config.path}: {exc.message}") from exc
+            log.info("run store %s is held by another process; retrying", config.path)
+            await asyncio.sleep(STORE_RETRY_S)
+        except StoreError as exc:
+            raise StartupError(
+                f"run store {config.path}: {exc.message} (set SVCSCOPE_STORE_PATH to a writable file, "
+                "or to an empty value to keep runs in memory only)"
+            ) from exc
+
+
+async def start_store(state: AppState, runner: ProbeRunner) -> None:
+    """Open the store, mark the runs a dead process left "running" as interrupted, apply retention,
+    and list the newest runs again; then the runner records every new run there."""
+    store = await open_store(state.settings)
+    state.store = store
+    state.closers.append(store.aclose)  # closed after the runner (closers run in reverse)
+    for gone in await store.mark_interrupted():
+        log.warning("probe run %s: %s", gone.id, gone.message)
+    await store.prune()
+    records = await store.recent(runner.limits.kept)
+    runner.restore([restored(r) for r in reversed(records)])
+    runner.use_sinks(store_sinks(store))
 
 
 def build_state(
@@ -199,7 +253,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if isinstance(actions, KubeActions) and origins:
             # Probe pods of a killed predecessor (same pod, restarted container) would run to their deadline.
             state.tasks.append(asyncio.create_task(reap_leftovers(actions), name="probe-pod-reaper"))
-        state.probe_runner = ProbeRunner(
+        runner = ProbeRunner(
             state.cache,
             limits_from(settings),
             remote=actions if origins else None,
@@ -207,7 +261,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             dashboard_pod=settings.pod_name,
             dashboard_ip=settings.pod_ip,
         )
-        state.closers.append(state.probe_runner.aclose)
+        if settings.store_path:
+            try:
+                await start_store(state, runner)
+            except StartupError as exc:
+                log.error("%s", exc)
+                raise
+        state.probe_runner = runner
+        # Runs end (and record their end) before the store closes.
+        state.closers.append(runner.aclose)
         state.closers.append(end_streams_on_signal(state))
         yield
     finally:

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 
@@ -19,7 +19,15 @@ from app.kube.cache import ServiceCache
 from app.kube.metrics import WatchMetrics
 from app.kube.watch import EventSource, Watcher
 from app.probe.remote import RemoteProber
+from app.probe.run import Run
 from app.probe.runner import ProbeRunner
+from app.store import AsyncRunStore, Missing
+from app.store.runs import restored
+
+T = TypeVar("T")
+
+# Without a store, a run is only found while this process keeps it in memory.
+NOT_KEPT = "no such run: runs are kept in memory only (no run store is configured) and this one is gone"
 
 
 class AffinityPatcher(Protocol):
@@ -34,6 +42,27 @@ class Actions(RemoteProber, AffinityPatcher, Protocol):
     """The writes svcscope may make (``app.kube.actions.KubeActions``; a fake in tests)."""
 
     async def close(self) -> None: ...
+
+
+class FragmentCache:
+    """What many viewers would each compute or render, done once and shared (e.g. a run's final block:
+    one render however many tabs follow the run); the least recently used go first beyond ``size``."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.renders = 0  # how many times something was actually made (for tests and benches)
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return cast(T, self._items[key])
+        value = make()
+        self.renders += 1
+        self._items[key] = value
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return value
 
 
 @dataclass
@@ -55,3 +84,19 @@ class AppState:
     actions: Actions | None = None
     # Session affinity changes made from this dashboard, newest first, per Service (app.web.affinity).
     affinity_changes: dict[ObjectKey, deque[RecordedChange]] = field(default_factory=dict)
+    # The run store (None: SVCSCOPE_STORE_PATH is empty); opened by the lifespan.
+    store: AsyncRunStore | None = None
+    fragments: FragmentCache = field(default_factory=FragmentCache)
+
+    async def find_run(self, run_id: str) -> Run | Missing:
+        """A run of this process, or one read back from the store, or why there is none."""
+        runner = self.probe_runner
+        run = runner.get(run_id) if runner is not None else None
+        if run is not None and run.complete:
+            return run
+        if self.store is None:
+            return run if run is not None else Missing(run_id, NOT_KEPT)
+        found = await self.store.get(run_id)
+        if isinstance(found, Missing):
+            return run if run is not None else found
+        return restored(found)

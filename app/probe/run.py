@@ -2,6 +2,11 @@
 
 Results are appended here and followers read them with a cursor, so none is lost however slow the
 follower. ``clock`` is a seam: tests move time instead of sleeping.
+
+When a run ends its report is frozen: the endpoints are read one last time (so ``endpoints_changed`` is
+set before the report is built), the summary is computed once with ``finished=True`` and kept, and from
+then on ``summary()`` returns it unchanged, whatever happens to the Service's pods afterwards. Each result
+also goes to the run's ``sink`` (the run store, when there is one).
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ import enum
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.domain import ServiceKey
 from app.probe import diagnosis
 from app.probe.attribution import Attribution, Candidate, Fingerprints, Matcher, Reply, Rule, attribute
+from app.probe.sink import NULL_SINK, RunSink
 from app.probe.spec import ProbeSpec
 from app.probe.stats import Outcome, RunShape, Summary, summarize
 from app.probe.targets import Backend, ClusterView, ProbeTarget, backends, forbidden_endpoint
@@ -38,6 +44,7 @@ class RunStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"  # svcscope stopped (or died) while the run was going on
 
 
 class AttributionMode(enum.StrEnum):
@@ -67,10 +74,11 @@ class Run:
         spec: ProbeSpec,
         target: ProbeTarget,
         rule: Rule | None,
-        view: ClusterView,
+        view: ClusterView | None,
         *,
         clock: Callable[[], float] = time.monotonic,
     ):
+        """``view`` is None only for a run read back from the store (finished; its endpoints frozen)."""
         self.id = run_id
         self.spec = spec
         self.target = target
@@ -105,12 +113,59 @@ class Run:
         self.client_ip: str | None = None
         # What the run waits for besides its requests, e.g. "waiting for the apiserver (...)"; None: nothing.
         self.waiting: str | None = None
+        self.sink: RunSink = NULL_SINK
+        # The report as it was when the run ended (never recomputed against later endpoints).
+        self.final: Summary | None = None
+        # Whether ``results`` holds every result (False for a finished run kept only as a list entry:
+        # its results are read from the store).
+        self.complete = True
+        self._summary_key: tuple[object, ...] | None = None
+        self._summary: Summary | None = None
+
+    @classmethod
+    def restored(
+        cls,
+        run_id: str,
+        spec: ProbeSpec,
+        target: ProbeTarget,
+        *,
+        rule: Rule | None,
+        created: float,
+        status: RunStatus,
+        error: str | None,
+        elapsed_s: float,
+        results: list[Outcome],
+        complete: bool,
+        summary: Summary,
+        current: tuple[Backend, ...],
+        known: dict[str, Backend],
+        endpoints_changed: bool,
+        calibration: Calibration,
+        samples: dict[str, str],
+        first_reply_ms: float | None,
+        client_pod: str | None,
+        client_ip: str | None,
+    ) -> Run:
+        """A finished run read back (from the store): shown exactly as it was when it ended."""
+        run = cls(run_id, spec, target, rule, None, clock=lambda: 0.0)
+        run.created = created
+        run.status, run.error = status, error
+        run.started, run.finished_at = 0.0, elapsed_s
+        run.results, run.complete = results, complete
+        run.final = summary
+        run._current, run.known, run.endpoints_changed = current, known, endpoints_changed
+        run.calibration, run.samples, run.first_reply_ms = calibration, samples, first_reply_ms
+        run.client_pod, run.client_ip = client_pod, client_ip
+        run._issued = spec.count
+        return run
 
     # -- endpoints, re-read from the view so scaling mid-run is seen
     def current(self, max_age_s: float = 0.0) -> tuple[Backend, ...]:
         """The endpoints now; with ``max_age_s``, a copy at most that old (the per-request path)."""
         t = self.clock()
-        if max_age_s and self._current_key is not None and t - self._read_at < max_age_s:
+        if self._view is None or (
+            max_age_s and self._current_key is not None and t - self._read_at < max_age_s
+        ):
             return self._current
         self._read_at = t
         now = backends(self._view, self.target)
@@ -127,6 +182,7 @@ class Run:
                 if b.pod is not None:
                     self.known[b.pod] = b
             self.forbidden = forbidden_endpoint(self._view, self.target)
+            self.sink.note_endpoints(now, tuple(self.known.values()), self.endpoints_changed)
         return self._current
 
     def pod_named(self, text: str) -> str | None:
@@ -164,8 +220,13 @@ class Run:
         self.results.append(outcome)
         if outcome.error is None and self.first_reply_ms is None:
             self.first_reply_ms = outcome.at_ms + (outcome.latency_ms or 0.0)
+        kept: tuple[str, str] | None = None
         if sample is not None and len(self.samples) < MAX_SAMPLES:
-            self.samples.setdefault(_sample_key(outcome), sample)
+            key = _sample_key(outcome)
+            if key not in self.samples:
+                self.samples[key] = sample
+                kept = (key, sample)
+        self.sink.add(outcome, kept)
         self._notify()
 
     def wants_sample(self, outcome: Outcome) -> bool:
@@ -178,12 +239,29 @@ class Run:
             self._notify()
 
     def finish(self, status: RunStatus, error: str | None = None) -> None:
+        """End the run and freeze its report (the endpoint sets, the flags and the verdict)."""
         if self.finished:
             return
+        self.current()  # a change since the last request must be flagged in the frozen report
         self.status = status
         self.error = error
         self.finished_at = self.clock()
+        self.final = self._summarize()
         self._notify()
+
+    def trim(self) -> None:
+        """Drop the per-request results of a finished run whose results are stored elsewhere (the
+        frozen summary stays, without its per-request sequence): what a list needs, in little memory."""
+        if not self.finished or self.final is None:
+            return
+        self.final = replace(self.final, sequence=())
+        self.results = []
+        self.complete = False
+
+    @property
+    def done(self) -> int:
+        """Requests with a result so far."""
+        return self.final.done if self.final is not None else len(self.results)
 
     def _notify(self) -> None:
         if not self._waiting:  # nobody waits: the next waiter checks the results before waiting
@@ -215,6 +293,17 @@ class Run:
             await self._wait()
 
     def summary(self) -> Summary:
+        """The report: frozen once the run ended; while it runs, computed again only when a result
+        arrived or the endpoints changed (many viewers of one run share one computation)."""
+        if self.final is not None:
+            return self.final
+        self.current()
+        key = (len(self.results), self._current_key, self.endpoints_changed, self.finished)
+        if self._summary is None or key != self._summary_key:
+            self._summary, self._summary_key = self._summarize(), key
+        return self._summary
+
+    def _summarize(self) -> Summary:
         shape = RunShape(
             total=self.spec.count,
             session_affinity=self.target.session_affinity,
@@ -225,7 +314,7 @@ class Run:
             endpoints_changed=self.endpoints_changed,
             finished=self.finished,
         )
-        summary = summarize(self.results, shape, self.current(), tuple(self.known.values()))
+        summary = summarize(self.results, shape, self._current, tuple(self.known.values()))
         evidence = diagnosis.evidence_of(
             summary,
             self.calibration.probed,

@@ -1,4 +1,10 @@
-"""The probe runner: admits runs (limits, rate, enabled origins), keeps the recent ones, cancels them."""
+"""The probe runner: admits runs (limits, rate, enabled origins), keeps the recent ones, cancels them.
+
+With a sink factory (the run store) every run is recorded as it goes; then only the newest few finished
+runs keep their per-request results in memory, older ones are trimmed to their frozen summary (a list
+entry) and read back from the store when shown. Runs still going when the runner closes end as
+"interrupted", never as "running".
+"""
 
 from __future__ import annotations
 
@@ -14,12 +20,14 @@ from app.probe.calibrate import calibrate
 from app.probe.engine import Dial, worker
 from app.probe.remote import RemoteFailed, RemoteProber, execute_remote, refusal
 from app.probe.run import Run, RunStatus, new_run_id
+from app.probe.sink import SinkFactory
 from app.probe.spec import Limits, ProbeSpec, RunLimitError, SpecError
 from app.probe.targets import ClusterView, ForbiddenAddress, resolve
 
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 60.0  # Limits.per_minute counts the runs started in this window
+FINISHED_IN_MEMORY = 4  # finished runs that keep their results in memory when a store has them too
 
 
 class ProbeRunner:
@@ -36,10 +44,11 @@ class ProbeRunner:
         origins: Sequence[Origin] = (),
         dashboard_pod: str | None = None,
         dashboard_ip: str | None = None,
+        sinks: SinkFactory | None = None,
     ) -> None:
         """``dial`` maps a checked target address to the socket address to connect to (a test seam);
         ``clock`` times admission and runs (a test seam); ``dashboard_pod``/``dashboard_ip`` name this
-        process's pod (the client of "dashboard" runs)."""
+        process's pod (the client of "dashboard" runs); ``sinks`` opens where each run is recorded."""
         self.view = view
         self.limits = limits
         self._clock = clock
@@ -49,6 +58,20 @@ class ProbeRunner:
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._starts: deque[float] = deque()
         self._dashboard = (dashboard_pod, dashboard_ip)
+        self._sinks = sinks
+        self._closing = False
+        self._cancelled: set[asyncio.Task[None]] = set()
+
+    def use_sinks(self, sinks: SinkFactory) -> None:
+        """Record every run started from now on (set before the first run)."""
+        self._sinks = sinks
+
+    def restore(self, runs: Sequence[Run]) -> None:
+        """Runs read back at start-up (finished, oldest first): listed like the runs of this process."""
+        for run in runs:
+            if run.finished and run.id not in self._runs:
+                self._runs[run.id] = run
+        self._evict()
 
     def get(self, run_id: str) -> Run | None:
         return self._runs.get(run_id)
@@ -132,30 +155,68 @@ class ProbeRunner:
         return True
 
     async def aclose(self) -> None:
+        """End every run as interrupted and wait until each has recorded its end.
+
+        Safe to call twice and to cancel: a run is cancelled once (a second cancel would cut its last
+        write short), and waiting does not cancel the runs' tasks."""
+        self._closing = True
         tasks = [r.task for r in self._runs.values() if r.task is not None and not r.task.done()]
         for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            if t not in self._cancelled:
+                self._cancelled.add(t)
+                t.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     def _evict(self) -> None:
         while len(self._runs) > self.limits.kept:
             victim = next((k for k, r in self._runs.items() if r.finished), None)
             if victim is None:
-                return
+                break
             del self._runs[victim]
+        self._trim()
+
+    def _trim(self) -> None:
+        """Keep the results of the newest finished runs only; the store has the others'."""
+        full = 0
+        for run in reversed(self._runs.values()):
+            if not run.finished or not run.complete:
+                continue
+            recording = run.task is not None and not run.task.done()  # its end is still being written
+            if recording or full < FINISHED_IN_MEMORY or not run.sink.saved:
+                full += 1
+                continue
+            run.trim()
 
     async def _execute(self, run: Run) -> None:
+        if self._sinks is not None:
+            run.sink = await self._sinks(run)
+        try:
+            await self._steps(run)
+        finally:
+            await run.sink.close(run)
+            self._trim()
+
+    def _note_attribution(self, run: Run) -> None:
+        cal = run.calibration
+        run.sink.note_attribution(cal.mode.value, cal.note, run.rule.label if run.rule else None)
+
+    async def _steps(self, run: Run) -> None:
         workers: list[asyncio.Task[None]] = []
         try:
             async with asyncio.timeout(self.limits.run_deadline_s):
                 if run.spec.origin is not Origin.DASHBOARD:
                     assert self.remote is not None  # _check_origin enables other origins only with one
+                    run.sink.note_started(time.time())
                     await execute_remote(run, self.remote)
+                    self._note_attribution(run)
                     run.finish(RunStatus.DONE)
                     return
                 if run.rule is None:
                     await calibrate(run, self.view, self._dial)
+                self._note_attribution(run)
                 run.restart_clock()
+                run.sink.note_started(time.time())
                 workers = [
                     asyncio.create_task(worker(run, self._dial), name=f"probe-{run.id}-{i}")
                     for i in range(run.spec.concurrency)
@@ -163,7 +224,11 @@ class ProbeRunner:
                 await asyncio.gather(*workers)
             run.finish(RunStatus.DONE)
         except asyncio.CancelledError:
-            run.finish(RunStatus.CANCELLED)
+            if self._closing:
+                self._note_attribution(run)
+                run.finish(RunStatus.INTERRUPTED, interrupted_message(run.done, run.spec.count))
+            else:
+                run.finish(RunStatus.CANCELLED)
         except (ForbiddenAddress, RemoteFailed) as exc:
             run.finish(RunStatus.FAILED, exc.message)
         except TimeoutError:
@@ -176,3 +241,8 @@ class ProbeRunner:
                 w.cancel()
             if workers:
                 await asyncio.gather(*workers, return_exceptions=True)
+
+
+def interrupted_message(done: int, total: int) -> str:
+    """The same words the store uses for a run cut short by a crash."""
+    return f"interrupted at {done}/{total}: svcscope stopped while the run was going on"

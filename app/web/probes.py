@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import functools
 import io
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.catalog.query import unanswerable
@@ -25,9 +28,10 @@ from app.domain import SUBDOMAIN_MAX, ObjectKey, Origin, ServicePort
 from app.probe.run import Run
 from app.probe.runner import ProbeRunner
 from app.probe.spec import Limits, Method, ProbeSpec, max_concurrency
-from app.probe.stats import Summary
+from app.probe.stats import Outcome, Summary
 from app.probe.targets import ProbeProtocol
 from app.state import AppState
+from app.store import Missing
 from app.web.deps import SettingsDep, StateDep, TemplatesDep
 from app.web.errors import DOMAIN_ERRORS, http_error
 from app.web.params import Name, NameQuery, PodName, RunIdPath
@@ -38,7 +42,10 @@ from app.web.security import csrf_token
 router = APIRouter()
 
 PALETTE = 12
-STRIP_MAX = 10_000
+# The strip of a run shows at most STRIP_MAX cells: a longer run shows its first and last STRIP_MAX // 2
+# requests and how many are left out (the CSV has every one). Bounded so that a finished 10,000-request
+# run is not a 2 MB fragment per viewer; the live strip stops appending at STRIP_MAX.
+STRIP_MAX = 2_000
 FIRST_RESULTS_WAIT_S = 0.15  # at most this long before the answer to a probe click
 # What the htmx form shows in place (htmx does not swap 4xx answers).
 SHOWN_IN_PLACE: tuple[type[Exception], ...] = (HTTPException, *DOMAIN_ERRORS)
@@ -143,13 +150,20 @@ def _start(state: AppState, spec: ProbeSpec) -> Run:
     return run
 
 
-def _run_or_404(runner: ProbeRunner, run_id: str) -> Run:
-    run = runner.get(run_id)
-    if run is None:
-        raise HTTPException(
-            404, f"probe run {run_id} not found (only the last {runner.limits.kept} are kept)"
-        )
-    return run
+async def find_or_404(state: AppState, run_id: str) -> Run:
+    """The run (live, or read back from the store); a 404 that says why there is none."""
+    found = await state.find_run(run_id)
+    if isinstance(found, Missing):
+        raise HTTPException(404, f"probe run {run_id}: {found.reason}")
+    return found
+
+
+async def found_run(run_id: RunIdPath, state: StateDep) -> Run:
+    return await find_or_404(state, run_id)
+
+
+# Resolved before a response starts: an unknown run is a 404, not a stream that breaks after its 200.
+FoundRun = Annotated[Run, Depends(found_run)]
 
 
 # -- JSON API ---------------------------------------------------------------------------------
@@ -168,10 +182,9 @@ async def list_probes(state: StateDep) -> list[RunOut]:
     return [RunOut.of(r, r.summary()) for r in get_runner(state).runs()]
 
 
-@router.get("/api/v1/probes/{run_id}.csv", tags=["probes"], response_class=Response)
-async def probe_csv(run_id: RunIdPath, state: StateDep) -> Response:
+@router.get("/api/v1/probes/{run_id}.csv", tags=["probes"], response_class=Response)  # noqa: FAST003 (run_id is FoundRun's)
+async def probe_csv(run: FoundRun) -> Response:
     """One row per request, in request order."""
-    run = _run_or_404(get_runner(state), run_id)
     buf = io.StringIO()
     out = csv.writer(buf)
     out.writerow(CSV_COLUMNS)
@@ -210,17 +223,18 @@ def csv_cell(value: object) -> str:
     return "'" + text if text.startswith(CSV_FORMULA_PREFIXES) else text
 
 
-@router.get("/api/v1/probes/{run_id}", tags=["probes"], response_model=RunDetailOut)
-async def get_probe(run_id: RunIdPath, state: StateDep) -> RunDetailOut:
-    """Status, per-pod hits/share/expected share/latency, unattributed, errors by kind, sequence, verdict."""
-    run = _run_or_404(get_runner(state), run_id)
+@router.get("/api/v1/probes/{run_id}", tags=["probes"], response_model=RunDetailOut)  # noqa: FAST003 (run_id is FoundRun's)
+async def get_probe(run: FoundRun) -> RunDetailOut:
+    """Status, per-pod hits/share/expected share/latency, unattributed, errors by kind, sequence, verdict.
+
+    A finished run's report is frozen: read again later (even after a restart) it is the same."""
     return RunDetailOut.of(run, run.summary())
 
 
 @router.post("/api/v1/probes/{run_id}/cancel", status_code=202, tags=["probes"], response_model=CancelOut)
 async def cancel_probe(run_id: RunIdPath, state: StateDep) -> CancelOut:
     runner = get_runner(state)
-    run = _run_or_404(runner, run_id)
+    run = await find_or_404(state, run_id)
     cancelled = runner.cancel(run_id)
     return CancelOut(id=run.id, cancelled=cancelled, status=run.status.value)
 
@@ -234,6 +248,25 @@ def colors(run: Run, s: Summary) -> dict[str, int]:
     return {name: i % PALETTE for i, name in enumerate(names)}
 
 
+@dataclass(frozen=True, slots=True)
+class Strip:
+    """The cells a finished run's strip shows: all, or the first and last ones and how many are between."""
+
+    head: list[Outcome]
+    hidden: int
+    tail: list[Outcome]
+
+
+def strip_of(run: Run) -> Strip:
+    if not run.finished:
+        return Strip([], 0, [])
+    cells = sorted(run.results, key=lambda o: o.seq)
+    if len(cells) <= STRIP_MAX:
+        return Strip(cells, 0, [])
+    half = STRIP_MAX // 2
+    return Strip(cells[:half], len(cells) - 2 * half, cells[-half:])
+
+
 async def first_results(run: Run, wait_s: float) -> None:
     """Wait a moment for the first answers, so the fragment that answers the click already shows bars
     (without it the first bar waits for the run's stream to connect: one more round trip)."""
@@ -245,7 +278,14 @@ async def first_results(run: Run, wait_s: float) -> None:
 
 def run_context(run: Run) -> dict[str, Any]:
     s = run.summary()
-    return {"run": run, "s": s, "colors": colors(run, s), "strip_max": STRIP_MAX}
+    return {"run": run, "s": s, "colors": colors(run, s), "strip": strip_of(run), "strip_max": STRIP_MAX}
+
+
+def final_block(state: AppState, templates: Jinja2Templates, run: Run) -> str:
+    """A finished run's block, rendered once and shared by every viewer and every stream."""
+    return state.fragments.get(
+        ("final", run.id), lambda: fragment(templates, "partials/_probe_run.html", **run_context(run))
+    )
 
 
 @router.post("/probes", include_in_schema=False, response_model=None)
@@ -276,8 +316,10 @@ async def start_probe_form(
 async def run_page(
     request: Request, run_id: RunIdPath, state: StateDep, templates: TemplatesDep
 ) -> HTMLResponse:
-    run = _run_or_404(get_runner(state), run_id)
+    run = await find_or_404(state, run_id)
     if wants_fragment(request):
+        if run.finished:
+            return HTMLResponse(final_block(state, templates, run))
         token = csrf_token(request)
         return HTMLResponse(
             fragment(templates, "partials/_probe_run.html", csrf_token=token, **run_context(run))
@@ -299,38 +341,42 @@ async def new_probe_page(
     return page(request, "pages/probe_new.html", service=svc, probe=panel(state))
 
 
-@router.get("/runs/{run_id}/stream", include_in_schema=False, response_class=EventSourceResponse)
+@router.get("/runs/{run_id}/stream", include_in_schema=False, response_class=EventSourceResponse)  # noqa: FAST003 (run_id is FoundRun's)
 async def run_stream(
-    request: Request, run_id: RunIdPath, state: StateDep, settings: SettingsDep, templates: TemplatesDep
+    request: Request, run: FoundRun, state: StateDep, settings: SettingsDep, templates: TemplatesDep
 ) -> AsyncIterator[ServerSentEvent]:
     """Live updates of a run: ``summary`` (bars, errors, verdict) and ``strip`` (new cells, appended).
 
     The strip events carry the result cursor as their id, so a reconnecting EventSource resumes where
-    it stopped (Last-Event-ID) and never duplicates or skips a cell. When the run ends, ``done``
-    replaces the live block with the final one, which has no stream.
+    it stopped (Last-Event-ID) and never duplicates or skips a cell. When the run ends (or had ended:
+    a tab left open across a restart reconnects to the stored run), ``done`` replaces the live block with
+    the final one, which has no stream. Fragments are rendered once per change and shared by viewers.
     """
-    run = _run_or_404(get_runner(state), run_id)
     last = request.headers.get("last-event-id", "")
     cursor = int(last) if last.isdigit() else 0
-    cursor = min(cursor, len(run.results))
+    cursor = min(cursor, len(run.results), STRIP_MAX)
     interval = max(settings.sse_coalesce_s, 0.05)
     while True:
-        finished = run.finished
-        total = len(run.results)
-        ctx = run_context(run)
-        if total > cursor:
-            cells = run.results[cursor:total]
-            html = fragment(templates, "partials/_probe_strip_cells.html", cells=cells, colors=ctx["colors"])
-            cursor = total
-            yield ServerSentEvent(raw_data=html, event="strip", id=str(cursor))
-        yield ServerSentEvent(
-            raw_data=fragment(templates, "partials/_probe_summary.html", **ctx), event="summary"
-        )
-        if finished:
-            yield ServerSentEvent(
-                raw_data=fragment(templates, "partials/_probe_run.html", **ctx), event="done"
-            )
+        if run.finished:
+            yield ServerSentEvent(raw_data=final_block(state, templates, run), event="done")
             return
+        # Viewers woken by the same change share one summary and one render per moment. A moment is half
+        # the coalescing interval, so a shared render never predates the change its viewer waited for.
+        moment = (run.id, int(time.monotonic() / (interval / 2)))
+        ctx = state.fragments.get(("context", *moment), functools.partial(run_context, run))
+        total = len(run.results)
+        if cursor < min(total, STRIP_MAX):
+            end = min(total, STRIP_MAX)
+            render = functools.partial(
+                fragment, templates, "partials/_probe_strip_cells.html", cells=run.results[cursor:end]
+            )
+            html = state.fragments.get(
+                ("strip", run.id, cursor, end), functools.partial(render, colors=ctx["colors"])
+            )
+            cursor = end
+            yield ServerSentEvent(raw_data=html, event="strip", id=str(cursor))
+        render = functools.partial(fragment, templates, "partials/_probe_summary.html", **ctx)
+        yield ServerSentEvent(raw_data=state.fragments.get(("summary", *moment), render), event="summary")
         await run.wait_changed()
         if not run.finished and cursor > 0:
             # Coalesce: at most one update per interval, but the first results go out at once (the

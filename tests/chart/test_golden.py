@@ -15,7 +15,7 @@ import pytest
 
 from tests.chart.helmtool import GOLDEN_DIR, UPDATE_GOLDEN_ENV, VALUES_DIR, render
 
-CASES = ["defaults", "namespaced-rbac", "all-features", "demo"]
+CASES = ["defaults", "namespaced-rbac", "all-features", "demo", "persistence", "persistence-existing-claim"]
 # The CSRF key is random on every render without a cluster (test_chart checks it); the golden files hold a
 # placeholder in its place.
 CSRF_KEY = re.compile(r"^(  csrf-secret: )\S+$", re.MULTILINE)

@@ -120,6 +120,7 @@ def start_dashboard(
         "SVCSCOPE_ALLOWED_HOSTS": LINK_ADDRESS,
         "SVCSCOPE_PROBE_MAX_RUNS_PER_MINUTE": "1000",
         "SVCSCOPE_PROBE_RUNS_KEPT": "200",
+        "SVCSCOPE_STORE_PATH": "",  # runs in memory only, unless ``env`` gives the store a file
         **(env or {}),
     }
     cmd = [

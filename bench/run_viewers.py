@@ -1,0 +1,171 @@
+"""Many viewers watching probe runs finish: the dashboard's memory and how fast it still answers.
+
+Not a test: a measurement on the real devcluster. The dashboard runs in the node's network namespace
+with the run store on; it probes a 3-pod echo Service. ``--runs`` runs of ``--count`` requests start
+together, each followed by ``--viewers`` live streams (``/runs/{id}/stream``, read to their ``done``
+event); meanwhile the dashboard's RSS is sampled every 100 ms and ``GET /`` is timed every 250 ms.
+
+    .venv/bin/python -m bench.run_viewers [--runs 4] [--viewers 100] [--count 10000] [--concurrency 32]
+
+Prints the numbers as Markdown (copied into bench/faults.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.probe_rate import cluster_handle
+from tests.e2e.conftest import deploy_echo_app
+from tests.e2e.dashboard import probe_body, start_dashboard, wait_serving
+
+SAMPLE_S = 0.1
+LATENCY_EVERY_S = 0.25
+IDLE_SAMPLES = 20
+RUN_DEADLINE_S = 600.0  # the whole measurement, bounded
+
+
+def dashboard_pid(port: int) -> int:
+    """The uvicorn process serving ``port`` (the node's processes share the host's PID namespace)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args[1:3] == [b"-m", b"uvicorn"] and str(port).encode() in args:
+            return int(entry.name)
+    raise SystemExit(f"no uvicorn process on port {port}")
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"no {field} for pid {pid}: the dashboard exited")
+
+
+async def follow(c: httpx.AsyncClient, run_id: str) -> tuple[int, float]:
+    """Read one run's stream to its end; returns (bytes, seconds until the done event)."""
+    total = 0
+    started = time.monotonic()
+    done_at: float | None = None
+    async with c.stream("GET", f"/runs/{run_id}/stream") as r:
+        assert r.status_code == 200, r.status_code
+        async for line in r.aiter_lines():
+            total += len(line) + 1
+            if line == "event: done":
+                done_at = time.monotonic()
+            elif line == "" and done_at is not None:  # the end of the done event
+                break
+    return total, (done_at or time.monotonic()) - started
+
+
+async def measure(base_url: str, pid: int, bodies: list[dict[str, Any]], viewers: int) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=len(bodies) * viewers + 20, max_keepalive_connections=20)
+    rss: list[float] = []
+    latencies: list[float] = []
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
+            rss.append(rss_mb(pid))
+            await asyncio.sleep(SAMPLE_S)
+
+    async def ping(c: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            t = time.monotonic()
+            r = await c.get("/")
+            assert r.status_code == 200
+            latencies.append((time.monotonic() - t) * 1000)
+            await asyncio.sleep(LATENCY_EVERY_S)
+
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=120.0, limits=limits) as c,
+        httpx.AsyncClient(base_url=base_url, timeout=120.0) as pinger,
+    ):
+        before = rss_mb(pid)
+        idle: list[float] = []  # GET / before anything runs: what the machine's own load costs
+        for _ in range(IDLE_SAMPLES):
+            t = time.monotonic()
+            assert (await pinger.get("/")).status_code == 200
+            idle.append((time.monotonic() - t) * 1000)
+            await asyncio.sleep(LATENCY_EVERY_S)
+        tasks = [asyncio.create_task(sample()), asyncio.create_task(ping(pinger))]
+        started = time.monotonic()
+        ids = []
+        for body in bodies:
+            r = await c.post("/api/v1/probes", json=body)
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["id"])
+        async with asyncio.timeout(RUN_DEADLINE_S):
+            results = await asyncio.gather(*(follow(c, i) for i in ids for _ in range(viewers)))
+        took = time.monotonic() - started
+        await asyncio.sleep(1.0)  # what the memory settles to right after
+        after = rss_mb(pid)
+        stop.set()
+        await asyncio.gather(*tasks)
+        runs = [(await c.get(f"/api/v1/probes/{i}")).json() for i in ids]
+    lat = sorted(latencies)
+    return {
+        "rss_before_mb": round(before, 1),
+        "rss_peak_mb": round(max(rss), 1),
+        "rss_after_mb": round(after, 1),
+        "rss_hwm_mb": round(rss_mb(pid, "VmHWM"), 1),
+        "idle_get_root_p50_ms": round(statistics.median(idle), 1),
+        "get_root_p50_ms": round(statistics.median(lat), 1),
+        "get_root_p95_ms": round(lat[int(0.95 * (len(lat) - 1))], 1),
+        "get_root_max_ms": round(lat[-1], 1),
+        "get_root_samples": len(lat),
+        "seconds": round(took, 1),
+        "stream_kb_max": round(max(b for b, _ in results) / 1024, 1),
+        "statuses": sorted({r["status"] for r in runs}),
+        "done": [r["done"] for r in runs],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--viewers", type=int, default=100)
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    cluster = cluster_handle()
+    namespace = f"bench-viewers-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", namespace)
+    store = f"/tmp/svcscope-bench-{namespace}.db"
+    dash = None
+    try:
+        app = deploy_echo_app(cluster, namespace, "web", replicas=3)
+        dash = start_dashboard(
+            env={
+                "SVCSCOPE_STORE_PATH": store,
+                "SVCSCOPE_NAMESPACES": namespace,
+                "SVCSCOPE_PROBE_MAX_RUNS_ACTIVE": "8",
+            }
+        )
+        body = probe_body(app, count=args.count, concurrency=args.concurrency)
+        wait_serving(dash, probe_body(app, count=30, concurrency=3), pods=3)
+        port = int(dash.base_url.rsplit(":", 1)[1])
+        numbers = asyncio.run(measure(dash.base_url, dashboard_pid(port), [body] * args.runs, args.viewers))
+    finally:
+        if dash is not None:
+            dash.stop()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            Path(store + suffix).unlink(missing_ok=True)
+    print(f"| runs x viewers | requests per run | {' | '.join(numbers)} |")
+    print(f"| {args.runs} x {args.viewers} | {args.count} | {' | '.join(str(v) for v in numbers.values())} |")
+
+
+if __name__ == "__main__":
+    main()
