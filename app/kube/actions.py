@@ -11,6 +11,9 @@
 Where a write may go is decided by ``app.writepolicy`` before anything is sent; this module checks it
 again, so that no caller can skip it. Error messages name the object and the missing permission, never
 the apiserver's URL.
+
+Long on purpose: every write (probe pods, exec, the affinity patch) shares one deadline, one refusal
+policy and one translation of API errors into plain words; split per write, those rules would be copied.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ One :class:`Watcher` per (resource, namespace scope). Its loop:
    and a watch that was open through an outage is restarted with a fresh list once it is over.
 
 The Kubernetes side is behind :class:`EventSource`, so the state machine is tested against a fake.
+
+Long on purpose: listing, watching, bookmarks, re-lists after 410 or an outage, and the reconnect policy
+are one state machine per watch; read apart they would hide how one step hands over to the next.
 """
 
 from __future__ import annotations

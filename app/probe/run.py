@@ -7,6 +7,9 @@ When a run ends its report is frozen: the endpoints are read one last time (so `
 set before the report is built), the summary is computed once with ``finished=True`` and kept, and from
 then on ``summary()`` returns it unchanged, whatever happens to the Service's pods afterwards. Each result
 also goes to the run's ``sink`` (the run store, when there is one).
+
+Long on purpose: one object with its state (results, endpoints seen, frozen report, followers); its
+methods are the only code that changes that state.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Hit distribution, latency quantiles, uniformity test and affinity verdict of a probe run (pure)."""
+"""Hit distribution, latency quantiles, uniformity test and affinity verdict of a probe run (pure).
+
+Long on purpose: the statistics (quantiles, the chi-square test and its gamma function) and the
+verdict built from them are read together when a verdict surprises someone.
+"""
 
 from __future__ import annotations
 

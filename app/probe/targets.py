@@ -8,6 +8,9 @@ unless the endpoint is a watched Pod of the Service's own namespace with exactly
 address (the pods' hostIPs) or its neighbours in the same /24, a node's pod-network gateway, or the
 kubelet port. A node's kubelet port is refused even then: on a node address it is the kubelet, whatever
 the endpoint claims.
+
+Long on purpose: every rule about which address may receive a probe lives here, so one file is the
+whole answer to "can svcscope be made to send traffic somewhere else?".
 """
 
 from __future__ import annotations

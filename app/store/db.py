@@ -9,7 +9,6 @@ writing is refused at open (an advisory lock on ``<path>.lock``) instead of inte
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -17,20 +16,15 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-from app.probe.stats import Outcome
-from app.probe.targets import Backend
-from app.store import schema
-from app.store.codec import decode_summary, encode_summary
+from app.store.codec import encode_summary
 from app.store.config import StoreConfig
+from app.store.errors import MIN_SQLITE, NO_SUCH_RUN, NewerSchema, NotAStore, StoreError, StoreLocked, _span
 from app.store.records import (
     NO_BATCH,
-    AttributionNote,
     Batch,
-    FrozenEndpoints,
     Interrupted,
     Missing,
     RunEnd,
@@ -39,42 +33,24 @@ from app.store.records import (
     SecondAggregate,
     Status,
     StoredRun,
-    TargetFacts,
     Tombstone,
 )
+from app.store.rows import (
+    _RECORD_COLUMNS,
+    _delete,
+    _load,
+    _missing,
+    _put_batch,
+    _put_endpoints,
+    _record,
+    _run_key,
+    _seconds,
+)
+from app.store.sqlfile import _connect, _prepare, _take_lock, _used_bytes
 
 log = logging.getLogger(__name__)
 
-MIN_SQLITE = (3, 37, 0)  # STRICT tables
-NO_SUCH_RUN = "no such run: it was never recorded here (or the store was replaced)"
-
-
-class StoreError(Exception):
-    """The store cannot be used or a write failed; ``message`` says why in plain words."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class StoreLocked(StoreError):
-    pass
-
-
-class NewerSchema(StoreError):
-    pass
-
-
-class NotAStore(StoreError):
-    """The file is damaged, or not a svcscope run store."""
-
-
-def _span(seconds: float) -> str:
-    for unit, size in (("day", 86_400.0), ("hour", 3_600.0), ("minute", 60.0)):
-        if seconds >= size and seconds % size == 0:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    return f"{seconds:g} s"
+__all__ = ["NO_SUCH_RUN", "NewerSchema", "NotAStore", "RunStore", "StoreError", "StoreLocked"]
 
 
 class RunStore:
@@ -372,294 +348,3 @@ class RunStore:
             page_size = db.execute("PRAGMA page_size").fetchone()[0]
         wal = Path(f"{self.config.path}-wal")
         return int(pages * page_size + (wal.stat().st_size if wal.exists() else 0))
-
-
-# -- helpers (each runs inside a caller's transaction) ------------------------------------------------
-
-
-def _used_bytes(db: sqlite3.Connection) -> int:
-    """Pages in use: deleted rows free pages that later writes reuse, so the file stays near this size."""
-    pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
-    return int(pages * db.execute("PRAGMA page_size").fetchone()[0])
-
-
-def _take_lock(path: Path) -> int:
-    lock_path = Path(f"{path}.lock")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot open the run store {path}: {lock_path}: {exc.strerror}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreLocked(
-            f"the run store {path} is in use by another svcscope process: a store has one writer, so "
-            "give each dashboard replica its own volume (or run one replica)"
-        ) from None
-    return fd
-
-
-def _connect(path: Path, config: StoreConfig, *, readonly: bool = False) -> sqlite3.Connection:
-    try:
-        # isolation_level=None: transactions are explicit (BEGIN ... COMMIT), never implied by the driver.
-        conn = sqlite3.connect(
-            path, timeout=config.busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        conn.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout_s * 1000)}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        if readonly:
-            conn.execute("PRAGMA query_only = ON")
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open the run store {path}: {exc}") from exc
-    return conn
-
-
-def _prepare(db: sqlite3.Connection, path: Path, config: StoreConfig) -> None:
-    """Check what the file is, switch it to WAL and bring its schema up to date."""
-    try:
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        raise NotAStore(
-            f"the run store {path} is damaged or not a SQLite database ({exc}); svcscope leaves it as it "
-            "is: move it away (or delete it) to start with an empty store"
-        ) from exc
-    if tables and app_id != schema.APPLICATION_ID:
-        raise NotAStore(
-            f"{path} is a SQLite database of another program, not a svcscope run store; "
-            "configure another path (SVCSCOPE_STORE_PATH)"
-        )
-    if version > schema.VERSION:
-        raise NewerSchema(
-            f"the run store {path} was written by a newer svcscope (schema version {version}; this "
-            f"version reads up to {schema.VERSION}): run the newer version, or use another path"
-        )
-    try:
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            raise StoreError(
-                f"the run store {path} cannot use write-ahead logging (journal mode {mode!r}): "
-                "put it on a local filesystem (emptyDir or a block-storage volume), not a network share"
-            )
-        # WAL with synchronous=NORMAL: a power cut may lose the last transactions, never corrupt the file.
-        db.execute("PRAGMA synchronous = NORMAL")
-        # After a checkpoint the write-ahead log is cut back to this size instead of keeping its peak.
-        db.execute("PRAGMA journal_size_limit = 16777216")
-        if config.check_on_open and tables:
-            problems = [r[0] for r in db.execute("PRAGMA quick_check(5)").fetchall()]
-            if problems != ["ok"]:
-                raise NotAStore(
-                    f"the run store {path} is damaged ({'; '.join(problems)}); svcscope leaves it as it is: "
-                    "move it away (or delete it) to start with an empty store"
-                )
-        for target in range(version + 1, schema.VERSION + 1):
-            _migrate(db, target)
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot prepare the run store {path}: {exc}") from exc
-
-
-def _migrate(db: sqlite3.Connection, target: int) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in schema.MIGRATIONS[target - 1]:
-            db.execute(statement)
-        db.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
-        db.execute(f"PRAGMA user_version = {target}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-    log.info("run store schema migrated to version %d", target)
-
-
-def _run_key(db: sqlite3.Connection, run_id: str) -> int:
-    row = db.execute("SELECT n, status FROM runs WHERE id = ?", (run_id,)).fetchone()
-    if row is None:
-        raise StoreError(f"run {run_id} is not in the store")
-    if row[1] != Status.RUNNING:
-        raise StoreError(f"run {run_id} has already ended ({row[1]})")
-    return int(row[0])
-
-
-def _put_batch(db: sqlite3.Connection, n: int, batch: Batch, cap: int) -> int:
-    stored = 0
-    if batch.outcomes:
-        have = db.execute("SELECT outcomes_stored FROM runs WHERE n = ?", (n,)).fetchone()[0]
-        room = max(0, cap - have)
-        rows = [
-            (n, o.seq, o.pod, o.error, o.latency_ms, o.connection, o.reason, o.method, o.status, o.at_ms)
-            for o in batch.outcomes[:room]
-        ]
-        if rows:
-            # OR IGNORE: a batch sent twice (a retry) must not fail the run nor count twice.
-            cur = db.executemany("INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            stored = cur.rowcount
-            db.execute("UPDATE runs SET outcomes_stored = outcomes_stored + ? WHERE n = ?", (stored, n))
-    _put_seconds(db, n, batch.seconds)
-    if batch.samples:
-        row = db.execute("SELECT samples FROM runs WHERE n = ?", (n,)).fetchone()
-        samples = json.loads(row[0])
-        for key, text in batch.samples.items():
-            samples.setdefault(key, text)
-        db.execute("UPDATE runs SET samples = ? WHERE n = ?", (json.dumps(samples, ensure_ascii=False), n))
-    if batch.endpoints is not None:
-        _put_endpoints(db, n, batch.endpoints)
-    if batch.endpoints_changed is not None:
-        db.execute("UPDATE runs SET endpoints_changed = ? WHERE n = ?", (int(batch.endpoints_changed), n))
-    if batch.attribution is not None:
-        a = batch.attribution
-        db.execute(
-            "UPDATE runs SET attribution_mode = ?, attribution_note = ?, rule = ? WHERE n = ?",
-            (a.mode, a.note, a.rule, n),
-        )
-    if batch.started is not None:
-        db.execute("UPDATE runs SET started = ? WHERE n = ?", (batch.started, n))
-    return stored
-
-
-def _put_seconds(db: sqlite3.Connection, n: int, seconds: Sequence[SecondAggregate]) -> None:
-    # A second stored before gets the late requests added; its quantiles stay those computed when it closed.
-    db.executemany(
-        """INSERT INTO seconds VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run, second) DO UPDATE SET
-            requests = requests + excluded.requests, unattributed = unattributed + excluded.unattributed,
-            p50_ms = coalesce(p50_ms, excluded.p50_ms), p95_ms = coalesce(p95_ms, excluded.p95_ms)""",
-        [(n, s.second, s.requests, s.unattributed, s.p50_ms, s.p95_ms) for s in seconds],
-    )
-    db.executemany(
-        """INSERT INTO second_hits VALUES (?, ?, ?, ?)
-           ON CONFLICT (run, second, pod) DO UPDATE SET hits = hits + excluded.hits""",
-        [(n, s.second, pod, hits) for s in seconds for pod, hits in s.hits],
-    )
-    db.executemany(
-        """INSERT INTO second_errors VALUES (?, ?, ?, ?)
-           ON CONFLICT (run, second, kind) DO UPDATE SET count = count + excluded.count""",
-        [(n, s.second, kind, count) for s in seconds for kind, count in s.errors],
-    )
-
-
-def _put_endpoints(db: sqlite3.Connection, n: int, endpoints: FrozenEndpoints) -> None:
-    db.execute("DELETE FROM endpoints WHERE run = ?", (n,))
-    db.executemany(
-        "INSERT INTO endpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (n, role, i, b.pod, b.ip, b.port, b.node, int(b.ready), int(b.serving), int(b.terminating))
-            for role, backends in (("current", endpoints.current), ("known", endpoints.known))
-            for i, b in enumerate(backends)
-        ],
-    )
-
-
-def _delete(
-    db: sqlite3.Connection, rows: Sequence[tuple[int, str]], reason: str, now: float
-) -> list[Tombstone]:
-    gone = [Tombstone(run_id, reason, now) for _, run_id in rows]
-    # Child rows go with their run (ON DELETE CASCADE).
-    db.executemany("DELETE FROM runs WHERE n = ?", [(n,) for n, _ in rows])
-    db.executemany(
-        "INSERT OR REPLACE INTO tombstones VALUES (?, ?, ?)", [(t.id, t.reason, t.at) for t in gone]
-    )
-    return gone
-
-
-_RECORD_COLUMNS = """id, kind, created, namespace, service, address, port, port_name, protocol,
-    session_affinity, affinity_timeout_s, spec, total, concurrency, reuse, origin, client_pod, client_ip,
-    status, error, started, finished, elapsed_s, attribution_mode, attribution_note, rule, endpoints_changed,
-    first_reply_ms, outcomes_stored, samples, summary"""
-
-
-def _record(r: Sequence[Any]) -> RunRecord:
-    (
-        run_id, kind, created, namespace, service, address, port, port_name, protocol,
-        affinity, affinity_timeout_s, spec, total, concurrency, reuse, origin, client_pod, client_ip,
-        status, error, started, finished, elapsed_s, mode, note, rule, changed,
-        first_reply_ms, outcomes_stored, samples, summary,
-    ) = r  # fmt: skip
-    return RunRecord(
-        id=run_id,
-        kind=kind,
-        created=created,
-        target=TargetFacts(
-            namespace, service, address, port, port_name, protocol, affinity, affinity_timeout_s
-        ),
-        spec=json.loads(spec),
-        total=total,
-        concurrency=concurrency,
-        reuse=bool(reuse),
-        origin=origin,
-        client_pod=client_pod,
-        client_ip=client_ip,
-        status=status,
-        error=error,
-        started=started,
-        finished=finished,
-        elapsed_s=elapsed_s,
-        attribution=AttributionNote(mode, note or "", rule) if mode is not None else None,
-        endpoints_changed=bool(changed),
-        first_reply_ms=first_reply_ms,
-        outcomes_stored=outcomes_stored,
-        samples=json.loads(samples),
-        summary=decode_summary(summary) if summary is not None else None,
-    )
-
-
-def _load(db: sqlite3.Connection, run_id: str) -> StoredRun | None:
-    row = db.execute(f"SELECT n, {_RECORD_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-    if row is None:
-        return None
-    n, record = row[0], _record(row[1:])
-    outcomes = tuple(
-        Outcome(seq, pod, error, latency, conn, reason=reason, method=method, status=status, at_ms=at_ms)
-        for seq, pod, error, latency, conn, reason, method, status, at_ms in db.execute(
-            """SELECT seq, pod, error, latency_ms, connection, reason, method, status, at_ms
-               FROM outcomes WHERE run = ? ORDER BY seq""",
-            (n,),
-        )
-    )
-    sets: dict[str, list[Backend]] = {"current": [], "known": []}
-    for role, pod, ip, port, node, ready, serving, terminating in db.execute(
-        """SELECT role, pod, ip, port, node, ready, serving, terminating
-           FROM endpoints WHERE run = ? ORDER BY role, idx""",
-        (n,),
-    ):
-        sets[role].append(Backend(pod, ip, port, node, bool(ready), bool(serving), bool(terminating)))
-    return StoredRun(record, outcomes, FrozenEndpoints(tuple(sets["current"]), tuple(sets["known"])))
-
-
-def _seconds(db: sqlite3.Connection, n: int, after: int) -> list[SecondAggregate]:
-    hits: dict[int, list[tuple[str, int]]] = {}
-    for second, pod, count in db.execute(
-        "SELECT second, pod, hits FROM second_hits WHERE run = ? AND second > ? ORDER BY second, pod",
-        (n, after),
-    ):
-        hits.setdefault(second, []).append((pod, count))
-    errors: dict[int, list[tuple[str, int]]] = {}
-    for second, kind, count in db.execute(
-        "SELECT second, kind, count FROM second_errors WHERE run = ? AND second > ? ORDER BY second, kind",
-        (n, after),
-    ):
-        errors.setdefault(second, []).append((kind, count))
-    return [
-        SecondAggregate(
-            second,
-            requests,
-            unattributed,
-            tuple(hits.get(second, ())),
-            tuple(errors.get(second, ())),
-            p50,
-            p95,
-        )
-        for second, requests, unattributed, p50, p95 in db.execute(
-            """SELECT second, requests, unattributed, p50_ms, p95_ms FROM seconds
-               WHERE run = ? AND second > ? ORDER BY second""",
-            (n, after),
-        )
-    ]
-
-
-def _missing(db: sqlite3.Connection, run_id: str) -> Missing:
-    row = db.execute("SELECT reason, at FROM tombstones WHERE id = ?", (run_id,)).fetchone()
-    if row is None:
-        return Missing(run_id, NO_SUCH_RUN)
-    return Missing(run_id, row[0], row[1])

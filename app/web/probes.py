@@ -2,6 +2,9 @@
 
 Thin: validation of the wire format here, everything else in ``app.probe``. Probed response bodies
 only ever reach the page through auto-escaped templates (truncated samples in ``<pre>``).
+
+Long on purpose: the routes of one resource (a run: create, read, CSV, page, stream, cancel); each is
+short, and they share the lookups that turn a missing run into the reason it is missing.
 """
 
 from __future__ import annotations

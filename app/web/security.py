@@ -16,6 +16,9 @@ look same-origin. The dashboard sends traffic inside the cluster on request, so:
 
 The cookie is HttpOnly, SameSite=Strict, Path=/; its name carries the Host's port, so dashboards
 port-forwarded to different local ports do not overwrite each other's cookie.
+
+Long on purpose: the Host, Origin and CSRF checks and the response headers are the decisions of one
+middleware, kept together so the order in which a request is judged reads from top to bottom.
 """
 
 from __future__ import annotations
