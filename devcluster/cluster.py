@@ -66,7 +66,7 @@ def say(message: str) -> None:
     print(f"devcluster: {message}", file=sys.stderr, flush=True)
 
 
-# -- the tools built and installed by devcluster.install / devcluster.images (helper H1)
+# -- the tools built and installed by devcluster.install / devcluster.images
 
 
 def ensure_installed() -> Path:
@@ -91,7 +91,7 @@ def coredns_image() -> str:
 
 
 def coredns_tarball(binaries: Path) -> Path:
-    """A one-file image of the static CoreDNS binary, written like H1's pause image (cached by its digest)."""
+    """A one-file image of the static CoreDNS binary, written like the pause image (cached by its digest)."""
     from devcluster import images
 
     binary = (binaries / "coredns").read_bytes()

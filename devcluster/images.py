@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from devcluster import install, paths
+from devcluster import paths, sh
 
 PAUSE_IMAGE = "localhost/pause:3.10"
 BASE_IMAGE = "localhost/svcscope-base:bookworm"
@@ -63,7 +63,7 @@ class ImageError(RuntimeError):
 
 
 def _log(msg: str) -> None:
-    install._stderr_log(msg)
+    sh.log(msg)
 
 
 def _run(
@@ -75,8 +75,8 @@ def _run(
     env: Mapping[str, str] | None = None,
 ) -> str:
     try:
-        return install._run(step, args, timeout=timeout, cwd=cwd, env=dict(env) if env is not None else None)
-    except install.InstallError as exc:
+        return sh.run_step(step, args, timeout=timeout, cwd=cwd, env=dict(env) if env is not None else None)
+    except sh.StepError as exc:
         raise ImageError(str(exc)) from exc
 
 

@@ -19,13 +19,12 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from devcluster import paths
+from devcluster import paths, sh
 
 KUBE_VERSION = "v1.36.3"  # k8s.io/kubernetes; its staging modules are replaced by v0.36.3 in go.mod
 COREDNS_MODULE = "github.com/coredns/coredns"
@@ -64,7 +63,7 @@ APT_PACKAGES = (
     "kmod",
     "socat",
     "ca-certificates",
-    "chromium",  # tests/e2e/test_browser.py (issue 5): Debian's Chromium, driven by Playwright; no download
+    "chromium",  # tests/e2e/test_browser.py: Debian's Chromium, driven by Playwright; no download
 )
 # Debian would start these on the host; the devcluster runs its own copies inside the node namespace.
 HOST_SERVICES = ("containerd", "etcd")
@@ -82,46 +81,10 @@ APT_TIMEOUT = 20 * 60.0
 Log = Callable[[str], None]
 
 
-class InstallError(RuntimeError):
-    """A step failed; the message names the step and ends with the last lines of its output."""
-
-
-def _tail(text: str, lines: int = 25) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def _run(
-    step: str,
-    args: Sequence[str],
-    *,
-    timeout: float,
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-) -> str:
-    try:
-        proc = subprocess.run(
-            list(args),
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else (exc.output or "")
-        raise InstallError(f"{step}: did not finish within {timeout:g} s\n{_tail(out)}") from exc
-    except FileNotFoundError as exc:
-        raise InstallError(f"{step}: {args[0]} not found") from exc
-    if proc.returncode != 0:
-        raise InstallError(f"{step}: `{' '.join(args)}` exited {proc.returncode}\n{_tail(proc.stdout)}")
-    return proc.stdout
-
-
-def _stderr_log(msg: str) -> None:
-    print(f"devcluster: {msg}", flush=True, file=sys.stderr)
+# A step that fails raises the process helper's error; the name stays for the callers that catch it.
+InstallError = sh.StepError
+_run = sh.run_step
+_stderr_log = sh.log
 
 
 # -- Debian packages
