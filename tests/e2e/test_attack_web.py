@@ -24,7 +24,7 @@ import pytest
 
 from scripts import demo
 from tests.chart.release import Release, port_forward
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import ECHO_IMAGE, Cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -234,4 +234,95 @@ def test_metrics_has_the_process_collector(dashboard: Forwarded) -> None:
 
 def test_the_one_port_forward_survived_the_module(dashboard: Forwarded) -> None:
     """Last: the tunnel that every attack above went through still works."""
+    assert_tunnel_alive(dashboard)
+
+
+# A backend whose every reply is the worst case for the rule below: with a backtracking engine, matching
+# `(a+)+$` against 16,000 "a"s and a "!" never finishes, and the dashboard froze while it tried.
+EVIL_BACKEND = """
+import http.server
+BODY = b"a" * 16000 + b"!"
+class Evil(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("", 8080), Evil).serve_forever()
+"""
+REDOS_RULE = "regex:(a+)+$"
+PAGE_P50_MAX_S = 0.1  # the list page while the run goes (a few ms normally, 12 s when a rule froze the loop)
+PAGE_MAX_S = 1.0
+
+
+def test_a_redos_identity_rule_leaves_the_dashboard_responsive(
+    dashboard: Forwarded, cluster: Cluster
+) -> None:
+    ns = dashboard.release.namespace
+    name = "evil"
+    cluster.apply(
+        f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+        - name: evil
+          image: {ECHO_IMAGE}
+          imagePullPolicy: Never
+          command: ["python3", "-c", {json.dumps(EVIL_BACKEND)}]
+          ports: [{{name: http, containerPort: 8080}}]
+          readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+""",
+        namespace=ns,
+    )
+
+    def serving() -> bool:
+        r = dashboard.http.get(f"/api/v1/services/{ns}/{name}")
+        endpoints = r.json().get("endpoints", []) if r.status_code == 200 else []
+        return any(e["pod"] and e["conditions"].get("ready") is not False for e in endpoints)
+
+    cluster.wait_for(lambda: cluster.ready_pods(ns, f"app={name}"), 120, "the evil backend to be ready")
+    cluster.wait_for(serving, 60, "the dashboard to see the evil backend's endpoint")
+    body = {"namespace": ns, "service": name, "port": "http", "protocol": "HTTP", "count": 200,
+            "concurrency": 4, "timeout_s": 2.0, "identity": REDOS_RULE}  # fmt: skip
+    started = dashboard.http.post("/api/v1/probes", json=body)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+
+    timings: list[float] = []
+    deadline = time.monotonic() + 120
+    run: dict[str, object] = {"status": "running"}
+    while run["status"] == "running" and len(timings) < 200 and time.monotonic() < deadline:
+        t0 = time.monotonic()
+        assert dashboard.http.get("/").status_code == 200
+        timings.append(time.monotonic() - t0)
+        run = dashboard.http.get(f"/api/v1/probes/{run_id}").json()
+    while run["status"] == "running" and time.monotonic() < deadline:
+        run = dashboard.http.get(f"/api/v1/probes/{run_id}").json()
+    assert run["status"] == "done", run
+    assert run["done"] == 200 and run["errors"] == {}, run["errors"]
+    # Every reply reached the rule and none matched: unattributed, with the reason, never a crash.
+    unattributed = run["unattributed"]
+    assert isinstance(unattributed, dict) and unattributed["count"] == 200, unattributed
+    timings.sort()
+    assert timings, "the run ended before the page could be timed"
+    p50 = timings[len(timings) // 2]
+    print(f"\nGET / while a ReDoS rule runs: {len(timings)} pages, p50 {p50 * 1000:.1f} ms, "
+          f"max {timings[-1] * 1000:.1f} ms")  # fmt: skip
+    assert p50 < PAGE_P50_MAX_S and timings[-1] < PAGE_MAX_S, timings
     assert_tunnel_alive(dashboard)
