@@ -28,7 +28,9 @@ from app.kube.metrics import CacheCollector, WatchMetrics
 from app.kube.watch import EventSource, WatchConfig, Watcher
 from app.probe.runner import ProbeRunner
 from app.probe.spec import Limits
+from app.probe.watchrun import WatchBounds
 from app.state import AppState
+from app.watching import WatchManager
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,20 @@ def limits_from(settings: Settings) -> Limits:
         per_minute=settings.probe_max_runs_per_minute,
         max_timeout_s=settings.probe_max_timeout_s,
         run_deadline_s=settings.probe_run_deadline_s,
+    )
+
+
+def watch_bounds_from(settings: Settings) -> WatchBounds:
+    """A watch's bounds: Settings is their one source."""
+    return WatchBounds(
+        min_rate=settings.watch_min_rate,
+        max_rate=settings.watch_max_rate,
+        max_duration_s=settings.watch_max_duration_s,
+        max_timeout_s=settings.watch_max_timeout_s,
+        max_active=settings.watch_max_active,
+        kept=settings.watch_kept,
+        ring_s=settings.watch_ring_s,
+        max_window_s=settings.watch_max_window_s,
     )
 
 
@@ -116,6 +132,8 @@ def begin_shutdown(state: AppState) -> None:
     state.hub.close()
     if state.probe_runner is not None:
         state.tasks.append(asyncio.create_task(state.probe_runner.aclose(), name="probe-runner-close"))
+    if state.watches is not None:
+        state.tasks.append(asyncio.create_task(state.watches.aclose(), name="watches-close"))
 
 
 def end_streams_on_signal(state: AppState) -> Callable[[], None]:
@@ -175,6 +193,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             dashboard_ip=settings.pod_ip,
         )
         state.closers.append(state.probe_runner.aclose)
+        if state.watches is None:  # a test may set its own first
+            state.watches = WatchManager(
+                state.cache, watch_bounds_from(settings), dashboard_pod=settings.pod_name
+            )
+        state.closers.append(state.watches.aclose)
         state.closers.append(end_streams_on_signal(state))
         yield
     finally:

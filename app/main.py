@@ -12,7 +12,7 @@ from app.config import Settings, get_settings
 from app.kube.cache import ServiceCache
 from app.kube.watch import EventSource
 from app.lifespan import build_state, lifespan
-from app.web import affinity, api, compare, errors, health, pages, probes, streams
+from app.web import affinity, api, compare, errors, health, pages, probes, streams, watches
 from app.web.render import human_age
 from app.web.security import HostPolicy, SecurityMiddleware
 
@@ -60,4 +60,5 @@ def create_app(
     app.include_router(compare.router)  # before probes, whose /runs/{run_id} would match /runs/compare
     app.include_router(probes.router)
     app.include_router(affinity.router)
+    app.include_router(watches.router)
     return app

@@ -18,6 +18,7 @@ from app.kube.metrics import WatchMetrics
 from app.kube.watch import EventSource, Watcher
 from app.probe.remote import RemoteProber
 from app.probe.runner import ProbeRunner
+from app.watching import WatchManager
 
 
 class AffinityPatcher(Protocol):
@@ -45,5 +46,6 @@ class AppState:
     closers: list[Callable[[], Any]] = field(default_factory=list)
     # Set by the lifespan; None before startup and in apps that never start.
     probe_runner: ProbeRunner | None = None
+    watches: WatchManager | None = None  # set by the lifespan, like the runner
     # Only when a write is enabled (affinity patch, other probe origins); a test may set a fake first.
     actions: Actions | None = None
