@@ -99,7 +99,9 @@ def test_scale_up_mid_run_shows_new_pods(
         return sum(1 for n in hits(run).values() if n > 0) == 5
 
     cluster.wait_for(five_pods_answered, 90, "the two new pods to answer in the running run")
-    dashboard.http.post(f"/api/v1/probes/{run_id}/cancel")
+    # A JSON body is what lets an API client through the CSRF check (a browser cannot send one cross-site).
+    cancel = dashboard.http.post(f"/api/v1/probes/{run_id}/cancel", json={})
+    assert cancel.status_code == 202, cancel.text
     run = dashboard.wait_run(run_id)
     assert run["status"] in ("cancelled", "done") and run["endpoints_changed"]
     assert len([p for p in run["pods"] if p["hits"]]) == 5
