@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import time
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -18,6 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.probe.spec import Method
@@ -420,31 +423,45 @@ async def watch_page(request: Request, watch_id: RunIdPath, state: StateDep) -> 
     return page(request, "pages/watch.html", **watch_context(w, manager, _token(state)))
 
 
+# The live fragment of each watch, rendered at most once per FRAME_S however many viewers follow it (they
+# all get the same HTML). Weak keys: a watch the manager forgot takes its frame with it.
+_frames: weakref.WeakKeyDictionary[Watch, tuple[float, str]] = weakref.WeakKeyDictionary()
+FRAME_S = 0.5
+
+
+def live_frame(w: Watch, manager: WatchManager, templates: Jinja2Templates, token: str) -> str:
+    now = time.monotonic()
+    frame = _frames.get(w)
+    if frame is None or now - frame[0] >= FRAME_S:
+        # The fragment has no form (the stop button is outside it), so one token serves every viewer.
+        frame = (now, fragment(templates, "partials/_watch_live.html", **watch_context(w, manager, token)))
+        _frames[w] = frame
+    return frame[1]
+
+
 @router.get("/watches/{watch_id}/stream", include_in_schema=False, response_class=EventSourceResponse)
 async def watch_stream(
     watch_id: RunIdPath, state: StateDep, templates: TemplatesDep
 ) -> AsyncIterator[ServerSentEvent]:
-    """The live timeline (event ``timeline``) at most once per second; ``done`` with the final page block."""
+    """The live timeline (event ``timeline``) once per second on a steady schedule; ``done`` with the final
+    block when the watch ends. The hub's closing (shutdown) ends the stream too."""
     manager = get_manager(state)
     w = _watch_or_404(manager, watch_id)
     token = _token(state)
-    last = None
-    while True:
-        finished = w.finished
-        ctx = watch_context(w, manager, token)
-        if finished:
-            yield ServerSentEvent(
-                raw_data=fragment(templates, "partials/_watch_block.html", **ctx), event="done"
-            )
-            return
-        html = fragment(templates, "partials/_watch_live.html", **ctx)
-        if html != last:
-            last = html
-            yield ServerSentEvent(raw_data=html, event="timeline")
-        try:
-            async with asyncio.timeout(UPDATE_S):
-                await w.done.wait()
-        except TimeoutError:
-            pass
-        if state.hub.closed:
-            return
+    loop = asyncio.get_running_loop()
+    with state.hub.subscribe(lambda _: False) as sub:  # counted as an SSE client; closed on shutdown
+        due = loop.time()
+        while not sub.closed:
+            if w.finished:
+                ctx = watch_context(w, manager, token)
+                yield ServerSentEvent(
+                    raw_data=fragment(templates, "partials/_watch_block.html", **ctx), event="done"
+                )
+                return
+            yield ServerSentEvent(raw_data=live_frame(w, manager, templates, token), event="timeline")
+            due = max(due + UPDATE_S, loop.time())  # a steady beat: no drift from render time
+            try:
+                async with asyncio.timeout(due - loop.time()):
+                    await w.done.wait()
+            except TimeoutError:
+                pass
