@@ -118,14 +118,13 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
-async def viewer(url: str, watch_id: str, offset: list[float], lags: list[float], gaps: list[float]) -> int:
+async def viewer(
+    c: httpx.AsyncClient, watch_id: str, offset: list[float], lags: list[float], gaps: list[float]
+) -> int:
     """Follow the stream to its end; per timeline event: lag behind the watch's clock, gap since the last."""
     updates = 0
     last: float | None = None
-    async with (
-        httpx.AsyncClient(base_url=url, timeout=None) as c,
-        c.stream("GET", f"/watches/{watch_id}/stream") as r,
-    ):
+    async with c.stream("GET", f"/watches/{watch_id}/stream") as r:
         event = ""
         async for line in r.aiter_lines():
             if line.startswith("event: "):
@@ -148,7 +147,13 @@ async def viewer(url: str, watch_id: str, offset: list[float], lags: list[float]
 async def bench(
     url: str, pid: int, seconds: float, warmup: float, rate: float, viewers: int
 ) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+    # One client for all viewers: creating one per viewer (an SSL context each) stalls this loop for seconds,
+    # long enough for the server to drop the poller's idle keep-alive connection.
+    limits = httpx.Limits(max_connections=viewers + 5)
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=30) as c,
+        httpx.AsyncClient(base_url=url, timeout=None, limits=limits) as vc,
+    ):
         body = {"namespace": "demo", "service": "web", "port": "http", "rate": rate, "duration_s": seconds}
         r = await c.post("/api/v1/watches", json=body)
         r.raise_for_status()
@@ -156,16 +161,19 @@ async def bench(
         offset: list[float] = []
         lags: list[float] = []
         gaps: list[float] = []
-        tasks = [asyncio.create_task(viewer(url, watch_id, offset, lags, gaps)) for _ in range(viewers)]
-        # The watch's clock against ours (its elapsed_s at a known moment), once probing has begun.
-        while not offset:
+        tasks = [asyncio.create_task(viewer(vc, watch_id, offset, lags, gaps)) for _ in range(viewers)]
+        # The watch's clock against ours: its elapsed_s at a known moment (fastest of a few round trips).
+        samples: list[tuple[float, float]] = []
+        for _ in range(600):  # bounded: the watch starts within seconds
             t0 = time.monotonic()
             data = (await c.get(f"/api/v1/watches/{watch_id}")).json()
             t1 = time.monotonic()
             if data["status"] == "running" and data["elapsed_s"] > 0:
-                offset.append((t0 + t1) / 2 - data["elapsed_s"])
-            else:
-                await asyncio.sleep(0.05)
+                samples.append((t1 - t0, (t0 + t1) / 2 - data["elapsed_s"]))
+                if len(samples) == 5:
+                    break
+            await asyncio.sleep(0.05)
+        offset.append(min(samples)[1])
         started = time.monotonic()
         cpu0, req0 = cpu_s(pid), 0
         rss: list[tuple[float, int]] = []

@@ -34,7 +34,7 @@ def watch_ns(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("create", "namespace", name)
     cluster.wait_for(
         lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
-        30,
+        120,  # a busy node's controller-manager can take a while
         f"default ServiceAccount in {name}",
     )
     yield name
@@ -133,9 +133,15 @@ def test_scale_up_new_pods_get_traffic_after_ready(
     assert added == set(lags)
     assert set(lags) <= set(data["total"]["hits"])
     assert accounted(data) == data["requests"] > 0
+    errors_at = {s["second"]: s["errors"] for s in data["seconds"] if s["errors"]}
     _record(
         "scale_requests",
-        {"sent": data["requests"], "errors": data["total"]["errors"], "skipped": data["skipped"]},
+        {
+            "sent": data["requests"],
+            "errors": data["total"]["errors"],
+            "skipped": data["skipped"],
+            "at": errors_at,
+        },
     )
     # The page shows the new pods on the timeline, each marker saying what changed when hovered.
     page = dashboard.get(f"/watches/{watch_id}").text

@@ -50,7 +50,7 @@ def site(cluster: Cluster) -> Iterator[tuple[str, str]]:
     try:
         cluster.wait_for(
             lambda: cluster.kubectl("get", "sa", "default", "-n", namespace, check=False).returncode == 0,
-            30,
+            120,  # a busy node's controller-manager can take a while
             "the default ServiceAccount",
         )
         deploy_echo_app(cluster, namespace, "live", replicas=3)
