@@ -28,6 +28,7 @@ from app.probe.targets import ProbeProtocol
 from app.probe.watch import Distribution, Event, EventKind, Measurements, Second
 from app.probe.watchrun import Watch, WatchSpec
 from app.state import AppState
+from app.store import Kind, Missing, RunRecord, SecondAggregate
 from app.watching import WatchManager
 from app.web.deps import StateDep, TemplatesDep
 from app.web.params import Name, RunIdPath
@@ -99,7 +100,7 @@ def _watch_or_404(manager: WatchManager, watch_id: str) -> Watch:
 # -- JSON ---------------------------------------------------------------------------------------
 
 
-def _second_json(s: Second) -> dict[str, Any]:
+def _second_json(s: Second | SecondAggregate) -> dict[str, Any]:
     return {
         "second": s.second,
         "requests": s.requests,
@@ -194,6 +195,37 @@ def watch_json(w: Watch, manager: WatchManager, *, seconds: bool = True) -> dict
     return out
 
 
+async def stored_watch(manager: WatchManager, watch_id: str) -> tuple[RunRecord, list[SecondAggregate]]:
+    """A watch no longer in memory (e.g. from before a restart) as the run store kept it: its record and
+    per-second series (events and derived numbers are not stored). 404 when neither has it."""
+    store = manager.store
+    if store is not None:
+        record = await store.record(watch_id)
+        if isinstance(record, RunRecord) and record.kind == Kind.WATCH:
+            return record, await store.seconds(watch_id)
+        if isinstance(record, Missing) and record.since is not None:
+            raise HTTPException(404, f"watch {watch_id}: {record.reason}")
+    raise HTTPException(404, f"watch {watch_id} not found (only the last {manager.bounds.kept} are kept)")
+
+
+def stored_json(record: RunRecord, seconds: Sequence[SecondAggregate]) -> dict[str, Any]:
+    t = record.target
+    return {
+        "id": record.id,
+        "status": record.status,
+        "error": record.error,
+        "stored": True,  # from the run store: the per-second series only
+        "namespace": t.namespace,
+        "service": t.service,
+        "target": f"{t.address}:{t.port}/{t.protocol}",
+        "spec": dict(record.spec),
+        "client_pod": record.client_pod,
+        "elapsed_s": record.elapsed_s,
+        "requests": sum(s.requests for s in seconds),
+        "seconds": [_second_json(s) for s in seconds],
+    }
+
+
 class StartedWatch(BaseModel):
     id: str
     status: str
@@ -218,11 +250,14 @@ async def list_watches(state: StateDep) -> list[dict[str, Any]]:
 @router.get("/api/v1/watches/{watch_id}.csv", tags=["watches"], response_class=Response)
 async def watch_csv(watch_id: RunIdPath, state: StateDep) -> Response:
     """The per-second series, one row per (second, pod) and per (second, error kind)."""
-    w = _watch_or_404(get_manager(state), watch_id)
+    manager = get_manager(state)
+    w = manager.get(watch_id)
+    seconds: Sequence[Second | SecondAggregate]
+    seconds = w.series.seconds() if w is not None else (await stored_watch(manager, watch_id))[1]
     buf = io.StringIO()
     out = csv.writer(buf)
     out.writerow(CSV_COLUMNS)
-    for s in w.series.seconds():
+    for s in seconds:
         p50 = "" if s.p50_ms is None else f"{s.p50_ms:.3f}"
         p95 = "" if s.p95_ms is None else f"{s.p95_ms:.3f}"
         rows: list[tuple[object, ...]] = [(pod, n, "", "") for pod, n in s.hits]
@@ -237,7 +272,7 @@ async def watch_csv(watch_id: RunIdPath, state: StateDep) -> Response:
     return Response(
         buf.getvalue(),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="watch-{w.id}.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="watch-{watch_id}.csv"'},
     )
 
 
@@ -251,7 +286,10 @@ def csv_cell(value: object) -> str:
 async def get_watch(watch_id: RunIdPath, state: StateDep) -> dict[str, Any]:
     """Status, whole-run and rolling distributions, events, derived measurements and the per-second series."""
     manager = get_manager(state)
-    return watch_json(_watch_or_404(manager, watch_id), manager)
+    w = manager.get(watch_id)
+    if w is None:
+        return stored_json(*await stored_watch(manager, watch_id))
+    return watch_json(w, manager)
 
 
 class StopOut(BaseModel):

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 
 from app.config import Settings
 from app.main import create_app
+from app.store import AsyncRunStore, StoreConfig
 from app.watching import WatchManager
 from app.web.security import make_csrf_token
 from app.web.watches import csv_cell
@@ -161,3 +163,29 @@ async def test_service_page_form_starts_a_watch(client: tuple[httpx.AsyncClient,
 )
 def test_csv_cells_are_never_formulas(value: object, cell: str) -> None:
     assert csv_cell(value) == cell
+
+
+async def test_a_stored_watch_outlives_the_process_memory(tmp_path: Path) -> None:
+    async for cluster in make_cluster(3):
+        cache = filled_cache(cluster)
+        store = await AsyncRunStore.open(StoreConfig(tmp_path / "runs.db"))
+        app = create_app(Settings(csrf_secret=SECRET), cache=cache, start_watchers=False)
+        app.state.svc.watches = WatchManager(cache, BOUNDS, dial=cluster.dial, store=store)
+        try:
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+                    watch_id = (await c.post("/api/v1/watches", json={**BODY, "duration_s": 1})).json()["id"]
+                    live = await wait_finished(c, watch_id)
+                    live_csv = (await c.get(f"/api/v1/watches/{watch_id}.csv")).text
+                    assert live["saved"] is True
+                    await app.state.svc.watches.aclose()
+                    # A new manager on the same store: what a restarted dashboard has.
+                    app.state.svc.watches = WatchManager(cache, BOUNDS, dial=cluster.dial, store=store)
+                    stored = (await c.get(f"/api/v1/watches/{watch_id}")).json()
+                    assert stored["stored"] is True and stored["status"] == "done"
+                    assert stored["requests"] == live["requests"] and stored["seconds"] == live["seconds"]
+                    assert (await c.get(f"/api/v1/watches/{watch_id}.csv")).text == live_csv
+                    assert (await c.get("/api/v1/watches/0123456789ab")).status_code == 404
+        finally:
+            await store.aclose()
