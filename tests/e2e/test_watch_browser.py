@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from bench.engine_local import echo_backends
+from bench.watch import dashboard
 from scripts import demo
 from tests.chart.release import Release, port_forward
 from tests.e2e.conftest import Cluster, deploy_echo_app
@@ -63,13 +65,31 @@ def site(cluster: Cluster) -> Iterator[tuple[str, str]]:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+@pytest.fixture(scope="module")
+def loopback() -> Iterator[str]:
+    """The same app without a cluster (as bench/watch.py runs it): echo processes behind the dial seam."""
+    with echo_backends() as ports, dashboard(ports) as (_, url):
+        yield url
+
+
 def test_timeline_updates_live_and_reload_shows_the_same(
     page: tuple[Any, Any],  # noqa: F811 (the imported fixture)
     site: tuple[str, str],
 ) -> None:
-    pg, console = page
     url, namespace = site
-    pg.goto(f"{url}/services/{namespace}/live")
+    watch_live_then_reload(page, url, namespace, "live", "watch")
+
+
+def test_timeline_live_on_loopback(page: tuple[Any, Any], loopback: str) -> None:  # noqa: F811
+    """The browser half alone, on loopback: tells a broken page from a broken cluster connection."""
+    watch_live_then_reload(page, loopback, "demo", "web", "watch-loopback")
+
+
+def watch_live_then_reload(
+    opened: tuple[Any, Any], url: str, namespace: str, service: str, shot: str
+) -> None:
+    pg, console = opened
+    pg.goto(f"{url}/services/{namespace}/{service}")
     pg.wait_for_selector("#watch-form button[type=submit]")
     pg.fill("#watch-form input[name=rate]", "20")
     pg.fill("#watch-form input[name=duration_s]", "120")
@@ -79,7 +99,7 @@ def test_timeline_updates_live_and_reload_shows_the_same(
     pg.evaluate(RECORD_JS)
     # Eight seconds of live updates (the page's own clock), then stop with the page's button.
     pg.wait_for_function("() => window.__watch_seen.length >= 8", timeout=30_000)
-    _shot(pg, "watch-running")
+    _shot(pg, f"{shot}-running")
     seen: list[list[Any]] = pg.evaluate("() => window.__watch_seen")
     assert pg.evaluate("() => window.__watch_loaded") is True  # the same window: no reload happened
     times = [t for t, _, _ in seen]
@@ -96,5 +116,5 @@ def test_timeline_updates_live_and_reload_shows_the_same(
     pg.wait_for_selector('.watch[data-status="stopped"] svg')
     assert pg.locator(".watch .watch-status").inner_text() == stopped_text
     assert pg.locator(".watch-chart .bars rect").count() == bars
-    _shot(pg, "watch-reloaded")
+    _shot(pg, f"{shot}-reloaded")
     assert not console.errors, console.errors
