@@ -7,7 +7,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: test bootstrap install lint unit e2e cluster-up cluster-down demo demo-down
+.PHONY: test bootstrap install lint unit e2e e2e-multinode e2e-nftables cluster-up cluster-down demo demo-down
 
 $(VPY): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,9 +34,24 @@ unit: install
 # The e2e session fixture brings the cluster up (or reuses a healthy one); the down/up lifecycle test runs last.
 e2e: install
 	$(VPY) -m devcluster image build
-	$(VENV)/bin/pytest -m e2e -q tests/e2e
+	$(VENV)/bin/pytest -m "e2e and not multinode" -q tests/e2e
 
-test: lint unit e2e
+# Topology routing on a separate instance ("mn": 3 nodes in 2 zones, beside the single-node cluster), with
+# kube-proxy in iptables mode, then in nftables mode (each pass rebuilds the instance in its mode).
+e2e-multinode: install
+	$(VPY) -m devcluster image build
+	$(VENV)/bin/pytest -m multinode -q tests/e2e
+	SVCSCOPE_E2E_PROXY_MODE=nftables $(VENV)/bin/pytest -m multinode -q tests/e2e
+
+# The single-node devcluster tests with kube-proxy in nftables mode, on an instance of their own ("nft").
+# (The dashboard's e2e tests name the default instance's link address and kubeconfig, so they stay out.)
+e2e-nftables: install
+	$(VPY) -m devcluster image build
+	SVCSCOPE_DC_INSTANCE=nft SVCSCOPE_E2E_PROXY_MODE=nftables $(VENV)/bin/pytest -m "e2e and not multinode" \
+		-q tests/e2e/test_devcluster.py tests/e2e/test_devcluster_lifecycle.py
+	SVCSCOPE_DC_INSTANCE=nft $(VPY) -m devcluster down
+
+test: lint unit e2e e2e-multinode e2e-nftables
 
 cluster-up: install
 	$(VPY) -m devcluster up

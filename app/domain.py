@@ -97,6 +97,9 @@ class Service:
     annotations: Mapping[str, str]
     created: datetime | None
     resource_version: str
+    # Who chose .spec.clusterIP, from managedFields: a field manager's name when a client set it, "" when
+    # the apiserver allocated it, None when unknown (no managedFields sent, or no address at all).
+    cluster_ip_set_by: str | None = None
 
     @property
     def headless(self) -> bool:
@@ -196,6 +199,7 @@ class Pod:
     deleting: bool
     container_ports: tuple[ContainerPort, ...] = field(default_factory=tuple)
     resource_version: str = ""
+    host_ip: str | None = None  # the node's address (status.hostIP); equal to pod_ip for hostNetwork pods
 
     def resolve_port(self, target: int | str, protocol: Protocol = Protocol.TCP) -> int | None:
         """The container port a Service targetPort means for this pod (None if the name is missing)."""

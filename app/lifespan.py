@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from app.config import Settings
 from app.hub import EventHub
-from app.kube.actions import create_actions
+from app.kube.actions import KubeActions, create_actions, reap_leftovers
 from app.kube.cache import Kind, ServiceCache
 from app.kube.client import ApiSource, create_api_client
 from app.kube.metrics import CacheCollector, WatchMetrics
@@ -184,6 +184,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 state.closers.append(actions.close)
                 state.actions = actions
         origins = settings.probe_origins
+        if isinstance(actions, KubeActions) and origins:
+            # Probe pods of a killed predecessor (same pod, restarted container) would run to their deadline.
+            state.tasks.append(asyncio.create_task(reap_leftovers(actions), name="probe-pod-reaper"))
         state.probe_runner = ProbeRunner(
             state.cache,
             limits_from(settings),

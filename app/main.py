@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
 from app.kube.cache import ServiceCache
 from app.kube.watch import EventSource
 from app.lifespan import build_state, lifespan
-from app.web import affinity, api, compare, errors, health, pages, probes, streams, watches
+from app.web import affinity, api, assets, compare, errors, health, pages, probes, streams, watches
 from app.web.render import human_age
 from app.web.security import HostPolicy, SecurityMiddleware
 
@@ -51,7 +50,7 @@ def create_app(
     app.add_middleware(
         SecurityMiddleware, hosts=HostPolicy(settings.allowed_hosts), csrf_secret=settings.csrf_secret
     )
-    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    assets.install(app, STATIC_DIR)  # /static (cached, compressed) and /api/docs without a CDN
     errors.install(app)
     app.include_router(health.router)
     app.include_router(api.router)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -11,8 +12,9 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 
 from app.config import Settings
+from app.domain import ObjectKey
 from app.hub import EventHub
-from app.kube.actions import AffinityChange
+from app.kube.actions import AffinityChange, RecordedChange
 from app.kube.cache import ServiceCache
 from app.kube.metrics import WatchMetrics
 from app.kube.watch import EventSource, Watcher
@@ -23,6 +25,10 @@ from app.watching import WatchManager
 
 class AffinityPatcher(Protocol):
     async def patch_session_affinity(self, namespace: str, name: str, change: AffinityChange) -> None: ...
+
+    async def record_affinity_change(
+        self, namespace: str, name: str, uid: str | None, change: RecordedChange
+    ) -> None: ...
 
 
 class Actions(RemoteProber, AffinityPatcher, Protocol):
@@ -49,3 +55,5 @@ class AppState:
     watches: WatchManager | None = None  # set by the lifespan, like the runner
     # Only when a write is enabled (affinity patch, other probe origins); a test may set a fake first.
     actions: Actions | None = None
+    # Session affinity changes made from this dashboard, newest first, per Service (app.web.affinity).
+    affinity_changes: dict[ObjectKey, deque[RecordedChange]] = field(default_factory=dict)

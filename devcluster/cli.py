@@ -9,26 +9,38 @@ import sys
 import time
 from collections.abc import Sequence
 
-from devcluster import cluster, node, paths
+from devcluster import cluster, node, paths, topology
 
 EPILOG = f"""\
-Run a command inside the node (its network and mount namespaces), e.g. to look at kube-proxy's rules:
+Run a command inside a node (its network and mount namespaces), e.g. to look at kube-proxy's rules:
   python -m devcluster exec -- iptables-save -t nat
+  python -m devcluster exec --node {paths.NODE_NAME}-2 -- nft list ruleset
 From the host, use the admin kubeconfig:  eval "$(python -m devcluster env)"; kubectl get nodes
-Logs of the components: {paths.LOG_DIR}/<component>.log  (python -m devcluster logs kubelet)
+Logs of the components: {paths.LOG_DIR}/<component>.log  (python -m devcluster logs kubelet [--node NAME])
+Several nodes in several zones:  python -m devcluster up --nodes 3 --zones 3 --proxy-mode nftables
+A second cluster beside the first:  python -m devcluster --instance NAME up  (or {paths.INSTANCE_ENV}=NAME)
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devcluster",
-        description="A real single-node Kubernetes cluster in its own network namespace.",
+        description="A real Kubernetes cluster (one node or several) in network namespaces of its own.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--instance",
+        metavar="NAME",
+        help=f"a separate cluster with its own state, namespaces and host link (default: {paths.INSTANCE_ENV}"
+        " or the default instance)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("up", help="start the node (no-op if it is up and healthy)")
-    sub.add_parser("down", help="stop the node and remove everything it made")
+    up = sub.add_parser("up", help="start the cluster (no-op if it is up, healthy and of that shape)")
+    up.add_argument("--nodes", type=int, help=f"how many nodes (default 1; at most {paths.MAX_NODES})")
+    up.add_argument("--zones", type=int, help="zones the nodes are spread over, round-robin (default 1)")
+    up.add_argument("--proxy-mode", choices=topology.PROXY_MODES, help="kube-proxy's mode (default iptables)")
+    sub.add_parser("down", help="stop every node and remove everything the cluster made")
     sub.add_parser("status", help="what runs and what is unhealthy (exit 1 if anything is)")
     sub.add_parser("env", help="print export lines for KUBECONFIG and PATH")
     sub.add_parser("install", help="install the Debian packages and build/cache the binaries")
@@ -43,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("-n", "--lines", type=int, default=50, help="how many of the last lines (default 50)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    exe = sub.add_parser("exec", help="run a command inside the node's namespaces: exec -- CMD ARGS")
+    logs.add_argument(
+        "--node", metavar="NAME", help="the node's kubelet/kube-proxy/containerd (default: first)"
+    )
+    exe = sub.add_parser(
+        "exec", help="run a command inside a node's namespaces: exec [--node NAME] -- CMD ARGS"
+    )
+    exe.add_argument("--node", metavar="NAME", help="which node (default: the first, with the control plane)")
     exe.add_argument("cmd", nargs=argparse.REMAINDER, help="the command (after --)")
     image = sub.add_parser("image", help="build or import the images (pause, base, echo)")
     image.add_argument(
@@ -57,23 +75,73 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    instance, argv = _take_instance(parser, argv)
+    if instance is not None and instance != paths.INSTANCE:
+        # Every path is derived from the instance when devcluster is imported: start again with it set.
+        os.execvpe(
+            sys.executable,
+            [sys.executable, "-m", "devcluster", *argv],
+            {**os.environ, paths.INSTANCE_ENV: instance},
+        )
     # `kubectl` and `exec` pass everything after them through untouched (argparse would eat leading options).
+    node_name, argv = split_exec_node(argv)
     if argv[:1] in (["kubectl"], ["exec"]):
         args = parser.parse_args(argv[:1])
         args.args = args.cmd = argv[1:]
+        args.node = node_name
     else:
         args = parser.parse_args(argv)
     try:
         return _dispatch(parser, args)
-    except (cluster.ClusterError, node.ComponentError) as exc:
+    except (cluster.ClusterError, node.ComponentError, topology.ShapeError) as exc:
         print(f"devcluster {args.command}: {exc}", file=sys.stderr)
         return 1
+
+
+def split_exec_node(argv: list[str]) -> tuple[str | None, list[str]]:
+    """`exec --node NAME -- CMD`: (NAME or None, argv without the option). Only right after `exec`, so the
+    command's own options are never taken."""
+    if argv[:1] == ["exec"] and argv[1:2] == ["--node"] and len(argv) > 2:
+        return argv[2], argv[:1] + argv[3:]
+    if argv[:1] == ["exec"] and argv[1:2] and argv[1].startswith("--node="):
+        return argv[1].removeprefix("--node="), argv[:1] + argv[2:]
+    return None, argv
+
+
+def _take_instance(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[str | None, list[str]]:
+    """`--instance NAME` before the command: (NAME or None, the rest of argv)."""
+    value: str | None = None
+    if argv[:1] == ["--instance"]:
+        if len(argv) < 2:
+            parser.error("--instance: give a name")
+        value, argv = argv[1], argv[2:]
+    elif argv[:1] and argv[0].startswith("--instance="):
+        value, argv = argv[0].removeprefix("--instance="), argv[1:]
+    if value is not None:
+        try:
+            paths.check_instance(value, "--instance")
+        except paths.InstanceError as exc:
+            parser.error(str(exc))
+    return value, argv
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     command: str = args.command
     if command == "up":
-        cluster.up()
+        given = {k: v for k, v in (("nodes", args.nodes), ("zones", args.zones)) if v is not None}
+        if args.proxy_mode is not None:
+            given["proxy_mode"] = args.proxy_mode
+        # Without flags, `up` keeps (or rebuilds) the recorded shape; a new node count or zone count starts
+        # from the defaults for whatever is not given.
+        base = topology.recorded() or topology.Shape()
+        if given.keys() & {"nodes", "zones"}:
+            base = topology.Shape()
+        wanted = {**vars(base), **given}
+        try:
+            shape = topology.Shape(**wanted)
+        except topology.ShapeError as exc:
+            parser.error(str(exc))
+        cluster.up(shape, asked=set(given))
         return 0
     if command == "down":
         problems = cluster.down()
@@ -93,12 +161,19 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         argv = [str(cluster.bin_dir() / "kubectl"), f"--kubeconfig={paths.ADMIN_KUBECONFIG}", *kubectl_args]
         os.execv(argv[0], argv)
     if command == "logs":
-        return _logs(args.component, args.lines, args.follow)
+        component = args.component
+        if args.node is not None:
+            target = cluster.find_node(args.node)
+            if component in cluster.PER_NODE:
+                component = target.component(component)
+            elif not target.first:
+                parser.error(f"--node {args.node}: {component} runs beside the first node only")
+        return _logs(component, args.lines, args.follow)
     if command == "exec":
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         if not cmd:
             parser.error("exec: give the command after `--`, e.g. exec -- ip addr")
-        argv = cluster.exec_argv(cmd)
+        argv = cluster.exec_argv(cmd, args.node)
         os.execvpe(argv[0], argv, cluster.exec_env())
     if command == "image":
         return _image(args.action)
@@ -107,11 +182,16 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _status() -> int:
+    shape = topology.recorded()
+    if shape is not None:
+        print(f"{'shape':34} {shape.describe()}")
+        for each in shape.node_list():
+            print(f"{'node ' + each.name:34} {each.node_ip}, pods {each.pod_cidr}, {each.zone}")
     health = cluster.health()
     for name, state in health.components.items():
-        print(f"{name:26} {state}")
+        print(f"{name:34} {state}")
     for name, state in health.checks.items():
-        print(f"{name:26} {state}")
+        print(f"{name:34} {state}")
     if health.problems:
         print("unhealthy: " + "; ".join(health.problems))
         return 1
@@ -137,7 +217,9 @@ def _image(action: str) -> int:
     if action == "build":
         images.build_all()
     else:
-        images.import_all()  # pause, base, echo
-        cluster.import_images(cluster.bin_dir(), system=True)  # and CoreDNS
+        built = images.build_all()  # pause, base, echo
+        for each in topology.current().node_list():  # every node has its own containerd
+            images.import_all(images.ctr_cmd(each.containerd_socket), images=built)
+            cluster.import_images(cluster.bin_dir(), system=True, into=each)  # and CoreDNS
     print(f"image {action}: done in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0

@@ -1,9 +1,15 @@
-"""The node's life cycle: up, down, status. Every wait has a deadline; a failed `up` cleans up."""
+"""The cluster's life cycle: up, down, status. Every wait has a deadline; a failed `up` cleans up.
+
+The control plane (etcd, apiserver, controller-manager, scheduler) runs in the first node's namespaces,
+beside that node's containerd, kubelet and kube-proxy; that node is registered like any other (no
+control-plane label or taint), so topology rules count it. Every further node runs its own three.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -16,8 +22,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devcluster import config, kubeapi, net, node, paths, pki
-from devcluster.sh import CommandError, in_netns, run
+from devcluster import config, kubeapi, net, node, paths, pki, topology
+from devcluster.sh import CommandError, run
+from devcluster.topology import Node, Shape
 
 MANIFESTS_DIR = Path(__file__).with_name("manifests")
 BIN_DIR_RECORD = paths.STATE_DIR / "bin-dir"
@@ -26,7 +33,17 @@ TIMINGS_FILE = paths.STATE_DIR / "up-timings.json"
 # Start order. The control plane comes first; kubelet and kube-proxy once the apiserver answers.
 CONTROL_PLANE = ("etcd", "containerd", "kube-apiserver")
 NODE_AGENTS = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
-ALL_COMPONENTS = (node.HOLDER, *CONTROL_PLANE, *NODE_AGENTS)
+ALL_COMPONENTS = (node.HOLDER, *CONTROL_PLANE, *NODE_AGENTS)  # base names, as `logs` takes them
+PER_NODE = (node.HOLDER, *config.NODE_PROCESSES)
+
+
+def component_names(shape: Shape) -> list[str]:
+    """Every process of the cluster (PID-file names), in start order."""
+    nodes = shape.node_list()
+    names = [n.component(node.HOLDER) for n in nodes] + ["etcd"]
+    names += [n.component("containerd") for n in nodes] + ["kube-apiserver", "kube-controller-manager"]
+    names += ["kube-scheduler"] + [n.component("kubelet") for n in nodes]
+    return names + [n.component("kube-proxy") for n in nodes]
 
 
 class ClusterError(RuntimeError):
@@ -87,9 +104,15 @@ def coredns_tarball(binaries: Path) -> Path:
     return target
 
 
-def import_images(binaries: Path, *, system: bool) -> None:
-    """Import into the node's containerd what it runs: with `system`, pause (sandboxes) and CoreDNS; without,
-    the tests' echo backend (the bulk: ~160 MB).
+def _import_into(each: Node, wanted: Callable[[], dict[str, Path]]) -> None:
+    from devcluster import images
+
+    images.import_all(images.ctr_cmd(each.containerd_socket), images=wanted())
+
+
+def import_images(binaries: Path, *, system: bool, into: Node | None = None) -> None:
+    """Import into a node's containerd (`into`, default the first) what it runs: with `system`, pause
+    (sandboxes) and CoreDNS; without, the tests' echo backend (the bulk: ~160 MB).
 
     The Python base is not imported: only buildah needs it, and importing it would slow down every `up`."""
     from devcluster import images
@@ -98,7 +121,7 @@ def import_images(binaries: Path, *, system: bool) -> None:
         wanted = {images.PAUSE_IMAGE: images.build_pause(), coredns_image(): coredns_tarball(binaries)}
     else:
         wanted = {images.ECHO_IMAGE: images.build_echo()}
-    images.import_all(images=wanted)
+    images.import_all(images.ctr_cmd(into.containerd_socket) if into else None, images=wanted)
 
 
 def _imported(done: Future[None], what: str) -> None:
@@ -125,10 +148,40 @@ def render_manifest(name: str, **values: str) -> str:
     return string.Template((MANIFESTS_DIR / name).read_text()).substitute(values)
 
 
-def up() -> dict[str, float]:
-    """Bring the node up (a no-op if it is up and healthy). Returns timings in seconds."""
+class ShapeMismatch(ClusterError):
+    """`up` was asked for a shape other than the running cluster's."""
+
+
+def _mismatch(wanted: Shape, running: Shape, asked: set[str]) -> str | None:
+    flags = {
+        "nodes": ("--nodes", wanted.nodes, running.nodes),
+        "zones": ("--zones", wanted.zones, running.zones),
+        "proxy_mode": ("--proxy-mode", wanted.proxy_mode, running.proxy_mode),
+    }
+    for key, (flag, want, have) in flags.items():
+        if key in asked and want != have:
+            return (
+                f"{flag} {want}: the running cluster has {have} ({running.describe()}); "
+                f"run `python -m devcluster down` first"
+            )
+    return None
+
+
+def up(shape: Shape | None = None, *, asked: set[str] | None = None) -> dict[str, float]:
+    """Bring the cluster up (a no-op if it is up, healthy and of the asked shape). Returns timings in seconds.
+
+    `shape` is what to build; `asked` names the fields the user gave explicitly (the others may differ from
+    a running cluster's, which is then kept as it is)."""
+    shape = shape or Shape()
+    asked = set(vars(shape)) if asked is None else asked
+    if shape.proxy_mode == "nftables" and not shutil.which("nft", path="/usr/sbin:/sbin:/usr/bin:/bin"):
+        raise ClusterError("--proxy-mode nftables needs `nft` (Debian package nftables): run `install` first")
     with _locked():
+        running = topology.recorded()
         state = health()
+        if running is not None and (problem := _mismatch(shape, running, asked)):
+            if not state.problems or all(v.startswith("running") for v in state.components.values()):
+                raise ShapeMismatch(problem)
         if not state.problems:
             say("already up")
             return {}
@@ -136,11 +189,11 @@ def up() -> dict[str, float]:
             # Every process runs: never tear down a node others may be using over a passing problem.
             return _heal()
         if _leftovers():
-            say("found a stopped or broken node: removing it first")
+            say("found a stopped or broken cluster: removing it first")
             _down_locked()
         binaries = ensure_installed()
         try:
-            return _up(binaries)
+            return _up(binaries, shape)
         except BaseException as exc:
             _keep_failed_logs()
             say(f"up failed, cleaning up (logs kept in {paths.FAILED_LOGS_DIR})")
@@ -154,58 +207,90 @@ def up() -> dict[str, float]:
             raise
 
 
-def _up(binaries: Path) -> dict[str, float]:
+def _up(binaries: Path, shape: Shape) -> dict[str, float]:
     t: dict[str, float] = {}
-    start = time.monotonic()
+    began = time.monotonic()
+    nodes = shape.node_list()
     for directory in (
         paths.STATE_DIR,
         paths.LOG_DIR,
         paths.PID_DIR,
         paths.ETCD_DATA_DIR,
-        paths.KUBELET_ROOT_DIR,
-        paths.POD_LOGS_DIR,
-        paths.CONTAINERD_ROOT,
-        paths.NS_RUN_DIR,
         paths.VOLUME_PLUGIN_DIR,
     ):
         directory.mkdir(parents=True, exist_ok=True)
+    for each in nodes:
+        for directory in each.directories():
+            directory.mkdir(parents=True, exist_ok=True)
     paths.ETCD_DATA_DIR.chmod(0o700)  # etcd refuses a data dir others can read
     BIN_DIR_RECORD.write_text(f"{binaries}\n")
+    paths.SHAPE_FILE.write_text(shape.to_json())
+    say(f"up: {shape.describe()}")
     with node.timed("pki+config", t):
-        pki.generate()
-        config.write_all()
+        pki.generate(shape)
+        config.write_all(shape)
     with node.timed("network", t):
-        net.setup()
-        node.make_cgroups()
-    holder = node.start_holder()
-    specs = config.components(binaries)
-    started = [holder]
-    for name in CONTROL_PLANE:
-        started.append(node.start(specs[name], holder))
+        net.setup(shape)
+        node.make_cgroups(n.cgroup_root for n in nodes)
+    holders = {each.name: node.start_holder(None if each.first else each) for each in nodes}
+    specs = config.components(binaries, shape)
+    started = list(holders.values())
+
+    def launch(name: str) -> None:
+        spec = specs[name]
+        owner = next(n for n in nodes if n.netns_path == spec.netns_path)
+        started.append(node.start(spec, holders[owner.name]))
+
+    launch("etcd")
+    for each in nodes:
+        launch(each.component("containerd"))
+    launch("kube-apiserver")
     say("control plane started")
-    # One worker: the small system images first, then the echo image, all while the apiserver starts.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # Two workers: the small system images first (every node), then the echo image, while the apiserver
+    # starts. Each node has its own containerd and so its own copy of every image.
+    with ThreadPoolExecutor(max_workers=min(2, len(nodes))) as pool:
         with node.timed("containerd", t):
-            node.wait_for(
-                "containerd socket",
-                paths.CONTAINERD_SOCKET.exists,
-                timeout=15,
-                blame="containerd",
-                watch=started,
-            )
-        system_images = pool.submit(import_images, binaries, system=True)
-        test_images = pool.submit(import_images, binaries, system=False)
+            for each in nodes:
+                node.wait_for(
+                    f"containerd socket of {each.name}",
+                    each.containerd_socket.exists,
+                    timeout=15,
+                    blame=each.component("containerd"),
+                    watch=started,
+                )
+        from devcluster import images
+
+        # The echo tarball is built (when its inputs changed) once, by the first task; the nodes' imports of
+        # it wait for that one (never for each other, so two workers cannot deadlock).
+        echo_tarball = pool.submit(images.build_echo)
+        system = {images.PAUSE_IMAGE: images.build_pause(), coredns_image(): coredns_tarball(binaries)}
+        system_images = [pool.submit(_import_into, each, lambda: system) for each in nodes]
+        test_images = [
+            pool.submit(_import_into, each, lambda: {images.ECHO_IMAGE: echo_tarball.result(timeout=1800)})
+            for each in nodes
+        ]
         with node.timed("apiserver-ready", t):
             node.wait_for(
                 "apiserver /readyz", kubeapi.readyz, timeout=60, blame="kube-apiserver", watch=started
             )
-        for name in NODE_AGENTS:
-            started.append(node.start(specs[name], holder))
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            launch(name)
+        for base in ("kubelet", "kube-proxy"):
+            for each in nodes:
+                launch(each.component(base))
         with node.timed("node-ready", t):
-            node.wait_for("node Ready", kubeapi.node_ready, timeout=60, blame="kubelet", watch=started)
-        t["total-node-ready"] = round(time.monotonic() - start, 2)
+            for each in nodes:
+                node.wait_for(
+                    f"node {each.name} Ready",
+                    functools.partial(kubeapi.node_ready, each.name),
+                    timeout=60 + 15 * len(nodes),
+                    blame=each.component("kubelet"),
+                    watch=started,
+                )
+        t["total-node-ready"] = round(time.monotonic() - began, 2)
         with node.timed("system-images", t):
-            _imported(system_images, "the pause and CoreDNS images")
+            for done in system_images:
+                _imported(done, "the pause and CoreDNS images")
         kubectl("apply", "-f", "-", input_text=coredns_manifest())
         with node.timed("default-serviceaccount", t):
             node.wait_for(
@@ -224,11 +309,12 @@ def _up(binaries: Path) -> dict[str, float]:
                 watch=started,
             )
         with node.timed("echo-image", t):
-            _imported(test_images, "the echo image")
-    net.check_routes()  # again, now that the CNI bridge exists
-    t["total"] = round(time.monotonic() - start, 2)
+            for done in test_images:
+                _imported(done, "the echo image")
+    net.check_routes(shape)  # again, now that the CNI bridges exist
+    t["total"] = round(time.monotonic() - began, 2)
     TIMINGS_FILE.write_text(json.dumps(t, indent=2) + "\n")
-    say(f"up: node Ready after {t['total-node-ready']} s, all ready after {t['total']} s")
+    say(f"up: {len(nodes)} node(s) Ready after {t['total-node-ready']} s, all ready after {t['total']} s")
     return t
 
 
@@ -268,7 +354,7 @@ def _leftovers() -> bool:
     """Is anything of a node there (running or not)?"""
     return (
         paths.STATE_DIR.exists()
-        or paths.NETNS_PATH.exists()
+        or any(pin.exists() for pin in topology.node_netns_paths())
         or Path("/sys/class/net", paths.HOST_IFACE).exists()
         or any((h / paths.CGROUP_ROOT.lstrip("/")).exists() for h in node.cgroup_hierarchies())
     )
@@ -287,13 +373,14 @@ def _down_locked() -> list[str]:
     if not _leftovers() and not node.read_records():
         return []
     t: dict[str, float] = {}
+    pins = [pin for pin in topology.node_netns_paths() if pin.exists()]
     with node.timed("processes", t):
-        problems = node.stop_all()
+        problems = node.stop_all(netns_paths=pins)
     with node.timed("cgroups", t):
         problems += [f"cgroup {d} still busy" for d in node.remove_cgroups()]
     with node.timed("network", t):
         try:
-            net.teardown()
+            net.teardown(pins)
         except CommandError as exc:
             problems.append(str(exc))
     with node.timed("files", t):
@@ -334,32 +421,38 @@ def _check(health: Health, name: str, probe: Callable[[], bool]) -> bool:
 
 def health() -> Health:
     result = Health()
+    shape = topology.current()
     records = {rec.name: rec for rec in node.read_records()}
-    for name in ALL_COMPONENTS:
+    names = component_names(shape)
+    for name in names:
         rec = records.get(name)
         if rec and rec.alive():
             result.components[name] = f"running (pid {rec.pid})"
         else:
             result.components[name] = "not running"
             result.problems.append(f"{name}: not running")
-    if result.problems and len(result.problems) == len(ALL_COMPONENTS):
+    if result.problems and len(result.problems) == len(names):
         result.problems = ["not up"]
         return result
-    if not paths.NETNS_PATH.exists():
-        result.problems.append(f"netns {paths.NETNS}: missing")
-    else:
-        _check(result, "routes stay on the machine", lambda: not net.leaving_routes(net.routes()))
-        for name, ok in _local_health().items():
-            result.checks[name] = "ok" if ok else "no answer"
-            if not ok:
-                result.problems.append(f"{name}: no answer")
+    nodes = shape.node_list()
+    missing = [n.netns for n in nodes if not n.netns_path.exists()]
+    for netns in missing:
+        result.problems.append(f"netns {netns}: missing")
+    if not missing:
+        _check(result, "routes stay on the machine", lambda: not net.all_leaving_routes(shape))
+        for each in nodes:
+            for name, ok in _local_health(each).items():
+                result.checks[name] = "ok" if ok else "no answer"
+                if not ok:
+                    result.problems.append(f"{name}: no answer")
     if _check(result, "apiserver /readyz", kubeapi.readyz):
-        _check(result, "node Ready", kubeapi.node_ready)
+        for each in nodes:
+            _check(result, f"node {each.name} Ready", functools.partial(kubeapi.node_ready, each.name))
         _check(result, "CoreDNS available", lambda: kubeapi.deployment_available("kube-system", "coredns"))
     return result
 
 
-# Health endpoints that listen on the namespace's loopback only (plain HTTP).
+# Health endpoints that listen on a node's loopback only (plain HTTP); etcd only on the first node's.
 LOCAL_HEALTH = {
     "etcd /health": f"{paths.ETCD_URL}/health",
     "kubelet /healthz": "http://127.0.0.1:10248/healthz",
@@ -377,26 +470,46 @@ print(json.dumps(out))
 """
 
 
-def _local_health() -> dict[str, bool]:
-    """One Python inside the node's network namespace checks every loopback-only health endpoint."""
+def _local_health(each: Node | None = None) -> dict[str, bool]:
+    """One Python inside a node's network namespace checks its loopback-only health endpoints."""
+    each = each or topology.node(Shape(), 1)
+    wanted = {
+        (name if each.first else f"{name} ({each.name})"): url
+        for name, url in LOCAL_HEALTH.items()
+        if each.first or not name.startswith("etcd")
+    }
     try:
-        proc = run(in_netns(["python3", "-c", _PROBE_SCRIPT, *LOCAL_HEALTH.values()]), timeout=15)
-        answers = json.loads(proc.stdout)
+        argv = ["nsenter", f"--net={each.netns_path}", "--", "python3", "-c", _PROBE_SCRIPT, *wanted.values()]
+        answers = json.loads(run(argv, timeout=15).stdout)
     except (CommandError, ValueError):
         answers = {}
-    return {name: bool(answers.get(url)) for name, url in LOCAL_HEALTH.items()}
+    return {name: bool(answers.get(url)) for name, url in wanted.items()}
 
 
 def env_lines() -> list[str]:
     return [f"export KUBECONFIG={paths.ADMIN_KUBECONFIG}", f"export PATH={bin_dir()}:$PATH"]
 
 
-def exec_argv(command: list[str]) -> list[str]:
-    """argv that runs `command` inside the node (its network and mount namespaces)."""
-    holder = node.find_record(node.HOLDER)
+def find_node(name: str | None) -> Node:
+    """A node of the running cluster by name (None: the first); the error names `--node`."""
+    shape = topology.current()
+    if name is None:
+        return shape.node_list()[0]
+    try:
+        return topology.find_node(shape, name)
+    except topology.ShapeError as exc:
+        raise ClusterError(str(exc)) from exc
+
+
+def exec_argv(command: list[str], node_name: str | None = None) -> list[str]:
+    """argv that runs `command` inside a node (its network and mount namespaces); the first by default."""
+    target = find_node(node_name)
+    holder = node.find_record(target.component(node.HOLDER))
     if holder is None or not holder.alive():
-        raise ClusterError("the node is not up (no mount-namespace holder): run `python -m devcluster up`")
-    return [*node.enter_prefix(holder), *command]
+        raise ClusterError(
+            f"node {target.name} is not up (no mount-namespace holder): run `python -m devcluster up`"
+        )
+    return [*node.enter_prefix(holder, target.netns_path), *command]
 
 
 def exec_env() -> dict[str, str]:

@@ -1,35 +1,64 @@
-"""Configuration files and command lines of the node's components (pure: text in, text out).
+"""Configuration files and command lines of the cluster's components (pure: text in, text out).
 
 The settings that matter on these VMs come from DEVCLUSTER-FACTS.md; each is commented where it is set.
+The control plane's files live in the instance's config directory; each node has its own kubelet,
+kube-proxy, containerd and CNI files (for the first node, in the same places as they always were).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from devcluster import paths, pki
+from devcluster import paths, pki, topology
+from devcluster.topology import Node, Shape
 
 PAUSE_IMAGE = "localhost/pause:3.10"
 
-KUBELET_CONFIG = paths.CONFIG_DIR / "kubelet.json"
-KUBE_PROXY_CONFIG = paths.CONFIG_DIR / "kube-proxy.json"
-CONTAINERD_CONFIG = paths.CONFIG_DIR / "containerd.toml"
-CNI_CONFLIST = paths.CNI_CONF_DIR / "10-svcscope-dc.conflist"
 RESOLV_CONF = paths.CONFIG_DIR / "resolv.conf"
-CNI_DATA_DIR = paths.STATE_DIR / "cni" / "networks"
+
+
+def kubelet_config_path(node: Node) -> Path:
+    return node.config_dir / "kubelet.json"
+
+
+def kube_proxy_config_path(node: Node) -> Path:
+    return node.config_dir / "kube-proxy.json"
+
+
+def containerd_config_path(node: Node) -> Path:
+    return node.config_dir / "containerd.toml"
+
+
+def cni_conflist_path(node: Node) -> Path:
+    return node.cni_conf_dir / "10-svcscope-dc.conflist"
+
+
+def _first() -> Node:
+    return topology.node(Shape(), 1)
+
+
+# The single-node locations, as other code and tests know them.
+KUBELET_CONFIG = kubelet_config_path(_first())
+KUBE_PROXY_CONFIG = kube_proxy_config_path(_first())
+CONTAINERD_CONFIG = containerd_config_path(_first())
+CNI_CONFLIST = cni_conflist_path(_first())
+CNI_DATA_DIR = _first().cni_data_dir
 
 
 @dataclass(frozen=True)
 class Component:
-    """One long-running process of the node: its name (also of its log and PID file) and command line."""
+    """One long-running process: its name (also of its log and PID file), command line, and the namespace
+    it runs in (a node's network namespace; the control plane's is the first node's)."""
 
     name: str
     argv: tuple[str, ...]
+    netns_path: Path = field(default=paths.NETNS_PATH)
 
 
-def kubelet_config() -> str:
+def kubelet_config(node: Node | None = None) -> str:
+    node = node or _first()
     doc = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -39,14 +68,14 @@ def kubelet_config() -> str:
             "x509": {"clientCAFile": str(pki.crt(pki.CA))},
         },
         "authorization": {"mode": "Webhook"},
-        "tlsCertFile": str(pki.crt("kubelet-serving")),
-        "tlsPrivateKeyFile": str(pki.key("kubelet-serving")),
+        "tlsCertFile": str(pki.crt(pki.kubelet_serving(node))),
+        "tlsPrivateKeyFile": str(pki.key(pki.kubelet_serving(node))),
         "containerRuntimeEndpoint": f"unix://{paths.CONTAINERD_STATE}/containerd.sock",
         # This VM is cgroup v1 (hybrid); kubelet refuses v1 by default since 1.35.
         "failCgroupV1": False,
         "cgroupDriver": "cgroupfs",
         # Pods live below our own cgroup (pre-created in every v1 hierarchy): `down` finds and removes them.
-        "cgroupRoot": paths.CGROUP_ROOT,
+        "cgroupRoot": node.cgroup_root,
         "cgroupsPerQOS": True,
         "enforceNodeAllocatable": ["pods"],
         "failSwapOn": False,
@@ -55,8 +84,8 @@ def kubelet_config() -> str:
         "clusterDomain": paths.CLUSTER_DOMAIN,
         "clusterDNS": [paths.DNS_SERVICE_IP],
         "resolvConf": str(RESOLV_CONF),
-        "podLogsDir": str(paths.POD_LOGS_DIR),
-        "volumePluginDir": str(paths.VOLUME_PLUGIN_DIR),
+        "podLogsDir": str(node.pod_logs_dir),
+        "volumePluginDir": str(node.volume_plugin_dir),
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
         "healthzPort": 10248,
@@ -78,14 +107,17 @@ def kubelet_config() -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def kube_proxy_config() -> str:
+def kube_proxy_config(node: Node | None = None, shape: Shape | None = None) -> str:
+    node, shape = node or _first(), shape or Shape()
     doc = {
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
-        "clientConnection": {"kubeconfig": str(pki.kubeconfig_path("kube-proxy"))},
-        "hostnameOverride": paths.NODE_NAME,
-        "mode": "iptables",
-        "clusterCIDR": paths.POD_CIDR,
+        "clientConnection": {"kubeconfig": str(pki.kubeconfig_path(pki.kube_proxy_kubeconfig(node)))},
+        "hostnameOverride": node.name,
+        # nftables mode needs Debian's `nft` on the PATH inside the node (without it kube-proxy logs
+        # "failed to run nft" and programs nothing).
+        "mode": shape.proxy_mode,
+        "clusterCIDR": shape.cluster_cidr,
         "nodePortAddresses": ["primary"],  # the node IP only (and no warning about accepting on all IPs)
         "healthzBindAddress": "127.0.0.1:10256",
         "metricsBindAddress": "127.0.0.1:10249",
@@ -102,13 +134,14 @@ def kube_proxy_config() -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def containerd_config() -> str:
+def containerd_config(node: Node | None = None) -> str:
+    node = node or _first()
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return f"""\
 # containerd 1.6 (Debian), config format 2. Written by devcluster; see devcluster/config.py.
 version = 2
-root = "{paths.CONTAINERD_ROOT}"
-# /run is the namespace's own (bound onto {paths.NS_RUN_DIR}): shim sockets live below /run/containerd.
+root = "{node.containerd_root}"
+# /run is the namespace's own (bound onto {node.run_dir}): shim sockets live below /run/containerd.
 state = "{paths.CONTAINERD_STATE}"
 disabled_plugins = [
   "io.containerd.snapshotter.v1.aufs",
@@ -123,7 +156,7 @@ disabled_plugins = [
   address = "{paths.CONTAINERD_STATE}/containerd.sock"
 
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{paths.STATE_DIR}/containerd-opt"
+  path = "{node.state_dir}/containerd-opt"
 
 [{cri}]
   sandbox_image = "{PAUSE_IMAGE}"
@@ -143,12 +176,13 @@ disabled_plugins = [
 
 [{cri}.cni]
   bin_dir = "{paths.CNI_BIN_DIR}"
-  conf_dir = "{paths.CNI_CONF_DIR}"
+  conf_dir = "{node.cni_conf_dir}"
   max_conf_num = 1
 """
 
 
-def cni_conflist() -> str:
+def cni_conflist(node: Node | None = None) -> str:
+    node = node or _first()
     # containerd's CRI sets up each pod's loopback itself (with the `loopback` plugin from bin_dir), so the
     # list holds only the bridge and portmap.
     doc = {
@@ -164,8 +198,8 @@ def cni_conflist() -> str:
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
-                    "dataDir": str(CNI_DATA_DIR),
-                    "ranges": [[{"subnet": paths.POD_CIDR, "gateway": paths.POD_GATEWAY}]],
+                    "dataDir": str(node.cni_data_dir),
+                    "ranges": [[{"subnet": node.pod_cidr, "gateway": node.pod_gateway}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
             },
@@ -181,22 +215,62 @@ def resolv_conf() -> str:
     return "# devcluster: no upstream DNS, the node's network is closed\noptions ndots:1\n"
 
 
-def write_all() -> None:
-    """Write every configuration file into the state directory."""
-    files: dict[Path, str] = {
-        KUBELET_CONFIG: kubelet_config(),
-        KUBE_PROXY_CONFIG: kube_proxy_config(),
-        CONTAINERD_CONFIG: containerd_config(),
-        CNI_CONFLIST: cni_conflist(),
-        RESOLV_CONF: resolv_conf(),
-    }
+def write_all(shape: Shape | None = None) -> None:
+    """Write every configuration file into the state directory (per node where they differ)."""
+    shape = shape or Shape()
+    files: dict[Path, str] = {RESOLV_CONF: resolv_conf()}
+    for node in shape.node_list():
+        files[kubelet_config_path(node)] = kubelet_config(node)
+        files[kube_proxy_config_path(node)] = kube_proxy_config(node, shape)
+        files[containerd_config_path(node)] = containerd_config(node)
+        files[cni_conflist_path(node)] = cni_conflist(node)
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
 
-def components(bin_dir: Path) -> dict[str, Component]:
-    """Command lines of the node's processes, in start order (all run inside the node's namespaces)."""
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+NODE_PROCESSES = ("containerd", "kubelet", "kube-proxy")
+
+
+def node_labels(node: Node) -> str:
+    # Zones round-robin over the nodes; kube-proxy's topology routing (hints) and the scheduler read these.
+    return f"{topology.ZONE_LABEL}={node.zone},{topology.REGION_LABEL}={node.region}"
+
+
+def node_components(bin_dir: Path, node: Node) -> dict[str, Component]:
+    """containerd, kubelet and kube-proxy of one node, keyed by their base name."""
+    return {
+        "containerd": Component(
+            node.component("containerd"),
+            ("/usr/bin/containerd", "--config", str(containerd_config_path(node))),
+            node.netns_path,
+        ),
+        "kubelet": Component(
+            node.component("kubelet"),
+            (
+                str(bin_dir / "kubelet"),
+                f"--config={kubelet_config_path(node)}",
+                f"--kubeconfig={pki.kubeconfig_path(pki.kubelet_kubeconfig(node))}",
+                f"--root-dir={node.kubelet_root_dir}",
+                f"--hostname-override={node.name}",
+                f"--node-ip={node.node_ip}",
+                f"--node-labels={node_labels(node)}",
+            ),
+            node.netns_path,
+        ),
+        "kube-proxy": Component(
+            node.component("kube-proxy"),
+            (str(bin_dir / "kube-proxy"), f"--config={kube_proxy_config_path(node)}"),
+            node.netns_path,
+        ),
+    }
+
+
+def components(bin_dir: Path, shape: Shape | None = None) -> dict[str, Component]:
+    """Command lines of every process, by name: the control plane, then each node's ("kubelet" ... for the
+    first node, "kubelet@NODE" ... for the others). `shape` defaults to the recorded one."""
+    shape = shape or topology.current()
 
     def kube(binary: str, *args: str) -> tuple[str, ...]:
         return (str(bin_dir / binary), *args)
@@ -231,7 +305,6 @@ def components(bin_dir: Path) -> dict[str, Component]:
                 "stderr",
             ),
         ),
-        Component("containerd", ("/usr/bin/containerd", "--config", str(CONTAINERD_CONFIG))),
         Component(
             "kube-apiserver",
             kube(
@@ -271,7 +344,7 @@ def components(bin_dir: Path) -> dict[str, Component]:
                 f"--root-ca-file={ca}",
                 f"--cluster-signing-cert-file={ca}",
                 f"--cluster-signing-key-file={pki_dir}/ca.key",
-                # One node, one static pod CIDR from the CNI config: no per-node CIDR allocation.
+                # Each node's pod CIDR is static, in its CNI config: no per-node CIDR allocation.
                 "--allocate-node-cidrs=false",
                 f"--service-cluster-ip-range={paths.SERVICE_CIDR}",
                 f"--flex-volume-plugin-dir={paths.VOLUME_PLUGIN_DIR}",
@@ -290,17 +363,8 @@ def components(bin_dir: Path) -> dict[str, Component]:
                 "--profiling=false",
             ),
         ),
-        Component(
-            "kubelet",
-            kube(
-                "kubelet",
-                f"--config={KUBELET_CONFIG}",
-                f"--kubeconfig={pki.kubeconfig_path('kubelet')}",
-                f"--root-dir={paths.KUBELET_ROOT_DIR}",
-                f"--hostname-override={paths.NODE_NAME}",
-                f"--node-ip={paths.NODE_IP}",
-            ),
-        ),
-        Component("kube-proxy", kube("kube-proxy", f"--config={KUBE_PROXY_CONFIG}")),
     ]
-    return {spec.name: spec for spec in specs}
+    result = {spec.name: spec for spec in specs}
+    for node in shape.node_list():
+        result.update({spec.name: spec for spec in node_components(bin_dir, node).values()})
+    return result

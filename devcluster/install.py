@@ -53,6 +53,7 @@ APT_PACKAGES = (
     "containernetworking-plugins",
     "etcd-server",
     "iptables",
+    "nftables",  # kube-proxy's nftables mode runs Debian's `nft` inside the node namespaces
     "conntrack",
     "iproute2",
     "busybox-static",

@@ -21,6 +21,7 @@ from pathlib import Path
 from devcluster import paths
 from devcluster.config import Component
 from devcluster.sh import run
+from devcluster.topology import Node
 
 HOLDER = "mount-holder"
 TAIL_LINES = 20
@@ -116,14 +117,20 @@ def cgroup_hierarchies() -> list[Path]:
     return found
 
 
-def make_cgroups() -> None:
-    """kubelet's cgroupRoot must exist in every hierarchy beforehand; cpuset needs cpus/mems filled in."""
+def make_cgroups(roots: Iterable[str] = (paths.CGROUP_ROOT,)) -> None:
+    """kubelet's cgroupRoot must exist in every hierarchy beforehand; cpuset needs cpus/mems filled in (at
+    every level: a child cgroup starts empty)."""
+    wanted_roots = sorted({paths.CGROUP_ROOT, *roots})
     for hierarchy in cgroup_hierarchies():
-        root = hierarchy / paths.CGROUP_ROOT.lstrip("/")
-        root.mkdir(exist_ok=True)
-        for knob in ("cpuset.cpus", "cpuset.mems"):
-            if (hierarchy / knob).exists() and not (root / knob).read_text().strip():
-                (root / knob).write_text((hierarchy / knob).read_text())
+        for wanted in wanted_roots:
+            parent = hierarchy
+            for part in wanted.strip("/").split("/"):
+                child = parent / part
+                child.mkdir(exist_ok=True)
+                for knob in ("cpuset.cpus", "cpuset.mems"):
+                    if (parent / knob).exists() and not (child / knob).read_text().strip():
+                        (child / knob).write_text((parent / knob).read_text())
+                parent = child
     pids = paths.CGROUP_FS / "pids"
     if pids.is_dir():
         (pids / paths.SYSTEM_CGROUP.lstrip("/")).mkdir(exist_ok=True)
@@ -186,10 +193,14 @@ def _spawn(name: str, argv: list[str]) -> PidRecord:
     try:
         # posix_spawn, not Popen: the processes outlive `up`, and no Popen object should be left to warn about
         # a child that is still running. setsid: a Ctrl-C at the terminal does not reach the node.
+        env = dict(os.environ)
+        # kube-proxy runs iptables or nft, found on the PATH: make sure the sbin directories are on it.
+        path = [*env.get("PATH", "").split(":"), "/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        env["PATH"] = ":".join(p for p in dict.fromkeys(path) if p)
         pid = os.posix_spawnp(
             (prefix or argv)[0],
             [*prefix, *argv],
-            dict(os.environ),
+            env,
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, null_fd, 0),
                 (os.POSIX_SPAWN_DUP2, log_fd, 1),
@@ -210,13 +221,19 @@ def holder_mntns(holder: PidRecord) -> str:
     return f"/proc/{holder.pid}/ns/mnt"
 
 
-def enter_prefix(holder: PidRecord) -> list[str]:
-    """Prefix that runs a command in the node's network namespace and shared mount namespace."""
-    return ["nsenter", f"--mount={holder_mntns(holder)}", f"--net={paths.NETNS_PATH}", "--"]
+def enter_prefix(holder: PidRecord, netns_path: Path = paths.NETNS_PATH) -> list[str]:
+    """Prefix that runs a command in a node's network namespace and its shared mount namespace."""
+    return ["nsenter", f"--mount={holder_mntns(holder)}", f"--net={netns_path}", "--"]
 
 
-def start_holder() -> PidRecord:
-    """Start the process that owns the node's mount namespace, then build that namespace's view of the disk.
+def holder_name(node: Node | None = None) -> str:
+    return HOLDER if node is None else node.component(HOLDER)
+
+
+def start_holder(node: Node | None = None) -> PidRecord:
+    """Start the process that owns a node's mount namespace, then build that namespace's view of the disk.
+
+    Each node has its own (kubelet, libcni and containerd write to the same hard-coded paths on every node).
 
     Inside it (propagation slave: nothing mounted there reaches the host):
       * /etc, /var and /usr/libexec become overlays whose upper layers live on a tmpfs, because kubelet,
@@ -225,11 +242,13 @@ def start_holder() -> PidRecord:
         logs write to disk, visible from the host;
       * /run is the state directory's run/ (containerd's shim sockets, pod network namespaces, xtables lock).
     """
+    netns_path = node.netns_path if node else paths.NETNS_PATH
+    run_dir = node.run_dir if node else paths.NS_RUN_DIR
     holder = _spawn(
-        HOLDER,
+        holder_name(node),
         [
             "nsenter",
-            f"--net={paths.NETNS_PATH}",
+            f"--net={netns_path}",
             "--",
             "unshare",
             "--mount",
@@ -246,10 +265,10 @@ def start_holder() -> PidRecord:
         holder
     ):
         if not holder.alive() or time.monotonic() > deadline:
-            raise failure(HOLDER, "the mount-namespace holder did not start")
+            raise failure(holder.name, "the mount-namespace holder did not start")
         time.sleep(0.01)
-    paths.NS_RUN_DIR.mkdir(parents=True, exist_ok=True)
-    run(["nsenter", f"--mount={holder_mntns(holder)}", "--", "sh", "-c", mount_script()])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run(["nsenter", f"--mount={holder_mntns(holder)}", "--", "sh", "-c", mount_script(run_dir)])
     return holder
 
 
@@ -260,7 +279,7 @@ def _is_sleep(holder: PidRecord) -> bool:
         return False
 
 
-def mount_script() -> str:
+def mount_script(run_dir: Path = paths.NS_RUN_DIR) -> str:
     stage = paths.NS_STAGING_MOUNTPOINT
     lines = [
         "set -e",
@@ -275,12 +294,13 @@ def mount_script() -> str:
             f"mount -t overlay svcscope-dc-overlay -o lowerdir={tree},upperdir={layer}/upper,"
             f"workdir={layer}/work {tree}",
         ]
-    lines += [f"mount --bind {stage}/state {paths.STATE_DIR}", f"mount --bind {paths.NS_RUN_DIR} /run"]
+    lines += [f"mount --bind {stage}/state {paths.STATE_DIR}", f"mount --bind {run_dir} /run"]
     return "\n".join(lines)
 
 
 def start(component: Component, holder: PidRecord) -> PidRecord:
-    return _spawn(component.name, [*enter_prefix(holder), *component.argv])
+    """Start a component in its node's namespaces (`holder`: that node's mount-namespace holder)."""
+    return _spawn(component.name, [*enter_prefix(holder, component.netns_path), *component.argv])
 
 
 def find_record(name: str) -> PidRecord | None:
@@ -318,14 +338,19 @@ def wait_for(
 # -- stopping
 
 
-def processes_in_namespaces(netns_path: Path, mntns: str | None) -> set[int]:
-    """PIDs whose network namespace is the node's (or whose mount namespace is the holder's)."""
+def processes_in_namespaces(
+    netns_paths: Path | Iterable[Path], mntns: str | Iterable[str] | None
+) -> set[int]:
+    """PIDs whose network namespace is one of the nodes' (or whose mount namespace is a holder's)."""
     targets: set[str] = set()
-    with contextlib.suppress(OSError):
-        st = netns_path.stat()
-        targets.add(f"net:[{st.st_ino}]")
-    if mntns:
+    for netns_path in [netns_paths] if isinstance(netns_paths, Path) else netns_paths:
+        with contextlib.suppress(OSError):
+            st = netns_path.stat()
+            targets.add(f"net:[{st.st_ino}]")
+    if isinstance(mntns, str):
         targets.add(mntns)
+    elif mntns is not None:
+        targets.update(mntns)
     me = os.getpid()
     found: set[int] = set()
     for entry in Path("/proc").iterdir():
@@ -360,7 +385,7 @@ def _wait_gone(pids: set[int], deadline: float) -> set[int]:
         time.sleep(0.05)
 
 
-def stop_all(deadline_s: float = 10.0) -> list[str]:
+def stop_all(deadline_s: float = 10.0, netns_paths: Iterable[Path] = (paths.NETNS_PATH,)) -> list[str]:
     """Kill everything the node started. Returns the problems that remain (empty when all is gone).
 
     SIGKILL, no grace: `down` deletes all state right after, so there is nothing to flush (and graceful
@@ -368,18 +393,19 @@ def stop_all(deadline_s: float = 10.0) -> list[str]:
     our cgroups (containers, shims, `kubectl exec` sessions), and any process left in the node's namespaces.
     Repeated until none is left, because a dying parent may still have forked."""
     records = read_records()
-    holder = next((rec for rec in records if rec.name == HOLDER), None)
-    mntns = None
-    if holder and holder.alive():
-        with contextlib.suppress(OSError):
-            mntns = os.readlink(holder_mntns(holder))
+    mntns: list[str] = []
+    for holder in records:
+        if holder.name.split("@", 1)[0] == HOLDER and holder.alive():
+            with contextlib.suppress(OSError):
+                mntns.append(os.readlink(holder_mntns(holder)))
+    spaces = list(netns_paths)
     pids = {rec.pid for rec in records if rec.alive()}
     deadline = time.monotonic() + deadline_s
     while True:
-        pids |= cgroup_pids() | processes_in_namespaces(paths.NETNS_PATH, mntns)
+        pids |= cgroup_pids() | processes_in_namespaces(spaces, mntns)
         _signal_all(pids, signal.SIGKILL)
         pids = _wait_gone(pids, time.monotonic() + 0.5)
-        if not (pids | cgroup_pids() | processes_in_namespaces(paths.NETNS_PATH, mntns)):
+        if not (pids | cgroup_pids() | processes_in_namespaces(spaces, mntns)):
             break
         if time.monotonic() > deadline:
             return [f"process {pid} would not die" for pid in sorted(pids)]

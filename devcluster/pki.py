@@ -15,6 +15,7 @@ from pathlib import Path
 
 from devcluster import paths
 from devcluster.sh import CommandError, run
+from devcluster.topology import Node, Shape
 
 CA = "ca"
 DAYS = "3650"
@@ -84,6 +85,50 @@ KUBECONFIGS = {
     "kubelet": ("kubelet", paths.APISERVER_LOCAL_URL),
     "kube-proxy": ("kube-proxy", paths.APISERVER_LOCAL_URL),
 }
+# The other nodes reach the apiserver over the fabric, at the first node's IP (in the certificate's SANs).
+APISERVER_FABRIC_URL = f"https://{paths.NODE_IP}:{paths.APISERVER_PORT}"
+
+
+def kubelet_identity(node: Node) -> str:
+    return "kubelet" if node.first else f"kubelet@{node.name}"
+
+
+def kubelet_serving(node: Node) -> str:
+    return "kubelet-serving" if node.first else f"kubelet-serving@{node.name}"
+
+
+def kubelet_kubeconfig(node: Node) -> str:
+    return kubelet_identity(node)
+
+
+def kube_proxy_kubeconfig(node: Node) -> str:
+    return "kube-proxy" if node.first else "kube-proxy-fabric"
+
+
+def identities(shape: Shape) -> tuple[Identity, ...]:
+    """IDENTITIES plus, for every further node, the kubelet's client (Node authorizer: system:node:NAME)
+    and serving certificates."""
+    extra: list[Identity] = []
+    for node in shape.node_list()[1:]:
+        extra.append(Identity(kubelet_identity(node), f"system:node:{node.name}", org="system:nodes"))
+        extra.append(
+            Identity(
+                kubelet_serving(node),
+                node.name,
+                server=True,
+                client=False,
+                sans=(f"IP:{node.node_ip}", f"DNS:{node.name}"),
+            )
+        )
+    return (*IDENTITIES, *extra)
+
+
+def kubeconfigs(shape: Shape) -> dict[str, tuple[str, str]]:
+    found = dict(KUBECONFIGS)
+    for node in shape.node_list()[1:]:
+        found[kubelet_kubeconfig(node)] = (kubelet_identity(node), APISERVER_FABRIC_URL)
+        found[kube_proxy_kubeconfig(node)] = ("kube-proxy", APISERVER_FABRIC_URL)
+    return found
 
 
 def crt(name: str) -> Path:
@@ -120,15 +165,16 @@ CA_EXTENSIONS = (
 )
 
 
-def generate() -> None:
+def generate(shape: Shape | None = None) -> None:
     """Make the CA, every identity, the service-account key pair and the kubeconfigs (skips what exists)."""
+    shape = shape or Shape()
     paths.PKI_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths.CONFIG_DIR.mkdir(parents=True, exist_ok=True)
     if not crt(CA).exists():
         run(req_argv(CA, "/CN=svcscope-devcluster-ca", CA_EXTENSIONS, signed_by_ca=False))
     # openssl runs are independent once the CA exists: run them side by side (about 20 ms each).
     procs: list[tuple[str, subprocess.Popen[str]]] = []
-    for ident in IDENTITIES:
+    for ident in identities(shape):
         if not crt(ident.name).exists():
             argv = req_argv(ident.name, ident.subject(), ident.extensions(), signed_by_ca=True)
             procs.append(
@@ -151,7 +197,7 @@ def generate() -> None:
         if proc.returncode != 0:
             raise CommandError(f"openssl could not make the {name} certificate: {err.strip()}")
     ca = crt(CA).read_bytes()
-    for name, (user, server) in {**KUBECONFIGS, "admin": ("admin", paths.APISERVER_HOST_URL)}.items():
+    for name, (user, server) in {**kubeconfigs(shape), "admin": ("admin", paths.APISERVER_HOST_URL)}.items():
         target = kubeconfig_path(name)
         text = kubeconfig(
             server=server, ca=ca, cert=crt(user).read_bytes(), key=key(user).read_bytes(), user=user
@@ -170,12 +216,12 @@ def kubeconfig(*, server: str, ca: bytes, cert: bytes, key: bytes, user: str) ->
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "svcscope-dc", "cluster": {"server": server, "certificate-authority-data": b64(ca)}}
+            {"name": paths.NETNS, "cluster": {"server": server, "certificate-authority-data": b64(ca)}}
         ],
         "users": [
             {"name": user, "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}
         ],
-        "contexts": [{"name": "svcscope-dc", "context": {"cluster": "svcscope-dc", "user": user}}],
-        "current-context": "svcscope-dc",
+        "contexts": [{"name": paths.NETNS, "context": {"cluster": paths.NETNS, "user": user}}],
+        "current-context": paths.NETNS,
     }
     return json.dumps(doc, indent=2) + "\n"

@@ -26,7 +26,8 @@ class SortField(enum.StrEnum):
 
 
 class TypeFilter(enum.StrEnum):
-    """What the list's type filter offers. ``ClusterIP`` includes headless Services."""
+    """What the list's type filter offers. ``ClusterIP`` is a Service with a virtual IP, ``Headless`` one
+    with ``clusterIP: None``: two choices that do not overlap."""
 
     CLUSTER_IP = "ClusterIP"
     HEADLESS = "Headless"
@@ -37,7 +38,7 @@ class TypeFilter(enum.StrEnum):
 
 
 # What the list shows when the user has not chosen: ClusterIP Services, headless ones included.
-DEFAULT_TYPES = frozenset({TypeFilter.CLUSTER_IP})
+DEFAULT_TYPES = frozenset({TypeFilter.CLUSTER_IP, TypeFilter.HEADLESS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ def _matches_type(svc: Service, types: frozenset[TypeFilter]) -> bool:
     if not types:
         return True
     if svc.type is ServiceType.CLUSTER_IP:
-        return TypeFilter.CLUSTER_IP in types or (svc.headless and TypeFilter.HEADLESS in types)
+        return (TypeFilter.HEADLESS if svc.headless else TypeFilter.CLUSTER_IP) in types
     return TypeFilter(svc.type.value) in types
 
 
@@ -79,6 +80,13 @@ def _ip_sort_key(svc: Service) -> tuple[int, int]:
 class ServiceRow:
     service: Service
     endpoints: EndpointCounts
+    reason: str | None = None  # why no (or not every) endpoint is ready, in a few words
+
+    @property
+    def probeable(self) -> bool:
+        """A virtual IP and a port: something a probe can be sent to."""
+        svc = self.service
+        return svc.has_virtual_ip and bool(svc.ports) and svc.type is not ServiceType.EXTERNAL_NAME
 
     @property
     def selector_text(self) -> str:
@@ -113,7 +121,10 @@ class ServiceList:
 
 def service_list(cache: ServiceCache, query: ServiceQuery) -> ServiceList:
     result = run_query(cache, query)
-    rows = [ServiceRow(svc, cache.endpoint_counts(svc.key)) for svc in result.services]
+    rows = []
+    for svc in result.services:
+        counts = cache.endpoint_counts(svc.key)
+        rows.append(ServiceRow(svc, counts, endpoint_reason(cache, svc, counts)))
     return ServiceList(
         rows=rows,
         total=result.total,
@@ -124,6 +135,47 @@ def service_list(cache: ServiceCache, query: ServiceQuery) -> ServiceList:
         problems=cache.problems(),
         synced=cache.synced,
     )
+
+
+def endpoint_reason(cache: ServiceCache, svc: Service, counts: EndpointCounts) -> str | None:
+    """In a few words, why a Service's endpoint badge is not all green (the detail page says more)."""
+    if svc.type is ServiceType.EXTERNAL_NAME or (counts.total and counts.ready == counts.total):
+        return None
+    if counts.total:
+        if counts.ready:
+            return f"{counts.total - counts.ready} of {counts.total} endpoints not ready"
+        return f"none of the {counts.total} endpoint(s) is ready (pods not ready or terminating)"
+    if not svc.selector:
+        return "no selector and no EndpointSlice: endpoints are managed by hand and there are none"
+    pods = cache.pods_matching(svc.key.namespace, svc.selector)
+    if not pods:
+        return "the selector matches no pods"
+    return f"{len(pods)} pod(s) match the selector but none is an endpoint yet (not running or no IP)"
+
+
+def unanswerable(cache: ServiceCache, svc: Service) -> str | None:
+    """Why a probe of this Service could get no answer at all, or None when some endpoint can answer.
+
+    kube-proxy sends a Service's traffic to ready endpoints, falling back to serving (terminating) ones;
+    with neither it rejects every connection, so a probe would only collect failures.
+    """
+    if not svc.has_virtual_ip:
+        return None
+    for es in cache.slices_for(svc.key):
+        if any(e.conditions.effective_serving for e in es.endpoints):
+            return None
+    counts = cache.endpoint_counts(svc.key)
+    reason = endpoint_reason(cache, svc, counts) or "no endpoint is serving"
+    return (
+        f"no ready endpoints: nothing would answer ({reason}). kube-proxy rejects connections to a "
+        "Service without serving endpoints, so every request would fail; the Service's diagnostics say more."
+    )
+
+
+def _extra_search_text(svc: Service) -> str:
+    """What a search matches beyond the cache's text: ports (name, number, protocol) and affinity."""
+    ports = " ".join(f"{p.label} {p.app_protocol or ''}" for p in svc.ports)
+    return f"{ports} {svc.session_affinity}".lower()
 
 
 def _sort_key(cache: ServiceCache, sort: SortField) -> Callable[[Service], Any] | None:
@@ -146,7 +198,7 @@ def _sort_key(cache: ServiceCache, sort: SortField) -> Callable[[Service], Any] 
 
 
 def run_query(cache: ServiceCache, q: ServiceQuery) -> QueryResult:
-    """Filter, search, sort and paginate the Services (search: name, namespace, label, IP)."""
+    """Filter, search, sort and paginate the Services (search: name, namespace, label, IP, port, affinity)."""
     needle = q.search.strip().lower()
     terms = needle.split()
     keys = cache.ordered(q.sort.value, _sort_key(cache, q.sort), by_endpoints=q.sort is SortField.ENDPOINTS)
@@ -157,7 +209,9 @@ def run_query(cache: ServiceCache, q: ServiceQuery) -> QueryResult:
     if terms:
         text = cache.search_texts()
         for term in terms:  # every term must match: narrow term by term
-            keys = [k for k in keys if term in text[k]]
+            keys = [
+                k for k in keys if term in text[k] or term in _extra_search_text(cache.services_of((k,))[0])
+            ]
     services = cache.services_of(keys)
     if q.types:
         services = [s for s in services if _matches_type(s, q.types)]

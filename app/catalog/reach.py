@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.domain import Protocol, Service, ServiceType
+from app.domain import Protocol, Service, ServicePort, ServiceType
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +47,27 @@ def reach(svc: Service, cluster_domain: str = "cluster.local") -> Reach:
         )
     )
     return Reach(dns_names=dns, commands=commands, ping_note=note)
+
+
+# appProtocol values (IANA service names or Kubernetes' own) whose payload is HTTP/1.x.
+HTTP_APP_PROTOCOLS = frozenset(
+    {"http", "https", "h2c", "kubernetes.io/h2c", "kubernetes.io/ws", "kubernetes.io/wss"}
+)
+
+
+def probe_protocol(port: ServicePort) -> str:
+    """What a probe of this port should speak: ``HTTP``, ``TCP`` or ``UDP``.
+
+    A UDP port can only be probed with UDP. A TCP port speaks HTTP when its ``appProtocol`` says so
+    (any other appProtocol means something else, so raw TCP), or, without one, when its name says
+    ``http…`` (the Kubernetes naming convention, e.g. ``http``, ``http-metrics``); otherwise raw TCP,
+    which reads a banner or an echo and works whatever the server speaks.
+    """
+    if port.protocol is Protocol.UDP:
+        return "UDP"
+    if port.protocol is not Protocol.TCP:
+        return "TCP"
+    if port.app_protocol:
+        return "HTTP" if port.app_protocol.lower() in HTTP_APP_PROTOCOLS else "TCP"
+    name = (port.name or "").lower()
+    return "HTTP" if name.startswith(("http", "web")) or (not name and port.port in (80, 8080)) else "TCP"

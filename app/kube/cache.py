@@ -16,6 +16,7 @@ objects it indexes, so the store and its indexes cannot drift apart.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -108,6 +109,9 @@ class ServiceCache:
             (kind, scope): ScopeStatus() for kind in Kind for scope in self.scopes
         }
         self._subscribers: list[Subscriber] = []
+        # Node addresses as the pods report them, rebuilt on the first read after a pod changed.
+        self._pods_gen = 0
+        self._nodes: tuple[int, frozenset[str], frozenset[str]] | None = None
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -266,6 +270,7 @@ class ServiceCache:
         else:
             self._ns_objects[pod.key.namespace] += 1
         self._pods[pod.key] = pod
+        self._pods_gen += 1
         ns = pod.key.namespace
         self._ix.pods_by_ns.setdefault(ns, set()).add(pod.key)
         for k, v in pod.labels.items():
@@ -274,6 +279,7 @@ class ServiceCache:
             self._ix.pods_by_ip[ip] = pod.key
 
     def _unindex_pod(self, pod: Pod) -> None:
+        self._pods_gen += 1
         ns = pod.key.namespace
         if (keys := self._ix.pods_by_ns.get(ns)) is not None:
             keys.discard(pod.key)
@@ -356,6 +362,34 @@ class ServiceCache:
     def pod_by_ip(self, ip: str) -> Pod | None:
         key = self._ix.pods_by_ip.get(ip)
         return self._pods.get(key) if key is not None else None
+
+    def host_addresses(self) -> frozenset[str]:
+        """The nodes' addresses, as the watched pods report them (status.hostIP)."""
+        return self._node_addresses()[0]
+
+    def gateway_addresses(self) -> frozenset[str]:
+        """Likely pod-network gateways: the first address of each /24 that holds a (non-hostNetwork) pod.
+
+        Bridge CNIs (bridge, flannel, kindnet) give each node a /24 and the node itself its first address;
+        without read access to Node objects (their podCIDRs) this is the best the pods tell."""
+        return self._node_addresses()[1]
+
+    def _node_addresses(self) -> tuple[frozenset[str], frozenset[str]]:
+        if self._nodes is None or self._nodes[0] != self._pods_gen:
+            hosts = {p.host_ip for p in self._pods.values() if p.host_ip}
+            gateways: set[str] = set()
+            for p in self._pods.values():
+                for ip in p.pod_ips:
+                    if ip in hosts or ":" in ip:
+                        continue
+                    try:
+                        first = str(ipaddress.ip_network(f"{ip}/24", strict=False).network_address + 1)
+                    except ValueError:  # not an address: nothing to derive
+                        continue
+                    if first not in self._ix.pods_by_ip:
+                        gateways.add(first)
+            self._nodes = (self._pods_gen, frozenset(hosts), frozenset(gateways))
+        return self._nodes[1], self._nodes[2]
 
     def pods_matching(self, namespace: str, selector: Mapping[str, str]) -> list[Pod]:
         """Pods in ``namespace`` whose labels contain every ``selector`` pair (empty selector: none)."""

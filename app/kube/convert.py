@@ -148,7 +148,25 @@ def service_from_api(obj: Obj) -> Service:
         annotations=_str_map(meta.get("annotations")),
         created=parse_time(meta.get("creationTimestamp")),
         resource_version=str(meta.get("resourceVersion") or ""),
+        cluster_ip_set_by=_cluster_ip_set_by(meta, spec),
     )
+
+
+def _cluster_ip_set_by(meta: Obj, spec: Obj) -> str | None:
+    """The field manager that owns ``spec.clusterIP`` ("" when none does: the apiserver allocated it).
+
+    An address a client writes into the object is owned by that client's field manager; one the
+    apiserver allocates belongs to no manager. Unknown (None) without managedFields or an address.
+    """
+    managed = meta.get("managedFields")
+    ip = spec.get("clusterIP")
+    if not isinstance(managed, list) or not managed or not ip or ip == "None":
+        return None
+    for entry in managed:
+        fields = _dict(_dict(entry).get("fieldsV1"))
+        if "f:clusterIP" in _dict(fields.get("f:spec")):
+            return str(_dict(entry).get("manager") or "a client")
+    return ""
 
 
 def _endpoint(ep: Obj) -> Endpoint:
@@ -244,6 +262,7 @@ def pod_from_api(obj: Obj) -> Pod:
         deleting=meta.get("deletionTimestamp") is not None,
         container_ports=tuple(ports),
         resource_version=str(meta.get("resourceVersion") or ""),
+        host_ip=_opt_str(status.get("hostIP")) or None,
     )
 
 

@@ -4,6 +4,9 @@ replies can be told apart — by the pod naming itself, by a stable content fing
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
 
 from app.probe import wire
 from app.probe.attribution import Fingerprints
@@ -13,15 +16,64 @@ from app.probe.targets import Backend, ClusterView, TargetError, direct_target
 
 MAX_CALIBRATED_PODS = 64
 ATTEMPTS = 2  # two replies per pod: a fingerprint must be stable
+# A calibration is reused this long by runs asking the same of the same endpoints (same pods at the same
+# addresses): probing every pod again before each run is most of the wait before the first bar.
+REUSE_S = 30.0
+MAX_REMEMBERED = 64
 
 
-async def calibrate(run: Run, view: ClusterView, dial: Dial) -> None:
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    at: float
+    mode: AttributionMode
+    note: str
+    fingerprints: Fingerprints | None
+    auto_ok: bool
+    probed: tuple[tuple[str, str], ...]
+
+
+_remembered: dict[Hashable, _Remembered] = {}
+
+
+def forget() -> None:
+    """Drop remembered calibrations (tests; a pod that changed its replies in place)."""
+    _remembered.clear()
+
+
+def _key(run: Run, pods: list[Backend]) -> Hashable:
+    spec = run.spec
+    endpoints = tuple(sorted((b.pod or "", b.ip, b.port) for b in pods))
+    return (run.target.label, spec.protocol, spec.method, spec.path, spec.reuse, endpoints)
+
+
+async def calibrate(run: Run, view: ClusterView, dial: Dial, *, now: float | None = None) -> None:
     cal = run.calibration
     pods = [b for b in run.current() if b.directly_probeable and b.ready][:MAX_CALIBRATED_PODS]
     if not pods:
         cal.mode = AttributionMode.AUTO
         cal.note = "no endpoint could be probed directly; automatic attribution only"
         return
+    key = _key(run, pods)
+    now = time.monotonic() if now is None else now
+    seen = _remembered.get(key)
+    if seen is not None and now - seen.at <= REUSE_S:
+        cal.mode, cal.auto_ok, cal.probed = seen.mode, seen.auto_ok, dict(seen.probed)
+        cal.fingerprints = seen.fingerprints
+        cal.note = (
+            f"{seen.note} (direct probes of {now - seen.at:.0f} s ago, same pods at the same addresses)"
+        )
+        return
+    await _calibrate(run, view, dial, pods)
+    for old in [k for k, v in _remembered.items() if now - v.at > REUSE_S]:
+        del _remembered[old]
+    if len(_remembered) < MAX_REMEMBERED:
+        _remembered[key] = _Remembered(
+            now, cal.mode, cal.note, cal.fingerprints, cal.auto_ok, tuple(cal.probed.items())
+        )
+
+
+async def _calibrate(run: Run, view: ClusterView, dial: Dial, pods: list[Backend]) -> None:
+    cal = run.calibration
     fps = Fingerprints()
     auto_hits = auto_wrong = 0
 
@@ -49,6 +101,18 @@ async def calibrate(run: Run, view: ClusterView, dial: Dial) -> None:
         cal.probed[b.pod] = "ok"
 
     await asyncio.gather(*(probe(b) for b in pods))
+    failed = sorted(
+        {text.removeprefix("direct probe failed: ") for text in cal.probed.values() if text != "ok"}
+    )
+    if not fps.by_pod and failed:
+        cal.mode = AttributionMode.AUTO
+        hint = ""
+        if "bad_response" in failed and run.spec.protocol.value == "HTTP":
+            hint = ": the pods do not answer HTTP on this port (try TCP)"
+        cal.note = (
+            f"the direct probe of every pod failed ({', '.join(failed)}){hint}; automatic attribution only"
+        )
+        return
     if auto_wrong:
         cal.auto_ok = False
     if auto_hits and not auto_wrong:

@@ -51,6 +51,12 @@ class RunSnapshot:
     unattributed: int
     errors: int
     created: float
+    p_value: float | None = None  # the uniformity test's, when there was one
+
+    @property
+    def failed(self) -> bool:
+        """Nothing to compare: the run failed or no reply could be put on a pod."""
+        return self.status in ("failed", "timed_out") or not any(p.hits for p in self.pods)
 
     @property
     def client(self) -> str:
@@ -105,6 +111,7 @@ def snapshot(run: Run) -> RunSnapshot:
         unattributed=s.unattributed,
         errors=sum(n for _, n in s.errors),
         created=run.created,
+        p_value=s.chi_square.p_value if s.chi_square is not None else None,
     )
 
 
@@ -143,6 +150,39 @@ class Comparison:
     runs: tuple[RunSnapshot, ...]
     rows: tuple[ComparisonRow, ...]
     notes: tuple[str, ...]
+    conclusion: str = ""
+    failed_ids: frozenset[str] = frozenset()  # runs without attributed replies: marked, not given columns
+
+
+def conclusion(runs: Sequence[RunSnapshot]) -> str:
+    """The comparison in one line: who went where, sticky or spread."""
+    ok = [r for r in runs if not r.failed]
+    left_out = len(runs) - len(ok)
+    tail = f" ({left_out} failed run{'s' if left_out > 1 else ''} left out)" if left_out else ""
+    if not ok:
+        return "no run got a reply that could be put on a pod: nothing to compare" + tail
+    if len(ok) == 1:
+        return f"only run {ok[0].id} has attributed replies: {ok[0].distribution}" + tail
+    sticky = [r for r in ok if len(r.answering) == 1]
+    spread = [r for r in ok if len(r.answering) > 1]
+    clients = len({(r.origin, r.client) for r in ok})
+    if not spread:
+        pods = {r.answering[0].pod for r in sticky}
+        who = (
+            f"{clients} client{'s' if clients > 1 else ''}"
+            if clients > 1
+            else f"{len(ok)} runs of one client"
+        )
+        if len(pods) == 1:
+            return f"{who} → one pod ({next(iter(pods))}) for every run" + tail
+        each = "each sticky" if len(pods) == len(ok) else "each run on one pod"
+        return f"{who} → {len(pods)} pods, {each}" + tail
+    if not sticky:
+        ps = [f"{r.p_value:.2g}" for r in spread if r.p_value is not None]
+        pods = {p.pod for r in spread for p in r.answering}
+        stat = f", p = {', '.join(ps)}" if ps else ""
+        return f"spread over {len(pods)} pods in every run{stat}" + tail
+    return f"{len(sticky)} run(s) stuck to one pod, {len(spread)} spread over several" + tail
 
 
 def compare(runs: Sequence[RunSnapshot]) -> Comparison:
@@ -170,4 +210,7 @@ def compare(runs: Sequence[RunSnapshot]) -> Comparison:
         )
     if any(r.status == "running" for r in runs):
         notes.append("a run is still going: reload for its final numbers")
-    return Comparison(tuple(runs), rows, tuple(notes))
+    failed = frozenset(r.id for r in runs if r.failed)
+    if failed:
+        notes.append("runs without attributed replies are marked and get no column")
+    return Comparison(tuple(runs), rows, tuple(notes), conclusion(runs), failed)

@@ -1,45 +1,82 @@
-"""Probes from other origins: the svcscope echo client runs in a pod and prints one line per request
-(the answering pod's identity, or ``ERROR <kind>``); those lines become the run's outcomes."""
+"""Probes from other origins: the svcscope echo client runs in a pod (a probe pod, or exec into an existing
+pod) and prints one JSON record per request (``app.echo.record``) as soon as it is done; those records
+become the run's outcomes while the client is still sending.
+
+The records are the only thing read from the client's output. A backend's reply reaches them only as
+escaped field values, so a reply with newlines and ``ERROR …`` lines cannot add or change an outcome:
+anything that is not a well-formed record, a duplicate, or a sequence number outside the run is ignored.
+While the client runs, the Service's endpoints are re-read as for the dashboard's own runs; if they turn
+to an address svcscope never probes, the client is stopped (the pod deleted, the exec closed) and the run
+fails with the reason.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
 from app.domain import Origin
+from app.echo.record import Record, parse_line
 from app.probe.run import AttributionMode, Run
 from app.probe.spec import ProbeSpec
 from app.probe.stats import Outcome
-from app.probe.targets import ProbeProtocol, ProbeTarget
+from app.probe.targets import ForbiddenAddress, ProbeProtocol, ProbeTarget
+from app.writepolicy import Write
 
 # How the echo client is told which protocol to speak.
 CLIENT_FLAGS = {ProbeProtocol.HTTP: "--url", ProbeProtocol.TCP: "--tcp", ProbeProtocol.UDP: "--udp"}
+CHECK_INTERVAL_S = 0.25  # how often the endpoints are re-checked while a remote client runs
+CLIENT_SLACK_S = 5.0  # the client's own deadline beyond count x timeout (start-up, the last reply)
+
+
+class RemoteFailed(Exception):
+    """The remote client could not run or be read (RBAC, a pod that never started ...), in plain words."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class RemoteProber(Protocol):
-    """Runs the echo client elsewhere in the cluster (``app.kube.actions.KubeActions``)."""
+    """Runs the echo client elsewhere in the cluster (``app.kube.actions.KubeActions``); both methods are
+    async generators of the client's output lines, and clean up (delete the pod, close the exec) when
+    closed early."""
 
-    async def probe_pod(
-        self, namespace: str, argv: Sequence[str], timeout_s: float, *, name: str | None = None
-    ) -> list[str]: ...
+    def refusal(self, write: Write, namespace: str, name: str) -> str | None: ...
 
-    async def exec_in_pod(
-        self, namespace: str, pod: str, argv: Sequence[str], timeout_s: float
-    ) -> list[str]: ...
+    def probe_pod(
+        self, argv: Sequence[str], budget_s: float, *, name: str | None = None
+    ) -> AsyncGenerator[str, None]: ...
+
+    def exec_in_pod(
+        self, namespace: str, pod: str, argv: Sequence[str], budget_s: float
+    ) -> AsyncGenerator[str, None]: ...
+
+
+def client_budget_s(spec: ProbeSpec) -> float:
+    return spec.count * spec.timeout_s + CLIENT_SLACK_S
 
 
 def client_argv(target: ProbeTarget, spec: ProbeSpec) -> list[str]:
-    """``python3 -m app.echo client`` arguments for the target (the ClusterIP, never another address)."""
+    """``python3 -m app.echo client`` arguments for the target (the ClusterIP, never another address).
+    The client stops by itself after count x timeout; the probe pod's deadline caps it further."""
     hostport = target.label
+    budget = client_budget_s(spec)
     argv = [
         "python3",
         "-m",
         "app.echo",
         "client",
+        "--format",
+        "json",
         "--count",
         str(spec.count),
         "--timeout",
         str(spec.timeout_s),
+        "--deadline",
+        f"{budget:g}",
     ]
     if spec.protocol is ProbeProtocol.HTTP:
         argv += [CLIENT_FLAGS[spec.protocol], f"http://{hostport}{spec.path}"]
@@ -50,30 +87,116 @@ def client_argv(target: ProbeTarget, spec: ProbeSpec) -> list[str]:
     return argv
 
 
-async def execute_remote(run: Run, remote: RemoteProber) -> None:
+def refusal(remote: RemoteProber, spec: ProbeSpec) -> str | None:
+    """Why the run's origin may not write where it would (probe pods only in the dashboard's namespace,
+    exec only in a writable namespace), or None."""
+    if spec.origin is Origin.PROBE_POD:
+        return remote.refusal(Write.PROBE_POD, "", "probe pod")
+    if spec.origin is Origin.EXEC and spec.exec_pod:
+        return remote.refusal(Write.POD_EXEC, spec.namespace, spec.exec_pod)
+    return None
+
+
+class RecordReader:
+    """Turns the client's output lines into the run's outcomes: exactly one per sequence number."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.seen: set[int] = set()
+
+    def feed(self, line: str) -> bool:
+        """Add the outcome the line records; False (and nothing added) for anything else."""
+        record = parse_line(line.strip())
+        if record is None or not 1 <= record.seq <= self.run.spec.count or record.seq in self.seen:
+            return False
+        self.seen.add(record.seq)
+        self.run.add(self._outcome(record))
+        return True
+
+    def _outcome(self, record: Record) -> Outcome:
+        # The record arrives when its request is done: it started its latency earlier.
+        elapsed_ms = (self.run.clock() - self.run.started) * 1000.0
+        at_ms = max(elapsed_ms - (record.latency_ms or 0.0), 0.0)
+        conn = record.conn or record.seq
+        if record.error is not None:
+            return Outcome(
+                record.seq, None, record.error, record.latency_ms, conn, status=record.status, at_ms=at_ms
+            )
+        pod = self.run.pod_named(record.identity) if record.identity else None
+        reason = None
+        if pod is None:
+            said = repr(record.identity[:60]) if record.identity else "no identity"
+            reason = f"the client reported {said}, which is no current endpoint's pod"
+        return Outcome(
+            record.seq,
+            pod,
+            None,
+            record.latency_ms,
+            conn,
+            reason=reason,
+            method="auto" if pod else None,
+            status=record.status,
+            at_ms=at_ms,
+        )
+
+    def missing(self) -> None:
+        """An outcome for every request the client printed nothing for."""
+        for seq in range(1, self.run.spec.count + 1):
+            if seq not in self.seen:
+                self.seen.add(seq)
+                self.run.add(
+                    Outcome(seq, None, "no_output", None, seq, reason="the client printed no record")
+                )
+
+
+async def execute_remote(
+    run: Run, remote: RemoteProber, *, check_interval_s: float = CHECK_INTERVAL_S
+) -> None:
+    """Run the client remotely and add outcomes as its records arrive; ForbiddenAddress if the endpoints
+    turn to a refused address meanwhile (the client is stopped first)."""
     spec = run.spec
+    if reason := refusal(remote, spec):
+        raise ForbiddenAddress(reason)
+    budget = client_budget_s(spec)
     argv = client_argv(run.target, spec)
-    budget = spec.count * spec.timeout_s + 5
     run.calibration.mode = AttributionMode.AUTO
     run.calibration.note = (
         f"the echo client in a pod ({spec.origin.value}) reports the answering pod per request"
     )
-    run.restart_clock()
     if spec.origin is Origin.PROBE_POD:
-        lines = await remote.probe_pod(spec.namespace, argv, budget, name=run.client_pod)
+        lines = remote.probe_pod(argv, budget, name=run.client_pod)
     else:
         assert spec.exec_pod is not None
-        lines = await remote.exec_in_pod(spec.namespace, spec.exec_pod, argv, budget)
-    run.current()
-    outcomes = [line.strip() for line in lines if line.strip()][: spec.count]
-    for seq, line in enumerate(outcomes, start=1):
-        conn = 1 if spec.reuse else seq
-        if line.startswith("ERROR"):
-            kind = line.removeprefix("ERROR").strip() or "error"
-            run.add(Outcome(seq, None, kind, None, conn))
-            continue
-        pod = run.pod_named(line)
-        reason = None if pod else f"the client reported {line[:60]!r}, which is no current endpoint's pod"
-        run.add(Outcome(seq, pod, None, None, conn, reason=reason, method="auto" if pod else None))
-    for seq in range(len(outcomes) + 1, spec.count + 1):
-        run.add(Outcome(seq, None, "no_output", None, seq, reason="the client printed no line for it"))
+        lines = remote.exec_in_pod(spec.namespace, spec.exec_pod, argv, budget)
+    reader = RecordReader(run)
+    run.restart_clock()
+
+    async def consume() -> None:
+        async with contextlib.aclosing(lines):
+            async for line in lines:
+                reader.feed(line)
+                if len(reader.seen) >= spec.count:
+                    return
+
+    task = asyncio.create_task(consume(), name=f"probe-{run.id}-remote")
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=check_interval_s)
+            run.current()
+            if run.forbidden:
+                raise ForbiddenAddress(f"stopped mid-run: {run.forbidden}")
+        task.result()
+    except ForbiddenAddress:
+        raise
+    except Exception as exc:
+        # The actions' errors carry a message meant for users (no URLs, no stack); anything else is a bug.
+        message = getattr(exc, "message", None)
+        if isinstance(message, str):
+            raise RemoteFailed(message) from exc
+        raise
+    finally:
+        if not task.done():
+            task.cancel()  # closes the line stream: the pod is deleted, the exec closed
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    reader.missing()

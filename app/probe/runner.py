@@ -12,7 +12,7 @@ from app.domain import ObjectKey, Origin
 from app.probe.attribution import Rule, RuleError, parse_rule
 from app.probe.calibrate import calibrate
 from app.probe.engine import Dial, worker
-from app.probe.remote import RemoteProber, execute_remote
+from app.probe.remote import RemoteFailed, RemoteProber, execute_remote, refusal
 from app.probe.run import Run, RunStatus, new_run_id
 from app.probe.spec import Limits, ProbeSpec, RunLimitError, SpecError
 from app.probe.targets import ClusterView, ForbiddenAddress, resolve
@@ -103,6 +103,8 @@ class ProbeRunner:
             return
         if spec.concurrency != 1:
             raise SpecError(f"origin {spec.origin.value} sends one request at a time: set concurrency to 1")
+        if self.remote is not None and (reason := refusal(self.remote, spec)):
+            raise ForbiddenAddress(reason)  # where the origin would write is not allowed (403)
         if spec.method != "GET" or spec.identity:
             raise SpecError(f"origin {spec.origin.value} supports GET without an identity rule only")
         if spec.origin is Origin.EXEC:
@@ -162,7 +164,7 @@ class ProbeRunner:
             run.finish(RunStatus.DONE)
         except asyncio.CancelledError:
             run.finish(RunStatus.CANCELLED)
-        except ForbiddenAddress as exc:
+        except (ForbiddenAddress, RemoteFailed) as exc:
             run.finish(RunStatus.FAILED, exc.message)
         except TimeoutError:
             run.finish(RunStatus.TIMED_OUT, f"run exceeded {self.limits.run_deadline_s:.0f} s")

@@ -14,6 +14,8 @@ from app.probe.targets import ProbeProtocol
 Method = Literal["GET", "HEAD"]
 METHODS: tuple[str, ...] = get_args(Method)
 MIN_TIMEOUT_S = 0.05
+# A probe pod or an exec'd client sends one request at a time (the runner refuses more).
+REMOTE_MAX_CONCURRENCY = 1
 
 
 class SpecError(ValueError):
@@ -58,6 +60,15 @@ def identity_rule(identity: str | None, annotation: str | None) -> Rule | None:
     except RuleError as exc:
         origin = "identity" if identity else "annotation svcscope.io/pod-identity"
         raise SpecError(f"{origin}: {exc}") from exc
+
+
+def max_concurrency(origin: Origin, limits: Limits) -> int:
+    """The most requests in flight a run from ``origin`` may ask for: what the probe form offers."""
+    return (
+        limits.max_concurrency
+        if origin is Origin.DASHBOARD
+        else min(REMOTE_MAX_CONCURRENCY, limits.max_concurrency)
+    )
 
 
 @dataclass(frozen=True, slots=True)

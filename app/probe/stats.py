@@ -149,6 +149,33 @@ class Summary:
     verdict: str
     explanations: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def outcome(self) -> str:
+        """What happened to the requests: ``none``, ``ok``, ``partial`` (some failed) or ``all errors``."""
+        if self.done == 0:
+            return "none"
+        failed = sum(n for _, n in self.errors)
+        if failed == 0:
+            return "ok"
+        return "all errors" if failed == self.done else "partial"
+
+    def badge(self, status: str) -> tuple[str, str]:
+        """(label, level) of a run's badge: a run that ended is only ``done`` (ok) if its requests got
+        answers; every request failing is a failure whatever the runner's status says."""
+        outcome = self.outcome
+        if status == "running":
+            return ("running · errors" if outcome in ("partial", "all errors") else "running"), "warn"
+        if status != "done":
+            return status.replace("_", " "), "bad"
+        if outcome == "none":
+            return "failed · no requests", "bad"
+        if outcome == "all errors":
+            return "failed · all errors", "bad"
+        if outcome == "partial":
+            failed = sum(n for _, n in self.errors)
+            return f"partial · {failed} of {self.done} failed", "warn"
+        return "done", "ok"
+
 
 @dataclass(frozen=True, slots=True)
 class RunShape:
@@ -201,7 +228,10 @@ def summarize(
         if o.latency_ms is not None:
             latencies.setdefault(o.pod, []).append(o.latency_ms)
     attributed = sum(hits.values())
-    expected = 1.0 / len(ready) if ready else None
+    # An even share is the expectation only when every request opens a new connection and nothing pins
+    # a client: with ClientIP one client gets one pod, with reused connections one pod per connection.
+    uniform_expected = shape.session_affinity != "ClientIP" and not shape.reuse
+    expected = 1.0 / len(ready) if ready and uniform_expected else None
     pods: list[PodStats] = []
     for pod in sorted(set(hits) | ready):
         lat = sorted(latencies.get(pod, []))
@@ -220,7 +250,7 @@ def summarize(
             )
         )
     all_lat.sort()
-    chi, verdict, explanations = _verdict(shape, hits, ready, attributed, unattributed, len(ordered))
+    chi, verdict, explanations = _verdict(shape, hits, ready, attributed, unattributed, len(ordered), errors)
     return Summary(
         total=shape.total,
         done=len(ordered),
@@ -256,8 +286,19 @@ def _verdict(
     attributed: int,
     unattributed: int,
     done: int,
+    errors: Counter[str] | None = None,
 ) -> tuple[ChiSquare | None, str, list[str]]:
     explanations: list[str] = []
+    errors = errors or Counter()
+    not_http = errors.get("bad_response", 0)
+    if shape.protocol == "HTTP" and not_http and not_http * 2 >= done:
+        hint = (
+            f"this port does not speak HTTP: {not_http} of {done} replies were not HTTP responses "
+            "(bad_response). Try TCP, which reads a banner or an echo whatever the server speaks."
+        )
+        if attributed == 0 and unattributed == 0:
+            return None, hint, explanations
+        explanations.append(hint)
     if shape.reuse:
         explanations.append(REUSE_EXPLANATION.format(c=shape.concurrency))
     if shape.endpoints_changed:
@@ -267,10 +308,13 @@ def _verdict(
         )
     if attributed == 0:
         if done == 0:
+            if shape.finished:
+                return None, "failed before any request was answered (the reason is above)", explanations
             return None, "no results yet", explanations
         if unattributed:
             return None, f"{unattributed} replies but none could be attributed to a pod", explanations
-        return None, "no replies: every request failed", explanations
+        kinds = ", ".join(f"{n} {kind}" for kind, n in errors.most_common(3))
+        return None, f"failed: every request failed, no replies ({kinds})", explanations
     top, top_hits = hits.most_common(1)[0]
     affinity = shape.session_affinity == "ClientIP"
     if affinity:

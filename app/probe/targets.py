@@ -3,7 +3,11 @@
 The user names a Service and one of its ports, never an address. The ClusterIP comes from the
 watched Service; direct (per-pod) probes go only to watched endpoint addresses whose targetRef is
 a watched Pod. Whatever the cache says, some addresses are never probed: loopback, link-local,
-unspecified, multicast, cloud metadata addresses and the apiserver (``default/kubernetes``).
+unspecified, multicast, cloud metadata addresses and the apiserver (``default/kubernetes``). Nor,
+unless the endpoint is a watched Pod of the Service's own namespace with exactly that address: a node's
+address (the pods' hostIPs) or its neighbours in the same /24, a node's pod-network gateway, or the
+kubelet port. A node's kubelet port is refused even then: on a node address it is the kubelet, whatever
+the endpoint claims.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.domain import EndpointSlice, ObjectKey, Pod, Service, ServiceKey, ServicePort, ServiceType
+from app.domain import EndpointSlice, ObjectKey, Pod, Service, ServiceKey, ServicePort, ServiceType, TargetRef
 from app.domain import Protocol as L4
 
 APISERVER_SERVICE = ObjectKey("default", "kubernetes")
+KUBELET_PORT = 10250
 # Cloud metadata / host agent addresses (AWS/GCP/Azure/OpenStack, AWS IPv6, Alibaba, Azure wireserver).
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
@@ -34,6 +39,10 @@ class ClusterView(Protocol):
     def slices_for(self, key: ServiceKey) -> Sequence[EndpointSlice]: ...
 
     def pod(self, key: ObjectKey) -> Pod | None: ...
+
+    def host_addresses(self) -> frozenset[str]: ...
+
+    def gateway_addresses(self) -> frozenset[str]: ...
 
 
 class ProbeProtocol(enum.StrEnum):
@@ -222,46 +231,101 @@ def resolve(view: ClusterView, key: ServiceKey, port: str | int, protocol: Probe
     return target
 
 
+def own_pod(view: ClusterView, namespace: str, ref: TargetRef | None) -> Pod | None:
+    """The watched Pod an endpoint's targetRef names, if it lives in the Service's own namespace.
+
+    A hand-written EndpointSlice may name a pod of any namespace (the API does not check): such a pod is
+    never shown as the Service's, nor does its address become probe-able through it."""
+    if ref is None or ref.kind != "Pod" or (ref.namespace or namespace) != namespace:
+        return None
+    return view.pod(ObjectKey(namespace, ref.name))
+
+
+def _pod_addresses(pod: Pod | None) -> frozenset[str]:
+    if pod is None:
+        return frozenset()
+    return frozenset(_normal(i) for i in (pod.pod_ip, *pod.pod_ips) if i)
+
+
+def endpoint_refusal(
+    view: ClusterView, address: str, port: int | None, owner: Pod | None, apiserver: frozenset[str]
+) -> str | None:
+    """Why traffic must not go to the endpoint ``address:port`` (``owner``: its own watched Pod), or None."""
+    norm = _normal(address)
+    if reason := forbidden_reason(norm):
+        return reason
+    hosts = view.host_addresses()
+    if norm in hosts and port == KUBELET_PORT:
+        return f"{norm}:{port} is a node's kubelet"
+    if norm in apiserver:
+        return f"{norm} is the Kubernetes apiserver"
+    if norm in _pod_addresses(owner):
+        return None
+    if norm in hosts:
+        return f"{norm} is a node's address, not a pod of this Service"
+    if norm in view.gateway_addresses():
+        return f"{norm} is a node's pod-network gateway, not a pod of this Service"
+    if host := _node_network(norm, hosts):
+        return f"{norm} is in the nodes' own network (next to node {host}), not a pod of this Service"
+    if port == KUBELET_PORT:
+        return f"port {port} is the kubelet's and {norm} is not a pod of this Service"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(address: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The /24 (IPv4) or /64 (IPv6) around an address: where a node's neighbours (its links, the host, the
+    apiserver's other addresses) live."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 64}", strict=False)
+
+
+def _node_network(address: str, hosts: frozenset[str]) -> str | None:
+    """A node address whose network holds ``address`` (hand-made endpoints to a node's neighbours)."""
+    net = _network(address)
+    return next((h for h in sorted(hosts) if net is not None and _network(h) == net), None)
+
+
+def _slice_port(sl: EndpointSlice, target: ProbeTarget) -> int | None:
+    wanted_name = target.port.name or ""
+    return next(
+        (p.port for p in sl.ports if (p.name or "") == wanted_name and p.protocol is target.port.protocol),
+        None,
+    )
+
+
 def forbidden_endpoint(view: ClusterView, target: ProbeTarget) -> str | None:
     """Why the ClusterIP must not be probed because of where kube-proxy would send it, or None.
 
-    A selector-less Service with hand-written endpoints could route the ClusterIP to the apiserver
-    or a metadata address: the ClusterIP then is only a detour to a refused address.
-    """
-    forbidden = apiserver_addresses(view)
+    A selector-less Service with hand-written endpoints could route the ClusterIP to the apiserver, a
+    node or a metadata address: the ClusterIP then is only a detour to a refused address."""
+    apiserver = apiserver_addresses(view)
+    namespace = target.service.namespace
     for sl in view.slices_for(target.service):
+        port = _slice_port(sl, target)
         for ep in sl.endpoints:
+            owner = own_pod(view, namespace, ep.target_ref)
             for address in ep.addresses:
-                prefix = f"refusing to probe {target.service}: its endpoint"
-                if _normal(address) in forbidden:
-                    return f"{prefix} {address} is the Kubernetes apiserver"
-                if reason := forbidden_reason(address):
-                    return f"{prefix} {reason}"
+                if reason := endpoint_refusal(view, address, port, owner, apiserver):
+                    where = f"{address}:{port}" if port is not None else address
+                    return f"refusing to probe {target.service}: its endpoint {where} — {reason}"
     return None
 
 
 def backends(view: ClusterView, target: ProbeTarget) -> tuple[Backend, ...]:
     """Current endpoint addresses for the target's port (from the watched EndpointSlices)."""
-    wanted_name = target.port.name or ""
     seen: set[str] = set()
     out: list[Backend] = []
-    forbidden = apiserver_addresses(view)
+    apiserver = apiserver_addresses(view)
+    namespace = target.service.namespace
     for sl in view.slices_for(target.service):
-        slice_port = next(
-            (
-                p.port
-                for p in sl.ports
-                if (p.name or "") == wanted_name and p.protocol is target.port.protocol
-            ),
-            None,
-        )
+        slice_port = _slice_port(sl, target)
         for ep in sl.endpoints:
-            pod_name: str | None = None
-            pod: Pod | None = None
-            ref = ep.target_ref
-            if ref is not None and ref.kind == "Pod":
-                pod = view.pod(ObjectKey(ref.namespace or target.service.namespace, ref.name))
-                pod_name = pod.key.name if pod is not None else None
+            pod = own_pod(view, namespace, ep.target_ref)
+            owned_ips = _pod_addresses(pod)
             for address in ep.addresses:
                 norm = _normal(address)
                 if norm in seen:
@@ -270,11 +334,11 @@ def backends(view: ClusterView, target: ProbeTarget) -> tuple[Backend, ...]:
                 port = slice_port
                 if port is None and pod is not None:
                     port = pod.resolve_port(target.port.target_port, target.port.protocol)
-                owned = pod is not None and (norm in {_normal(i) for i in (pod.pod_ip, *pod.pod_ips) if i})
-                safe = forbidden_reason(norm) is None and norm not in forbidden
+                owned = norm in owned_ips
+                safe = endpoint_refusal(view, norm, port, pod if owned else None, apiserver) is None
                 out.append(
                     Backend(
-                        pod=pod_name if owned else None,
+                        pod=pod.key.name if (owned and pod is not None) else None,
                         ip=norm,
                         port=port if (owned and safe) else None,
                         node=ep.node_name or (pod.node_name if pod is not None else None),

@@ -15,6 +15,7 @@ from app.catalog.query import DEFAULT_TYPES, ServiceQuery, SortField, TypeFilter
 from app.domain import DNS_LABEL, LABEL_MAX, ObjectKey
 from app.kube.cache import ServiceCache
 from app.web import partials
+from app.web.affinity import panel_context as affinity_panel
 from app.web.compare import service_runs
 from app.web.deps import CacheDep, SettingsDep, StateDep, TemplatesDep
 from app.web.params import NamePath, NamespacePath
@@ -31,13 +32,22 @@ def list_query(
     ] = None,
     q: Annotated[str, Query(max_length=200, description="search: name, namespace, label k=v, IP")] = "",
     type: Annotated[
-        list[TypeFilter] | None, Query(description="Service types to show (ClusterIP includes headless)")
+        list[TypeFilter] | None,
+        Query(description="Service types to show (default: ClusterIP and Headless); 'all' for every type"),
     ] = None,
+    types_chosen: Annotated[
+        bool, Query(alias="typed", description="the type boxes were on the form: none ticked is a choice")
+    ] = False,
     sort: Annotated[SortField, Query()] = SortField.NAME,
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     size: Annotated[int | None, Query(ge=1, le=500, description="rows per page")] = None,
 ) -> ServiceQuery:
+    if types_chosen and not type:
+        raise HTTPException(
+            422,
+            "No Service type is ticked, so nothing can be listed: tick at least one type, or “all types”.",
+        )
     return ServiceQuery(
         namespace=namespace or None,
         search=q,
@@ -93,6 +103,7 @@ async def services_page(
         **partials.list_context(listing, settings.page_size),
         types=list(TypeFilter),
         sorts=list(SortField),
+        sizes=sorted({20, 50, 100, 200, settings.page_size, query.page_size}),
     )
 
 
@@ -116,7 +127,7 @@ async def service_page(
         d=detail,
         namespace=namespace,
         name=name,
-        affinity_patch=settings.allow_affinity_patch,
         runs=service_runs(state, namespace, name),
+        **affinity_panel(state, namespace, name),
         probe=panel(state),
     )

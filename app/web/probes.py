@@ -7,6 +7,7 @@ only ever reach the page through auto-escaped templates (truncated samples in ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -18,10 +19,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.domain import SUBDOMAIN_MAX, ObjectKey, Origin
+from app.catalog.query import unanswerable
+from app.catalog.reach import probe_protocol
+from app.domain import SUBDOMAIN_MAX, ObjectKey, Origin, ServicePort
 from app.probe.run import Run
 from app.probe.runner import ProbeRunner
-from app.probe.spec import Limits, Method, ProbeSpec
+from app.probe.spec import Limits, Method, ProbeSpec, max_concurrency
 from app.probe.stats import Summary
 from app.probe.targets import ProbeProtocol
 from app.state import AppState
@@ -36,6 +39,7 @@ router = APIRouter()
 
 PALETTE = 12
 STRIP_MAX = 10_000
+FIRST_RESULTS_WAIT_S = 0.15  # at most this long before the answer to a probe click
 # What the htmx form shows in place (htmx does not swap 4xx answers).
 SHOWN_IN_PLACE: tuple[type[Exception], ...] = (HTTPException, *DOMAIN_ERRORS)
 CSV_COLUMNS = tuple("seq at_ms connection pod ip node latency_ms error status method reason".split())
@@ -96,6 +100,17 @@ class ProbePanel:
     origins: tuple[Origin, ...]
     limits: Limits | None
 
+    def concurrency_limits(self) -> dict[str, int]:
+        """Origin -> most requests in flight, for the form (one source: the probe spec's rule)."""
+        if self.limits is None:
+            return {}
+        return {o.value: max_concurrency(o, self.limits) for o in self.origins}
+
+    @staticmethod
+    def protocol_for(port: ServicePort) -> str:
+        """The protocol the form preselects for a port (UDP for UDP, appProtocol and name honoured)."""
+        return probe_protocol(port)
+
 
 def panel(state: AppState) -> ProbePanel:
     runner = state.probe_runner
@@ -120,6 +135,9 @@ def get_runner(state: StateDep) -> ProbeRunner:
 
 def _start(state: AppState, spec: ProbeSpec) -> Run:
     """Start a run and announce it on the event hub (the Service page's Recent runs follow it)."""
+    svc = state.cache.service(ObjectKey(spec.namespace, spec.service))
+    if svc is not None and (why := unanswerable(state.cache, svc)) is not None:
+        raise HTTPException(422, why)  # refused before sending: every request would only fail
     run = get_runner(state).start(spec)  # domain errors become HTTP answers in app.web.errors
     state.hub.publish(run)
     return run
@@ -211,6 +229,15 @@ def colors(run: Run, s: Summary) -> dict[str, int]:
     return {name: i % PALETTE for i, name in enumerate(names)}
 
 
+async def first_results(run: Run, wait_s: float) -> None:
+    """Wait a moment for the first answers, so the fragment that answers the click already shows bars
+    (without it the first bar waits for the run's stream to connect: one more round trip)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait_s):
+            while not run.results and not run.finished:
+                await run.wait_changed()
+
+
 def run_context(run: Run) -> dict[str, Any]:
     s = run.summary()
     return {"run": run, "s": s, "colors": colors(run, s), "strip_max": STRIP_MAX}
@@ -232,9 +259,11 @@ async def start_probe_form(
         html = fragment(templates, "partials/_probe_error.html", status=exc.status_code, message=exc.detail)
         return HTMLResponse(html, headers={"X-Probe-Status": str(exc.status_code)})
     if htmx:
+        await first_results(run, FIRST_RESULTS_WAIT_S)
         token = make_csrf_token(state.settings.csrf_secret)
         html = fragment(templates, "partials/_probe_run.html", csrf_token=token, **run_context(run))
-        return HTMLResponse(html, status_code=202, headers={"HX-Push-Url": f"/runs/{run.id}"})
+        # No HX-Push-Url: the user stays on the Service page, so its URL stays in the address bar.
+        return HTMLResponse(html, status_code=202)
     return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
 
@@ -298,5 +327,7 @@ async def run_stream(
             )
             return
         await run.wait_changed()
-        if not run.finished:
-            await asyncio.sleep(interval)  # coalesce: at most one update per interval
+        if not run.finished and cursor > 0:
+            # Coalesce: at most one update per interval, but the first results go out at once (the
+            # first bar on screen is what the user waits for after the click).
+            await asyncio.sleep(interval)

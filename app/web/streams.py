@@ -13,6 +13,7 @@ the hub, and the stream follows the runs it shows until they end (progress at mo
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any
 
@@ -64,11 +65,19 @@ async def services_stream(
     default_size = state.settings.page_size
     with state.hub.subscribe(list_filter(query)) as sub:
         last = None
+        last_namespaces: list[str] | None = None
         while True:
-            html = partials.list_body(templates, service_list(state.cache, query), default_size)
+            listing = service_list(state.cache, query)
+            html = partials.list_body(templates, listing, default_size)
             if html != last:
                 last = html
                 yield ServerSentEvent(raw_data=html, event="rows", id=str(state.cache.version))
+            if last_namespaces is None:
+                last_namespaces = listing.namespaces  # the page came with these
+            elif listing.namespaces != last_namespaces:
+                # The filter's dropdown follows namespaces as they appear and go (JSON, read by svcscope.js).
+                last_namespaces = listing.namespaces
+                yield ServerSentEvent(raw_data=json.dumps(listing.namespaces), event="namespaces")
             if not await sub.next():
                 return
 

@@ -7,6 +7,11 @@
 - `deploy_echo` (function): deploys the echo backend (Deployment + Service) into a namespace and waits for it.
 - `client_pod` (function): an idle pod of the echo image to `kubectl exec` clients from.
 - `kube_exec_in_netns` (session): runs a command inside the node's network and mount namespaces.
+- `multinode_cluster` (session): a separate devcluster instance of several nodes in several zones (tests
+  marked `multinode`); reused when one of that shape is up and healthy, rebuilt when its shape differs.
+
+SVCSCOPE_E2E_PROXY_MODE=nftables runs either suite against kube-proxy in nftables mode (`up --proxy-mode`);
+SVCSCOPE_DC_INSTANCE points the single-node suite at another instance than the default one.
 
 Every wait polls a condition with a deadline; nothing sleeps to synchronise.
 """
@@ -14,6 +19,7 @@ Every wait polls a condition with a deadline; nothing sleeps to synchronise.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -30,11 +36,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 ECHO_IMAGE = "localhost/svcscope-echo:dev"
 UP_TIMEOUT_S = 3600.0  # warm: seconds; a fresh machine may still build binaries (~20 min) and images here
+PROXY_MODE = os.environ.get("SVCSCOPE_E2E_PROXY_MODE", "iptables")
+# The multi-node tests run on an instance of their own, so they never disturb the single-node one.
+MULTINODE_INSTANCE = os.environ.get("SVCSCOPE_E2E_MULTINODE_INSTANCE", "mn")
+MULTINODE_SHAPE = ("--nodes", "3", "--zones", "2")  # zone-a: nodes 1 and 3, zone-b: node 2
 T = TypeVar("T")
 
 
-def devcluster(*args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `python -m devcluster ARGS` from the repo."""
+def devcluster(
+    *args: str, timeout: float = 120.0, check: bool = True, instance: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m devcluster ARGS` from the repo (on another instance than the environment's if given)."""
+    env = None if instance is None else {**os.environ, "SVCSCOPE_DC_INSTANCE": instance}
     proc = subprocess.run(
         [sys.executable, "-m", "devcluster", *args],
         cwd=REPO,
@@ -43,6 +56,7 @@ def devcluster(*args: str, timeout: float = 120.0, check: bool = True) -> subpro
         timeout=timeout,
         check=False,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -74,6 +88,7 @@ class Cluster:
 
     kubeconfig: Path
     bin_dir: Path
+    instance: str | None = None  # None: the environment's (SVCSCOPE_DC_INSTANCE or the default)
 
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60.0
@@ -107,7 +122,7 @@ class Cluster:
         self, *cmd: str, check: bool = True, timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
         """Run a command inside the node's network and mount namespaces (`python -m devcluster exec`)."""
-        return devcluster("exec", "--", *cmd, check=check, timeout=timeout)
+        return devcluster("exec", "--", *cmd, check=check, timeout=timeout, instance=self.instance)
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.get("pods", "-n", namespace, "-l", selector)["items"]
@@ -124,20 +139,36 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-_up_result: list[subprocess.CompletedProcess[str]] = []  # `up` as run by pytest_collection_finish
+_up_result: dict[str, subprocess.CompletedProcess[str]] = {}  # `up` as run by pytest_collection_finish
+
+
+def _up_single() -> subprocess.CompletedProcess[str]:
+    return devcluster("up", "--proxy-mode", PROXY_MODE, timeout=UP_TIMEOUT_S, check=False)
+
+
+def _up_multinode() -> subprocess.CompletedProcess[str]:
+    """The multi-node instance in its shape: reused when healthy, rebuilt when another shape runs."""
+    args = ("up", *MULTINODE_SHAPE, "--proxy-mode", PROXY_MODE)
+    proc = devcluster(*args, timeout=UP_TIMEOUT_S, check=False, instance=MULTINODE_INSTANCE)
+    if proc.returncode != 0 and "run `python -m devcluster down` first" in proc.stderr:
+        devcluster("down", timeout=300, check=False, instance=MULTINODE_INSTANCE)
+        proc = devcluster(*args, timeout=UP_TIMEOUT_S, check=False, instance=MULTINODE_INSTANCE)
+    return proc
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    # Bring the node up here, before the first test: a hook is not bound by the per-test timeout, and a
-    # machine that still has to import or build images needs longer than one test may take.
-    if session.config.option.collectonly or not any(i.get_closest_marker("e2e") for i in session.items):
+    # Bring the clusters up here, before the first test: a hook is not bound by the per-test timeout, and a
+    # machine that still has to import or build images needs longer than one test may take. Only the
+    # clusters that the selected tests use: `-m multinode` never touches the single-node instance.
+    if session.config.option.collectonly:
         return
-    _up_result.append(devcluster("up", timeout=UP_TIMEOUT_S, check=False))
+    if any("cluster" in getattr(i, "fixturenames", ()) for i in session.items):
+        _up_result["single"] = _up_single()
+    if any("multinode_cluster" in getattr(i, "fixturenames", ()) for i in session.items):
+        _up_result["multinode"] = _up_multinode()
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Cluster:
-    proc = _up_result[0] if _up_result else devcluster("up", timeout=UP_TIMEOUT_S, check=False)
+def _cluster_from(proc: subprocess.CompletedProcess[str], instance: str | None) -> Cluster:
     if proc.returncode != 0:
         # pytest.fail, never skip: an e2e run without a cluster must not look green.
         pytest.fail(
@@ -145,11 +176,21 @@ def cluster() -> Cluster:
         )
     env = dict(
         line.removeprefix("export ").split("=", 1)
-        for line in devcluster("env").stdout.splitlines()
+        for line in devcluster("env", instance=instance).stdout.splitlines()
         if "=" in line
     )
     bin_dir = Path(env["PATH"].split(":", 1)[0])
-    return Cluster(kubeconfig=Path(env["KUBECONFIG"]), bin_dir=bin_dir)
+    return Cluster(kubeconfig=Path(env["KUBECONFIG"]), bin_dir=bin_dir, instance=instance)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    return _cluster_from(_up_result.get("single") or _up_single(), None)
+
+
+@pytest.fixture(scope="session")
+def multinode_cluster() -> Cluster:
+    return _cluster_from(_up_result.get("multinode") or _up_multinode(), MULTINODE_INSTANCE)
 
 
 @pytest.fixture(scope="session")
@@ -186,30 +227,22 @@ class EchoApp:
         return str(self.service["spec"]["clusterIP"])
 
 
-def echo_manifest(
+def echo_deployment(
     name: str,
     *,
     replicas: int = 3,
-    service_spec: str = "",
-    ports: str = "",
     env: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    pod_spec: str = "",
 ) -> str:
-    """YAML of an echo Deployment (+ Service when `service_spec` or `ports` is given).
-
-    `ports` replaces the default Service ports (http 80 -> named targetPort http, tcp 9000, udp 9001);
-    `service_spec` adds lines to the Service's spec (e.g. "sessionAffinity: ClientIP").
-    """
+    """YAML of an echo Deployment: pods labelled app=NAME (plus `labels`); `pod_spec` adds lines to the pod
+    template's spec (placement, lifecycle), at the indentation of `containers:`."""
     extra_env = "".join(
         f"\n            - {{name: {k}, value: {json.dumps(v)}}}" for k, v in (env or {}).items()
     )
-    ports = (
-        ports
-        or """\
-    - {name: http, port: 80, targetPort: http, protocol: TCP}
-    - {name: tcp, port: 9000, targetPort: tcp, protocol: TCP}
-    - {name: udp, port: 9001, targetPort: udp, protocol: UDP}"""
-    )
-    deployment = f"""\
+    pod_labels = ", ".join(f"{k}: {v}" for k, v in {"app": name, **(labels or {})}.items())
+    extra_spec = "".join(f"      {line}\n" for line in textwrap.dedent(pod_spec).strip().splitlines())
+    return f"""\
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -221,10 +254,11 @@ spec:
     matchLabels: {{app: {name}}}
   template:
     metadata:
-      labels: {{app: {name}}}
+      labels: {{{pod_labels}}}
     spec:
       terminationGracePeriodSeconds: 1
       enableServiceLinks: false
+{extra_spec}\
       containers:
         - name: echo
           image: {ECHO_IMAGE}
@@ -244,6 +278,29 @@ spec:
             tcpSocket: {{port: 8080}}
             periodSeconds: 1
 """
+
+
+def echo_manifest(
+    name: str,
+    *,
+    replicas: int = 3,
+    service_spec: str = "",
+    ports: str = "",
+    env: dict[str, str] | None = None,
+) -> str:
+    """YAML of an echo Deployment and its Service.
+
+    `ports` replaces the default Service ports (http 80 -> named targetPort http, tcp 9000, udp 9001);
+    `service_spec` adds lines to the Service's spec (e.g. "sessionAffinity: ClientIP").
+    """
+    ports = (
+        ports
+        or """\
+    - {name: http, port: 80, targetPort: http, protocol: TCP}
+    - {name: tcp, port: 9000, targetPort: tcp, protocol: TCP}
+    - {name: udp, port: 9001, targetPort: udp, protocol: UDP}"""
+    )
+    deployment = echo_deployment(name, replicas=replicas, env=env)
     spec_lines = "".join(f"  {line}\n" for line in textwrap.dedent(service_spec).strip().splitlines())
     service = f"""\
 ---
@@ -307,8 +364,12 @@ def deploy_echo(cluster: Cluster) -> Callable[..., EchoApp]:
     return deploy
 
 
-def start_client_pod(cluster: Cluster, namespace: str, name: str = "client", timeout: float = 60.0) -> str:
-    """An idle pod of the echo image (no echo Service selects it) to exec clients in; returns its name."""
+def start_client_pod(
+    cluster: Cluster, namespace: str, name: str = "client", timeout: float = 60.0, node: str | None = None
+) -> str:
+    """An idle pod of the echo image (no echo Service selects it) to exec clients in, on `node` if given;
+    returns its name."""
+    placement = f"nodeSelector: {{kubernetes.io/hostname: {node}}}" if node else ""
     cluster.apply(
         f"""\
         apiVersion: v1
@@ -317,6 +378,7 @@ def start_client_pod(cluster: Cluster, namespace: str, name: str = "client", tim
           name: {name}
           labels: {{role: e2e-client}}
         spec:
+          {placement}
           terminationGracePeriodSeconds: 0
           enableServiceLinks: false
           containers:
@@ -369,7 +431,8 @@ def run_echo_client(
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Every test here is e2e, and the lifecycle test (down, then up again) must run after all the others.
+    # Every test here is e2e, and the lifecycle tests (down, then up again; the multi-node one's down) must
+    # run after all the others of their cluster.
     for item in items:
         if Path(str(item.fspath)).parent == Path(__file__).parent:
             item.add_marker(pytest.mark.e2e)

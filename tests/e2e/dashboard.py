@@ -25,6 +25,14 @@ REPO = Path(__file__).resolve().parents[2]
 LINK_ADDRESS = "198.18.255.254"  # the node namespace's side of the host link
 KUBECONFIG = "/var/lib/svcscope-devcluster/admin.kubeconfig"
 TERMINAL = ("done", "cancelled", "failed", "timed_out")
+# This dashboard runs with the admin kubeconfig: its write features would be tested with credentials no user
+# has. They are tested through the installed chart and its RBAC instead (tests/e2e/released.py).
+WRITE_FEATURES = (
+    "SVCSCOPE_PROBE_ORIGINS",
+    "SVCSCOPE_ALLOW_AFFINITY_PATCH",
+    "SVCSCOPE_WRITABLE_NAMESPACES",
+    "SVCSCOPE_PROBE_POD_NAMESPACE",
+)
 
 
 @dataclass
@@ -97,6 +105,11 @@ def start_dashboard(
     port: int | None = None, *, env: dict[str, str] | None = None, timeout: float = 60.0
 ) -> Dashboard:
     """uvicorn with the app factory inside the node namespace (``python -m devcluster exec``)."""
+    if enabled := [k for k in WRITE_FEATURES if (env or {}).get(k)]:
+        raise AssertionError(
+            f"{', '.join(enabled)}: a write feature runs here with the admin kubeconfig; test it through "
+            "the chart with its own RBAC (tests/e2e/released.py)"
+        )
     port = port or 18000 + os.getpid() % 1000
     log_path = Path(f"/tmp/svcscope-probe-dashboard-{port}.log")
     settings = {

@@ -1,28 +1,29 @@
 """Flip a Service's session affinity from the dashboard and watch kube-proxy follow (real cluster).
 
-The dashboard runs in the node namespace with SVCSCOPE_ALLOW_AFFINITY_PATCH=true (the admin kubeconfig
-may patch Services); the flip goes through its POST, the new value comes back through its watch.
+The dashboard is the chart installed into the test's namespace with rbac.patchServices and that namespace
+writable (its own ServiceAccount may patch Services there and nowhere else), reached through
+``kubectl port-forward``; the flip goes through its POST, the new value comes back through its watch.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Cluster, EchoApp
-from tests.e2e.dashboard import Dashboard, deployed, hits, probe_body, start_dashboard
+from tests.e2e.dashboard import Dashboard, deployed, hits, probe_body
+from tests.e2e.released import released_dashboard
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
-@pytest.fixture(scope="module")
-def affinity_dashboard() -> Iterator[Dashboard]:
-    dash = start_dashboard(19000 + os.getpid() % 1000, env={"SVCSCOPE_ALLOW_AFFINITY_PATCH": "true"})
-    yield dash
-    dash.stop()
+@pytest.fixture
+def affinity_dashboard(cluster: Cluster, namespace: str) -> Iterator[Dashboard]:
+    sets = ("rbac.patchServices=true", f"rbac.writableNamespaces={{{namespace}}}")
+    with released_dashboard(cluster, namespace, *sets) as (_, dash):
+        yield dash
 
 
 def flip(

@@ -14,7 +14,15 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import TCP_BANNER_SCRIPT, Cluster, EchoApp, devcluster, run_echo_client, wait_for
+from tests.e2e.conftest import (
+    PROXY_MODE,
+    TCP_BANNER_SCRIPT,
+    Cluster,
+    EchoApp,
+    devcluster,
+    run_echo_client,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -28,6 +36,18 @@ def test_node_is_ready(cluster: Cluster) -> None:
     assert conditions["Ready"] == "True"
     status = devcluster("status", check=False)
     assert status.returncode == 0, status.stdout
+
+
+def test_kube_proxy_programs_the_mode_it_was_asked_for(cluster: Cluster, kube_exec_in_netns) -> None:
+    # SVCSCOPE_E2E_PROXY_MODE picks the mode (`up --proxy-mode`); the other mode's rules must be absent.
+    nat = kube_exec_in_netns("iptables-save", "-t", "nat").stdout
+    tables = kube_exec_in_netns("nft", "list", "tables", check=False).stdout
+    if PROXY_MODE == "nftables":
+        assert "table ip kube-proxy" in tables, tables
+        assert "KUBE-SERVICES" not in nat
+    else:
+        assert "KUBE-SERVICES" in nat
+        assert "kube-proxy" not in tables
 
 
 def _wait_answering(cluster: Cluster, ns: str, pod: str, url: str) -> None:
@@ -131,10 +151,14 @@ def test_clusterip_ignores_ping_but_answers_tcp(
     # Control: ping itself works in the node's namespace (a pod IP answers) ...
     ok = kube_exec_in_netns("busybox", "ping", "-c", "1", "-W", "2", pod_ip, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    # ... but a ClusterIP is only a DNAT rule for its ports: ICMP echo gets no answer.
+    # ... but a ClusterIP is only a DNAT rule for its ports: ICMP echo gets no answer. In nftables mode
+    # kube-proxy also drops whatever else is sent to a ClusterIP, which a sender on the node sees at once.
     lost = kube_exec_in_netns("busybox", "ping", "-c", "3", "-W", "1", app.cluster_ip, check=False)
     assert lost.returncode != 0
-    assert "100% packet loss" in lost.stdout, lost.stdout
+    if PROXY_MODE == "nftables":
+        assert "Operation not permitted" in lost.stderr, lost.stdout + lost.stderr
+    else:
+        assert "100% packet loss" in lost.stdout, lost.stdout
     banner = wait_for(
         lambda: kube_exec_in_netns("python3", "-c", TCP_BANNER_SCRIPT, app.cluster_ip, "9000").stdout,
         30,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.web.security import make_csrf_token
-from tests.e2e.conftest import Cluster, EchoApp, start_client_pod
+from tests.e2e.conftest import Cluster, EchoApp
 from tests.e2e.dashboard import (
     LINK_ADDRESS,
     Dashboard,
@@ -30,12 +30,7 @@ ERROR_KINDS = {"refused", "reset", "timeout", "closed", "no_endpoints", "unreach
 
 @pytest.fixture(scope="module")
 def dashboard(cluster: Cluster) -> Iterator[Dashboard]:
-    dash = start_dashboard(
-        env={
-            "SVCSCOPE_PROBE_ORIGINS": "probe-pod,exec",
-            "SVCSCOPE_PROBE_POD_IMAGE": "localhost/svcscope-echo:dev",
-        }
-    )
+    dash = start_dashboard()
     yield dash
     dash.stop()
 
@@ -320,49 +315,3 @@ def test_live_stream_delivers_every_result(
     assert cells == 2000 and events[-1] == "done"
     assert first_hit_s is not None and first_hit_s < 5.0
     print(f"\nstream: {len(events)} events, first hit after {first_hit_s * 1000:.0f} ms")
-
-
-def test_probe_pod_and_exec_origins(
-    cluster: Cluster, dashboard: Dashboard, deploy_echo: Callable[..., EchoApp], namespace: str
-) -> None:
-    """The other ways of testing from inside a cluster: a pod that sends requests and logs the answers;
-    exec in an existing pod."""
-    app = deployed(deploy_echo, dashboard, namespace)
-    run = dashboard.probe(**probe_body(app, count=60, concurrency=1, origin="probe-pod"), timeout=180)
-    assert run["status"] == "done", run["error"]
-    assert run["spec"]["origin"] == "probe-pod" and run["errors"] == {} and run["attributed"] == 60
-    assert sum(1 for n in hits(run).values() if n) == 3, hits(run)
-    # The probe pod is deleted afterwards.
-    cluster.wait_for(
-        lambda: not cluster.pods(namespace, "app.kubernetes.io/component=probe"),
-        60,
-        "the probe pod to go away",
-    )
-    client = start_client_pod(cluster, namespace)
-    dashboard.wait_endpoints(namespace, app.name, 3)
-    cluster.wait_for(
-        lambda: (
-            dashboard.http.post(
-                "/api/v1/probes", json=probe_body(app, count=1, concurrency=1, origin="exec", exec_pod="nope")
-            ).status_code
-            == 422
-        ),
-        10,
-        "an unknown exec pod refused",
-    )
-
-    def exec_run() -> dict[str, Any]:
-        r = dashboard.http.post(
-            "/api/v1/probes", json=probe_body(app, count=30, concurrency=1, origin="exec", exec_pod=client)
-        )
-        # 422 until the dashboard's cache has the client pod Running
-        return dashboard.wait_run(r.json()["id"]) if r.status_code == 202 else {}
-
-    run = cluster.wait_for(exec_run, 30, "an exec run to start")
-    assert run["status"] == "done", run["error"]
-    assert run["attributed"] == 30 and sum(1 for n in hits(run).values() if n) >= 2, hits(run)
-    # Reuse from a pod: one keep-alive connection, one pod.
-    run = dashboard.probe(
-        **probe_body(app, count=30, concurrency=1, origin="exec", exec_pod=client, reuse=True)
-    )
-    assert [n for n in hits(run).values() if n] == [30]

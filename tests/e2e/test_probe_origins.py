@@ -4,13 +4,13 @@ Each origin is a different client to kube-proxy. With ``sessionAffinity: ClientI
 to one pod (maybe a different one per origin), and the comparison shows them side by side; with
 ``None`` every origin spreads over the replicas again.
 
-The dashboard runs in the node namespace (like tests/e2e/test_probe.py); its "pod" is named through
-POD_NAME/POD_IP as the Downward API would, with the address the kernel picks towards the Service CIDR.
+The dashboard is the chart installed into the test's namespace with its own ServiceAccount and RBAC
+(probe pods there, exec and writes only there), reached through ``kubectl port-forward``; its pod is the
+client of its own runs.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -20,37 +20,21 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import ECHO_IMAGE, Cluster, EchoApp
-from tests.e2e.dashboard import Dashboard, deployed, hits, probe_body, start_dashboard, wait_serving
+from tests.e2e.conftest import Cluster, EchoApp
+from tests.e2e.dashboard import Dashboard, deployed, hits, probe_body, wait_serving
+from tests.e2e.released import dashboard_pod, released_dashboard
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 COUNT = 30
-DASHBOARD_POD = "e2e-origins-dashboard"
-SERVICE_PROBE = "198.19.0.10"  # kube-dns's ClusterIP: only to ask the kernel for the source address
 
 
-def source_address(cluster: Cluster) -> str:
-    """The address the node namespace sends from towards the Service CIDR (what kube-proxy sees)."""
-    out = cluster.exec_in_netns("ip", "-o", "route", "get", SERVICE_PROBE).stdout
-    match = re.search(r"\bsrc (\S+)", out)
-    assert match, out
-    return match.group(1)
-
-
-@pytest.fixture(scope="module")
-def origins_dashboard(cluster: Cluster) -> Iterator[Dashboard]:
-    dash = start_dashboard(
-        17000 + os.getpid() % 1000,
-        env={
-            "SVCSCOPE_PROBE_ORIGINS": "probe-pod,exec",
-            "SVCSCOPE_PROBE_POD_IMAGE": ECHO_IMAGE,
-            "POD_NAME": DASHBOARD_POD,
-            "POD_IP": source_address(cluster),
-        },
-    )
-    yield dash
-    dash.stop()
+@pytest.fixture
+def origins_dashboard(cluster: Cluster, namespace: str) -> Iterator[tuple[Dashboard, dict[str, Any]]]:
+    """The dashboard and its pod (the client of its own runs)."""
+    sets = ("rbac.probePods=true", "rbac.exec=true", f"rbac.writableNamespaces={{{namespace}}}")
+    with released_dashboard(cluster, namespace, *sets) as (release, dash):
+        yield dash, dashboard_pod(cluster, release)
 
 
 def answering(run: dict[str, Any]) -> dict[str, int]:
@@ -107,12 +91,12 @@ def follow_recent_runs(
 
 def test_compare_origins_client_ip_then_none(
     cluster: Cluster,
-    origins_dashboard: Dashboard,
+    origins_dashboard: tuple[Dashboard, dict[str, Any]],
     deploy_echo: Callable[..., EchoApp],
     namespace: str,
     client_pod: str,
 ) -> None:
-    dash = origins_dashboard
+    dash, own = origins_dashboard
     app = deployed(deploy_echo, dash, namespace, service_spec="sessionAffinity: ClientIP\n")
     client_ip = cluster.get("pod", client_pod, "-n", namespace)["status"]["podIP"]
 
@@ -132,7 +116,7 @@ def test_compare_origins_client_ip_then_none(
         assert "consistent with ClientIP affinity" in run["verdict"], run["verdict"]
 
     clients = [run["client"] for run in runs]
-    assert clients[0] == {"pod": DASHBOARD_POD, "ip": source_address(cluster)}
+    assert clients[0] == {"pod": own["metadata"]["name"], "ip": own["status"]["podIP"]}
     assert clients[1]["pod"] == f"svcscope-probe-{from_pod['id']}"
     assert clients[2] == {"pod": client_pod, "ip": client_ip}
     assert len({(c["pod"], c["ip"]) for c in clients}) == 3, clients

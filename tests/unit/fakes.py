@@ -8,9 +8,10 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.config import Settings
 from app.domain import (
@@ -33,6 +34,7 @@ from app.lifespan import limits_from
 from app.probe.runner import ProbeRunner
 from app.probe.spec import Limits
 from app.probe.watchrun import WatchBounds
+from app.writepolicy import Write
 
 NS = "demo"
 
@@ -62,6 +64,8 @@ class FakeView:
     services: dict[ObjectKey, Service] = field(default_factory=dict)
     slices: dict[ObjectKey, list[EndpointSlice]] = field(default_factory=dict)
     pods: dict[ObjectKey, Pod] = field(default_factory=dict)
+    hosts: set[str] = field(default_factory=set)  # node addresses (the pods' hostIPs)
+    gateways: set[str] = field(default_factory=set)
 
     def service(self, key: ServiceKey) -> Service | None:
         return self.services.get(key)
@@ -71,6 +75,12 @@ class FakeView:
 
     def pod(self, key: ObjectKey) -> Pod | None:
         return self.pods.get(key)
+
+    def host_addresses(self) -> frozenset[str]:
+        return frozenset(self.hosts)
+
+    def gateway_addresses(self) -> frozenset[str]:
+        return frozenset(self.gateways)
 
     def add_service(self, svc: Service) -> None:
         self.services[svc.key] = svc
@@ -302,3 +312,48 @@ async def make_cluster(n: int, mode: Mode = "normal", **service_kw: object) -> A
             routes[(ip, 9000)] = ("127.0.0.1", e.tcp_port)
             routes[(ip, 9001)] = ("127.0.0.1", e.udp_port)
         yield Cluster(view, echoes, http_lb, tcp_lb, routes)
+
+
+def record_line(seq: int, identity: str | None = None, error: str | None = None, **fields: object) -> str:
+    """One ``--format json`` output line of the echo client (``app.echo.record``)."""
+    from app.echo.record import Record
+
+    values: dict[str, Any] = {"latency_ms": 1.5, "conn": seq, **fields}
+    return Record(seq, "http", identity=identity, error=error, **values).json_line()
+
+
+class FakeRemote:
+    """The echo client in a pod: yields ``lines`` (after ``gate`` is set, if given), records its calls."""
+
+    def __init__(self, lines: Sequence[str], *, gate: asyncio.Event | None = None) -> None:
+        self.lines = list(lines)
+        self.gate = gate
+        self.calls: list[tuple[str | None, str | None, list[str]]] = []
+        self.names: list[str | None] = []
+        self.refused: dict[tuple[Write, str], str] = {}  # (write, namespace) -> reason
+        self.closed = 0  # streams closed (cleanly or early): the pod deleted / the exec closed
+
+    def refusal(self, write: Write, namespace: str, name: str) -> str | None:
+        return self.refused.get((write, namespace))
+
+    async def _lines(self) -> AsyncGenerator[str, None]:
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            for line in self.lines:
+                yield line
+        finally:
+            self.closed += 1
+
+    def probe_pod(
+        self, argv: Sequence[str], budget_s: float, *, name: str | None = None
+    ) -> AsyncGenerator[str, None]:
+        self.names.append(name)
+        self.calls.append((None, None, list(argv)))
+        return self._lines()
+
+    def exec_in_pod(
+        self, namespace: str, pod: str, argv: Sequence[str], budget_s: float
+    ) -> AsyncGenerator[str, None]:
+        self.calls.append((namespace, pod, list(argv)))
+        return self._lines()

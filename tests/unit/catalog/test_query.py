@@ -65,7 +65,7 @@ def test_type_filter_headless_is_part_of_cluster_ip():
     def names(q: ServiceQuery) -> list[str]:
         return [s.key.name for s in run_query(cache, q).services]
 
-    assert names(ServiceQuery(types=frozenset({TypeFilter.CLUSTER_IP}))) == ["db", "peers", "web"]
+    assert names(ServiceQuery(types=frozenset({TypeFilter.CLUSTER_IP}))) == ["db", "web"]
     assert names(ServiceQuery(types=frozenset({TypeFilter.HEADLESS}))) == ["peers"]
     assert names(ServiceQuery(types=frozenset({TypeFilter.EXTERNAL_NAME}))) == ["ext"]
     assert names(ServiceQuery(sort=SortField.ENDPOINTS, descending=True))[0] == "web"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 from app.domain import ObjectKey
 from app.kube import convert
 from app.kube.cache import Change, Kind, ServiceCache
@@ -86,3 +88,19 @@ def test_subscribers_see_versions_and_a_broken_subscriber_does_not_break_writes(
     fill(cache, services=[svc("a")], slices=[eps("a-1", "a", [])])
     assert [c.version for c in seen] == [1, 2]
     assert seen[1].kind is Kind.ENDPOINTSLICES and seen[1].service == K("default", "a")
+
+
+def test_node_addresses_and_likely_gateways_from_the_pods():
+    cache = ServiceCache()
+    web = convert.pod_from_api(pod("web-0", ip="198.18.0.10"))
+    other_node = convert.pod_from_api(pod("web-1", ip="198.18.1.7"))
+    host_net = convert.pod_from_api(pod("proxy-0", ip="198.18.255.1"))
+    cache.upsert_pod(dataclasses.replace(web, host_ip="198.18.255.1"))
+    cache.upsert_pod(dataclasses.replace(other_node, host_ip="198.18.255.2"))
+    cache.upsert_pod(dataclasses.replace(host_net, host_ip="198.18.255.1"))  # hostNetwork: no gateway
+    assert cache.host_addresses() == {"198.18.255.1", "198.18.255.2"}
+    assert cache.gateway_addresses() == {"198.18.0.1", "198.18.1.1"}
+    # A pod that holds the first address is a pod, not a gateway; gone pods take their addresses along.
+    cache.upsert_pod(convert.pod_from_api(pod("first", ip="198.18.1.1")))
+    cache.delete_pod(ObjectKey("default", "web-0"))
+    assert cache.gateway_addresses() == set() and cache.host_addresses() == {"198.18.255.1", "198.18.255.2"}

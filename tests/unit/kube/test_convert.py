@@ -78,6 +78,10 @@ def test_pod_fields_and_named_ports():
     assert p.resolve_port("nope") is None
     assert p.resolve_port(9000) == 9000
     assert p.resolve_port("web", Protocol.UDP) is None
+    assert p.host_ip is None
+    raw = pod("web-2")
+    raw["status"]["hostIP"] = "198.18.255.1"
+    assert convert.pod_from_api(raw).host_ip == "198.18.255.1"
 
 
 def test_model_objects_are_accepted_via_as_dict():
@@ -106,6 +110,31 @@ def test_strip_for_display_drops_managed_fields():
     raw = svc("web")
     shown = convert.strip_for_display(raw)
     assert "managedFields" not in shown["metadata"] and "managedFields" in raw["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("managed", "ip", "expected"),
+    [
+        (
+            [{"manager": "helm", "fieldsV1": {"f:spec": {"f:clusterIP": {}, "f:ports": {}}}}],
+            "198.19.200.200",
+            "helm",
+        ),
+        (
+            [{"manager": "kubectl-client-side-apply", "fieldsV1": {"f:spec": {"f:ports": {}}}}],
+            "198.19.0.7",
+            "",
+        ),
+        (None, "198.19.0.7", None),  # no managedFields sent: unknown
+        ([{"manager": "helm", "fieldsV1": {"f:spec": {"f:clusterIP": {}}}}], "None", None),  # headless
+    ],
+)
+def test_who_chose_the_cluster_ip(managed: object, ip: str, expected: str | None) -> None:
+    raw = svc("web", ip=ip)
+    raw["metadata"]["managedFields"] = managed
+    if managed is None:
+        del raw["metadata"]["managedFields"]
+    assert convert.service_from_api(raw).cluster_ip_set_by == expected
 
 
 def test_topology_hints_are_kept_as_names():

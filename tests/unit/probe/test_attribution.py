@@ -147,6 +147,9 @@ def test_rules_re2_cannot_run_are_refused_clearly(pattern: str, says: str) -> No
 REDOS_RULE = "regex:(a+)+$"
 
 
+CATASTROPHIC_S = 1.0
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -161,7 +164,9 @@ def test_regex_rules_run_in_linear_time(body: bytes) -> None:
     got = attribute(Reply(body, status=200), PODS, rule=rule)
     elapsed = time.perf_counter() - started
     assert got.pod is None and got.method is None
-    assert elapsed < 0.05, f"{elapsed * 1000:.1f} ms"
+    # Backtracking takes 80 s on the 28 bytes alone; a linear engine takes microseconds. The bound sits far
+    # from both, so a loaded machine cannot make it fail and a backtracking engine cannot make it pass.
+    assert elapsed < CATASTROPHIC_S, f"{elapsed * 1000:.1f} ms"
 
 
 def test_regex_rules_match_unicode_text_and_groups() -> None:
@@ -262,7 +267,7 @@ def test_json_depth_check_is_fast_on_any_body(body: bytes, too_deep: bool) -> No
     got = attribute(Reply(body, status=200), PODS, rule=parse_rule("json:0"))
     elapsed = time.perf_counter() - started
     assert ("nested deeper" in (got.reason or "")) is too_deep
-    assert elapsed < 0.05, f"{elapsed * 1000:.1f} ms"
+    assert elapsed < CATASTROPHIC_S, f"{elapsed * 1000:.1f} ms"
 
 
 def test_matcher_memory_stays_bounded_and_answers_stay_the_same() -> None:

@@ -105,3 +105,39 @@ def test_of_service_keeps_order_and_limit() -> None:
     runs = [replace(BASE, id=f"{i:012x}") for i in range(5)] + [replace(BASE, id="f" * 12, service="db")]
     assert [r.id for r in of_service(runs, "demo", "web", 3)] == [f"{i:012x}" for i in range(3)]
     assert [r.id for r in of_service(runs, "demo", "db")] == ["f" * 12]
+
+
+def _pinned(run_id: str, origin: str, pod: str) -> RunSnapshot:
+    return replace(PINNED, id=run_id, origin=origin, client_pod=origin, pods=(PodShare(pod, 100, 1.0, None),))
+
+
+@pytest.mark.parametrize(
+    ("runs", "expected"),
+    [
+        (
+            [
+                _pinned("a" * 12, "dashboard", "web-0"),
+                _pinned("b" * 12, "exec", "web-1"),
+                _pinned("c" * 12, "probe-pod", "web-2"),
+            ],
+            "3 clients → 3 pods, each sticky",
+        ),
+        (
+            [_pinned("a" * 12, "dashboard", "web-0"), _pinned("b" * 12, "exec", "web-0")],
+            "2 clients → one pod (web-0) for every run",
+        ),
+        (
+            [replace(BASE, p_value=0.41), replace(BASE, id="b" * 12, p_value=0.7)],
+            "spread over 2 pods in every run, p = 0.41, 0.7",
+        ),
+        (
+            [BASE, replace(BASE, id="b" * 12, status="failed", pods=())],
+            "only run aaaaaaaaaaaa has attributed replies: 2 pods: web-0 50% · web-1 50%"
+            " (1 failed run left out)",
+        ),
+    ],
+)
+def test_conclusion_in_one_line(runs: list[RunSnapshot], expected: str) -> None:
+    c = compare(runs)
+    assert c.conclusion == expected
+    assert c.failed_ids == {r.id for r in runs if r.status == "failed"}

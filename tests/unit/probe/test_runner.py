@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from app.config import Settings
-from app.domain import ObjectKey, Origin
+from app.domain import Origin
 from app.probe.run import ENDPOINTS_MAX_AGE_S, Run, RunStatus
 from app.probe.runner import ProbeRunner
 from app.probe.spec import ProbeSpec, RunLimitError, SpecError
@@ -16,6 +16,7 @@ from tests.unit.fakes import (
     SLICE_PORTS,
     WEB,
     Cluster,
+    FakeRemote,
     FakeView,
     limits,
     make_cluster,
@@ -206,69 +207,6 @@ async def test_run_stops_when_endpoints_turn_to_a_refused_address(cluster: Clust
     assert len(run.results) < 10_000
 
 
-class FakeRemote:
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
-        self.calls: list[tuple[str, str | None, list[str]]] = []
-        self.names: list[str | None] = []
-
-    async def probe_pod(
-        self, namespace: str, argv: Sequence[str], timeout_s: float, *, name: str | None = None
-    ) -> list[str]:
-        self.names.append(name)
-        self.calls.append((namespace, None, list(argv)))
-        return self.lines
-
-    async def exec_in_pod(self, namespace: str, pod: str, argv: Sequence[str], timeout_s: float) -> list[str]:
-        self.calls.append((namespace, pod, list(argv)))
-        return self.lines
-
-
-async def test_probe_pod_origin_maps_client_lines(cluster: Cluster) -> None:
-    remote = FakeRemote(["web-0", "web-1", "ERROR refused", "token=abc", "web-0"])
-    runner = ProbeRunner(cluster.view, limits(), remote=remote, origins=(Origin.PROBE_POD, Origin.EXEC))
-    run = await finished(runner.start(spec(origin=Origin.PROBE_POD, count=6, concurrency=1)))
-    s = run.summary()
-    assert run.status == RunStatus.DONE
-    assert [p.hits for p in s.pods] == [2, 1, 0]
-    assert dict(s.errors) == {"no_output": 1, "refused": 1} and s.unattributed == 1
-    ((ns, pod, argv),) = remote.calls
-    assert (ns, pod) == (NS, None)
-    assert argv[:4] == ["python3", "-m", "app.echo", "client"] and "http://198.19.0.50:80/" in argv
-    run = await finished(
-        runner.start(
-            spec(
-                origin=Origin.EXEC,
-                exec_pod="web-2",
-                port="udp",
-                protocol=ProbeProtocol.UDP,
-                count=1,
-                concurrency=1,
-            )
-        )
-    )
-    assert remote.calls[-1][1] == "web-2" and "--udp" in remote.calls[-1][2]
-
-
-async def test_runs_know_their_client(cluster: Cluster) -> None:
-    """Comparing origins needs to know which client kube-proxy saw: the pod (and IP) per origin."""
-    remote = FakeRemote(["web-0"])
-    runner = ProbeRunner(
-        cluster.view,
-        limits(),
-        remote=remote,
-        origins=(Origin.PROBE_POD, Origin.EXEC),
-        dashboard_pod="svcscope-abc",
-        dashboard_ip="198.18.0.99",
-    )
-    run = await finished(runner.start(spec(count=3, concurrency=1)))
-    assert (run.client_pod, run.client_ip) == ("svcscope-abc", "198.18.0.99")
-    run = await finished(runner.start(spec(origin=Origin.PROBE_POD, count=1, concurrency=1)))
-    assert run.client_pod == f"svcscope-probe-{run.id}" and remote.names == [run.client_pod]
-    run = await finished(runner.start(spec(origin=Origin.EXEC, exec_pod="web-2", count=1, concurrency=1)))
-    assert run.client_pod == "web-2" and run.client_ip == cluster.view.pods[ObjectKey(NS, "web-2")].pod_ip
-
-
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
@@ -309,3 +247,17 @@ async def test_attribution_cache_forgets_on_endpoint_change(cluster: Cluster) ->
     assert run.attribute(reply).pod is None  # the endpoints read a moment ago still hold
     now[0] += ENDPOINTS_MAX_AGE_S  # then they are re-read
     assert run.attribute(reply).pod == "web-7"
+
+
+async def test_a_calibration_is_reused_for_the_same_pods_briefly() -> None:
+    """A second run against the same pods at the same addresses skips the direct probes."""
+    async for c in make_cluster(3, "anonymous"):
+        runner = c.runner()
+        first = await finished(runner.start(spec()))
+        second = await finished(runner.start(spec()))
+        assert first.calibration.mode == second.calibration.mode == "fingerprint"
+        assert "ago" not in first.calibration.note
+        assert "s ago, same pods at the same addresses" in second.calibration.note
+        assert [p.hits for p in second.summary().pods] == [20, 20, 20]  # the remembered fingerprints work
+        other = await finished(runner.start(spec(path="/other")))
+        assert "ago" not in other.calibration.note  # another request: calibrated afresh

@@ -158,3 +158,48 @@ def test_endpoints_changed_and_gone_pods() -> None:
 )
 def test_empty_verdicts(results: list[Outcome], verdict: str) -> None:
     assert verdict in summarize(results, shape(), PODS).verdict
+
+
+# -- what the badge and verdict say, and where an even share is the expectation ------------------
+
+
+def _outcomes(kinds: list[str | None]) -> list[Outcome]:
+    return [
+        Outcome(seq=i, pod="web-0" if k is None else None, error=k, latency_ms=1.0, connection=i)
+        for i, k in enumerate(kinds)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kinds", "status", "badge", "level"),
+    [
+        ([None, None], "done", "done", "ok"),
+        (["timeout", "timeout"], "done", "failed · all errors", "bad"),
+        ([None, "refused"], "done", "partial · 1 of 2 failed", "warn"),
+        ([], "done", "failed · no requests", "bad"),
+        ([], "failed", "failed", "bad"),
+        (["refused"], "running", "running · errors", "warn"),
+    ],
+)
+def test_badge_says_what_happened(kinds: list[str | None], status: str, badge: str, level: str) -> None:
+    s = summarize(_outcomes(kinds), shape(finished=status != "running"), PODS)
+    assert s.badge(status) == (badge, level)
+
+
+def test_expected_share_only_where_an_even_spread_is_expected() -> None:
+    outcomes = _outcomes([None] * 10)
+    assert summarize(outcomes, shape(), PODS).pods[0].expected_share == pytest.approx(1 / 3)
+    for other in (shape(session_affinity="ClientIP"), shape(reuse=True)):
+        assert all(p.expected_share is None for p in summarize(outcomes, other, PODS).pods)
+
+
+def test_http_against_a_raw_tcp_port_is_diagnosed() -> None:
+    s = summarize(_outcomes(["bad_response"] * 20), shape(), PODS)
+    assert s.verdict.startswith("this port does not speak HTTP") and "Try TCP" in s.verdict
+    tcp = summarize(_outcomes(["bad_response"] * 20), shape(protocol="TCP"), PODS)
+    assert "does not speak HTTP" not in tcp.verdict
+
+
+def test_a_finished_run_without_results_does_not_say_not_yet() -> None:
+    assert summarize([], shape(), PODS).verdict == "no results yet"
+    assert "failed before any request" in summarize([], shape(finished=True), PODS).verdict

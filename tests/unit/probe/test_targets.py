@@ -1,8 +1,20 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from app.domain import EndpointPort, ObjectKey, Protocol, ServicePort, ServiceType
+from app.domain import (
+    Endpoint,
+    EndpointConditions,
+    EndpointPort,
+    EndpointSlice,
+    ObjectKey,
+    Protocol,
+    ServicePort,
+    ServiceType,
+    TargetRef,
+)
 from app.probe.targets import (
     ForbiddenAddress,
     NotProbeable,
@@ -14,7 +26,7 @@ from app.probe.targets import (
     forbidden_reason,
     resolve,
 )
-from tests.unit.fakes import NS, make_service, web_view
+from tests.unit.fakes import NS, FakeView, make_pod, make_service, web_view
 
 WEB = ObjectKey(NS, "web")
 MULTI_PORTS = (
@@ -145,4 +157,74 @@ def test_service_routed_to_refused_endpoint(address: str, reason: str) -> None:
     view = web_view(1)
     view.set_endpoints(WEB, [("web-0", address)], [EndpointPort("http", 8080)], watched=False)
     with pytest.raises(ForbiddenAddress, match=reason):
+        resolve(view, WEB, "http", ProbeProtocol.HTTP)
+
+
+NODE = "198.18.254.1"  # a node's address as the pods report it (hostIP)
+GATEWAY = "198.18.0.1"  # the pod network's gateway on that node
+
+
+def node_view() -> FakeView:
+    view = web_view(2)
+    view.hosts.add(NODE)
+    view.gateways.add(GATEWAY)
+    return view
+
+
+def hand_made(view: FakeView, address: str, port: int, *, ref: TargetRef | None = None) -> None:
+    """A selector-less Service's EndpointSlice written by hand: one address, one port."""
+    view.slices[WEB] = [
+        EndpointSlice(
+            key=ObjectKey(NS, "web-manual"),
+            service_name="web",
+            address_type="IPv4",
+            endpoints=(Endpoint((address,), EndpointConditions(True, True, False), target_ref=ref),),
+            ports=(EndpointPort("http", port),),
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "words"),
+    [
+        (NODE, 6443, f"its endpoint {NODE}:6443 — {NODE} is a node's address, not a pod of this Service"),
+        (NODE, 10250, f"{NODE}:10250 is a node's kubelet"),
+        ("198.18.254.254", 6443, "198.18.254.254 is in the nodes' own network (next to node 198.18.254.1)"),
+        (GATEWAY, 8080, f"{GATEWAY} is a node's pod-network gateway"),
+        ("198.18.0.77", 10250, "port 10250 is the kubelet's and 198.18.0.77 is not a pod of this Service"),
+    ],
+)
+def test_nodes_gateways_and_the_kubelet_are_refused(address: str, port: int, words: str) -> None:
+    view = node_view()
+    hand_made(view, address, port)
+    with pytest.raises(ForbiddenAddress, match=re.escape(words)):
+        resolve(view, WEB, "http", ProbeProtocol.HTTP)
+
+
+def test_a_host_network_pod_of_the_service_is_probed_but_never_its_kubelet_port() -> None:
+    """A hostNetwork backend's endpoint is the node's address: allowed as that pod's own address only."""
+    view = node_view()
+    view.pods[ObjectKey(NS, "edge-0")] = make_pod("edge-0", NODE)
+    hand_made(view, NODE, 8080, ref=TargetRef("Pod", NS, "edge-0"))
+    target = resolve(view, WEB, "http", ProbeProtocol.HTTP)
+    assert direct_target(view, target, NODE) == (NODE, 8080)
+    hand_made(view, NODE, 10250, ref=TargetRef("Pod", NS, "edge-0"))
+    with pytest.raises(ForbiddenAddress, match="kubelet"):
+        resolve(view, WEB, "http", ProbeProtocol.HTTP)
+
+
+def test_a_pod_of_another_namespace_is_not_the_services_pod() -> None:
+    """The API does not check a targetRef: one naming a pod elsewhere is neither shown nor probed as ours."""
+    view = node_view()
+    view.pods[ObjectKey("kube-system", "coredns-0")] = make_pod("coredns-0", "198.18.0.2", "kube-system")
+    hand_made(view, "198.18.0.2", 53, ref=TargetRef("Pod", "kube-system", "coredns-0"))
+    target = resolve(view, WEB, "http", ProbeProtocol.HTTP)
+    (b,) = backends(view, target)
+    assert b.pod is None and not b.directly_probeable
+    with pytest.raises(ForbiddenAddress, match="not a watched Pod"):
+        direct_target(view, target, "198.18.0.2")
+    # ... nor does it make a node address probe-able
+    view.pods[ObjectKey("kube-system", "apiserver-0")] = make_pod("apiserver-0", NODE, "kube-system")
+    hand_made(view, NODE, 6443, ref=TargetRef("Pod", "kube-system", "apiserver-0"))
+    with pytest.raises(ForbiddenAddress, match="node's address"):
         resolve(view, WEB, "http", ProbeProtocol.HTTP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,10 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.kube.actions import ActionError, AffinityChange, Refusal
+from app.kube import convert
+from app.kube.actions import ActionError, AffinityChange, RecordedChange, Refusal
 from app.main import create_app
 from app.web.security import make_csrf_token
-from tests.unit.kube.objects import demo_cache
+from tests.unit.kube.objects import demo_cache, svc
 
 SECRET = "test"
 API = "/api/v1/services/shop/db/session-affinity"
@@ -20,20 +22,34 @@ FORM = "/services/shop/db/session-affinity"
 
 
 class FakeActions:
-    def __init__(self, error: ActionError | None = None) -> None:
+    def __init__(self, error: ActionError | None = None, event_error: ActionError | None = None) -> None:
         self.error = error
+        self.event_error = event_error
         self.calls: list[tuple[str, str, AffinityChange]] = []
+        self.events: list[tuple[str, str, str | None, RecordedChange]] = []
 
     async def patch_session_affinity(self, namespace: str, name: str, change: AffinityChange) -> None:
         self.calls.append((namespace, name, change))
         if self.error is not None:
             raise self.error
 
+    async def record_affinity_change(
+        self, namespace: str, name: str, uid: str | None, change: RecordedChange
+    ) -> None:
+        if self.event_error is not None:
+            raise self.event_error
+        self.events.append((namespace, name, uid, change))
 
-def make_client(enabled: bool = True, actions: Any = None) -> Iterator[tuple[TestClient, FakeActions]]:
+
+def make_client(
+    enabled: bool = True, actions: Any = None, writable: tuple[str, ...] = ("shop", "kube-system", "default")
+) -> Iterator[tuple[TestClient, FakeActions]]:
     fake = actions if actions is not None else FakeActions()
-    settings = Settings(csrf_secret=SECRET, allow_affinity_patch=enabled)
-    app = create_app(settings, cache=demo_cache(), start_watchers=False)
+    settings = Settings(csrf_secret=SECRET, allow_affinity_patch=enabled, writable_namespaces=list(writable))
+    cache = demo_cache()
+    for name, ns, ip in (("kube-dns", "kube-system", "198.19.0.10"), ("kubernetes", "default", "198.19.0.1")):
+        cache.upsert_service(convert.service_from_api(svc(name, ns, ip=ip, selector={"app": name})))
+    app = create_app(settings, cache=cache, start_watchers=False)
     app.state.svc.actions = fake  # set before startup: the lifespan then builds no real client
     with TestClient(app, base_url="http://localhost") as c:
         yield c, fake
@@ -162,7 +178,7 @@ def test_api_action_errors_keep_their_status(error: ActionError, status: int) ->
 def test_api_without_a_write_client_is_503() -> None:
     for c, _ in make_client():
         c.app.state.svc.actions = None  # type: ignore[attr-defined]
-        assert c.post(API, json={"session_affinity": "None"}).status_code == 503
+        assert c.post(API, json={"session_affinity": "ClientIP"}).status_code == 503
 
 
 # -- form and page
@@ -179,11 +195,16 @@ def test_htmx_form_shows_the_result_in_place(client: tuple[TestClient, FakeActio
     token = make_csrf_token(SECRET)
     hx = {"HX-Request": "true"}
     r = c.post(
-        FORM, data={"csrf_token": token, "session_affinity": "ClientIP", "timeout_s": "90"}, headers=hx
+        FORM,
+        data={"csrf_token": token, "session_affinity": "ClientIP", "timeout_s": "90", "confirm": "yes"},
+        headers=hx,
     )
     assert r.status_code == 200 and 'data-status="200"' in r.text
     assert "timeout 90 s" in r.text and "new connections" in r.text
     assert fake.calls == [("shop", "db", AffinityChange("ClientIP", 90))]
+    # The whole panel comes back: the new value is current, the change is listed.
+    assert 'id="affinity"' in r.text and "Current: <code>ClientIP</code>, timeout 90 s" in r.text
+    assert "None → ClientIP (90 s)" in r.text and "testclient" in r.text
     r = c.post(FORM, data={"csrf_token": token, "session_affinity": "ClientIP", "timeout_s": "0"}, headers=hx)
     assert r.headers["X-Affinity-Status"] == "422" and "between 1 and 86400" in r.text
     r = c.post(FORM, data={"csrf_token": token, "session_affinity": "<b>x</b>"}, headers=hx)
@@ -193,10 +214,10 @@ def test_htmx_form_shows_the_result_in_place(client: tuple[TestClient, FakeActio
 
 def test_plain_form_redirects_to_the_service(client: tuple[TestClient, FakeActions]) -> None:
     c, fake = client
-    data = {"csrf_token": make_csrf_token(SECRET), "session_affinity": "None", "timeout_s": "90"}
+    data = {"csrf_token": make_csrf_token(SECRET), "session_affinity": "ClientIP", "confirm": "yes"}
     r = c.post(FORM, data=data, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/services/shop/db"
-    assert fake.calls == [("shop", "db", AffinityChange("None"))]
+    assert fake.calls == [("shop", "db", AffinityChange("ClientIP"))]
 
 
 def test_service_page_shows_the_form_only_when_enabled(client: tuple[TestClient, FakeActions]) -> None:
@@ -204,8 +225,67 @@ def test_service_page_shows_the_form_only_when_enabled(client: tuple[TestClient,
     page = c.get("/services/shop/web").text
     assert 'data-testid="affinity-form"' in page and 'data-affinity="ClientIP"' in page
     assert 'value="60"' in page  # the current timeout
+    # The current value is shown and preselected, and the form cannot be sent without the confirmation.
+    assert "Current: <code>ClientIP</code>, timeout 60 s" in page
+    assert '<option value="ClientIP" selected>ClientIP (current)</option>' in page
+    assert 'name="confirm" value="yes" required' in page
     assert "<em>new</em> connections" in page and "per client IP" in page
     for c2, _ in make_client(enabled=False):
         page = c2.get("/services/shop/web").text
         assert 'data-testid="affinity-form"' not in page
         assert 'data-testid="affinity-hint"' in page and "rbac.patchServices=true" in page
+
+
+def test_form_without_confirmation_changes_nothing(client: tuple[TestClient, FakeActions]) -> None:
+    c, fake = client
+    data = {"csrf_token": make_csrf_token(SECRET), "session_affinity": "ClientIP"}
+    r = c.post(FORM, data=data, follow_redirects=False)
+    assert r.status_code == 422 and "confirm the change" in r.text
+    r = c.post(FORM, data=data, headers={"HX-Request": "true"})
+    assert r.headers["X-Affinity-Status"] == "422" and "confirm the change" in r.text
+    assert fake.calls == []
+
+
+def test_the_current_value_is_no_change(client: tuple[TestClient, FakeActions]) -> None:
+    c, fake = client
+    r = c.post(API, json={"session_affinity": "None"})
+    assert r.status_code == 422 and "already has sessionAffinity None" in r.json()["detail"]
+    assert fake.calls == []
+
+
+def test_each_change_is_an_event_and_listed_on_the_page(client: tuple[TestClient, FakeActions]) -> None:
+    c, fake = client
+    assert c.post(API, json={"session_affinity": "ClientIP", "timeout_s": 30}).status_code == 200
+    ((ns, name, uid, change),) = fake.events
+    assert (ns, name, uid) == ("shop", "db", "uid-shop-db")
+    assert (change.old, change.new, change.client) == ("None", "ClientIP (30 s)", "testclient")
+    page = c.get("/services/shop/db").text
+    assert 'data-testid="affinity-changes"' in page and "None → ClientIP (30 s)" in page
+
+
+def test_a_change_without_its_event_says_so() -> None:
+    refused = ActionError("the dashboard's ServiceAccount may not create events in shop", Refusal.FORBIDDEN)
+    for c, fake in make_client(actions=FakeActions(event_error=refused)):
+        r = c.post(API, json={"session_affinity": "ClientIP"})
+        assert r.status_code == 200 and "not recorded as an Event" in r.json()["note"]
+        assert "may not create events in shop" in r.json()["note"] and len(fake.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("writable", "path", "words"),
+    [
+        (("shop", "kube-system"), "/services/kube-system/kube-dns", "one of the cluster's own namespaces"),
+        (("shop", "default"), "/services/default/kubernetes", "the apiserver's own Service"),
+        ((), "/services/shop/db", "namespace shop is not writable"),
+    ],
+)
+def test_refused_namespaces_show_the_reason_instead_of_the_form(
+    writable: tuple[str, ...], path: str, words: str
+) -> None:
+    """Even with the patch on and the namespace listed, the cluster's own Services are never changed."""
+    for c, fake in make_client(writable=writable):
+        page = c.get(path)
+        assert page.status_code == 200 and 'data-testid="affinity-form"' not in page.text
+        assert 'data-testid="affinity-refused"' in page.text and words in html.unescape(page.text)
+        r = c.post(f"/api/v1{path}/session-affinity", json={"session_affinity": "ClientIP"})
+        assert r.status_code == 403 and words in r.json()["detail"] and fake.calls == []

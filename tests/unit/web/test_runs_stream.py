@@ -7,7 +7,7 @@ Runs come from a probe pod whose client answers only when the test opens a gate,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import cast
 
 import pytest
@@ -23,7 +23,7 @@ from app.probe.runner import ProbeRunner
 from app.probe.stats import Outcome
 from app.state import AppState
 from app.web.streams import runs_filter
-from tests.unit.fakes import limits
+from tests.unit.fakes import FakeRemote, limits, record_line
 from tests.unit.kube.objects import demo_cache
 from tests.unit.web.sse import call, events
 
@@ -31,27 +31,17 @@ pytestmark = pytest.mark.timeout(30)
 STREAM = "/streams/services/shop/web/runs"
 
 
-class GatedRemote:
-    """The echo client in a pod: answers ``lines`` once ``gate`` is set."""
+class GatedRemote(FakeRemote):
+    """The echo client in a pod: answers its records once ``gate`` is set."""
 
     def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
-        self.gate = asyncio.Event()
-
-    async def probe_pod(
-        self, namespace: str, argv: Sequence[str], timeout_s: float, *, name: str | None = None
-    ) -> list[str]:
-        await self.gate.wait()
-        return self.lines
-
-    async def exec_in_pod(self, namespace: str, pod: str, argv: Sequence[str], timeout_s: float) -> list[str]:
-        await self.gate.wait()
-        return self.lines
+        self.opened = asyncio.Event()
+        super().__init__(lines, gate=self.opened)
 
 
 @pytest.fixture
 def remote() -> GatedRemote:
-    return GatedRemote(["web-1"] * 3)
+    return GatedRemote([record_line(seq, "web-1") for seq in (1, 2, 3)])
 
 
 @pytest.fixture
@@ -94,7 +84,7 @@ def test_table_follows_a_run_from_start_to_end(client: TestClient, remote: Gated
         ((event, html),) = events(lines, 1)
         assert event == "runs" and f'data-run="{run_id}"' in html
         assert '<span class="badge warn">running</span>' in html and "0/3" in html
-        call(client, remote.gate.set)
+        call(client, remote.opened.set)
         ((event, html),) = events(lines, 1)
         assert "running" not in html and "3/3" in html and "1 pod: web-1 100%" in html
         assert "consistent with ClientIP affinity" in html

@@ -1,0 +1,91 @@
+"""The dashboard as users run it, for the e2e tests of its write features: the chart installed with its own
+ServiceAccount and RBAC, the image from the Dockerfile (SVCSCOPE_IMAGE), reached through
+``kubectl port-forward``. Yields the same ``Dashboard`` the probe helpers take. (No tests in this module.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+
+from scripts import demo
+from tests.chart.helmtool import CHART
+from tests.chart.release import Release, image_sets, port_forward
+from tests.e2e.conftest import Cluster, wait_for
+from tests.e2e.dashboard import Dashboard
+
+
+class _Forwarded:
+    """In place of the dashboard's process: the pod belongs to the release, the test only closes its HTTP."""
+
+    returncode = None
+
+    def poll(self) -> None:
+        return None
+
+    def terminate(self) -> None:
+        return None
+
+    def kill(self) -> None:
+        return None
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
+
+
+def dashboard_pod(cluster: Cluster, rel: Release) -> dict[str, Any]:
+    selector = f"app.kubernetes.io/name=svcscope,app.kubernetes.io/instance={rel.name}"
+    (pod,) = cluster.ready_pods(rel.namespace, selector)
+    return pod
+
+
+# The chart's 30 runs per minute is for people; the helpers poll with small runs until kube-proxy has synced.
+TEST_ENV = {"SVCSCOPE_PROBE_MAX_RUNS_PER_MINUTE": "1000"}
+
+
+def install(rel: Release, sets: tuple[str, ...], env: dict[str, str]) -> None:
+    """``Release.install`` plus environment variables (config.extraEnv; --set would make numbers of them)."""
+    rel.sets = list(sets)
+    extra = json.dumps([{"name": k, "value": v} for k, v in env.items()])
+    rel.helm(
+        "upgrade", "--install", rel.name, str(CHART), "--namespace", rel.namespace, "--reset-values",
+        *[a for s in [*image_sets(), *sets] for a in ("--set", s)], "--set-json", f"config.extraEnv={extra}",
+    )  # fmt: skip
+    rel.wait_ready()
+
+
+@contextlib.contextmanager
+def released_dashboard(
+    cluster: Cluster, namespace: str, *sets: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[Release, Dashboard]]:
+    """Install the chart into ``namespace`` with these values; the dashboard through a port-forward."""
+    demo.build_image()
+    rel = Release(
+        namespace=namespace,
+        kubectl=cluster.kubectl,
+        helm_base=[str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig)],
+    )
+    try:
+        install(rel, sets, {**TEST_ENV, **(env or {})})
+        pod = dashboard_pod(cluster, rel)
+        # The bar: a feature test runs the release with the chart's own credentials, never an admin's.
+        assert pod["spec"]["serviceAccountName"] == rel.fullname
+        names = {e["name"] for e in pod["spec"]["containers"][0].get("env", [])}
+        assert not names & {"SVCSCOPE_KUBECONFIG", "KUBECONFIG"}
+        kubectl = [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
+        with port_forward(kubectl, namespace, rel.fullname) as url, open(os.devnull, "wb") as log:
+            http = httpx.Client(base_url=url, timeout=30.0)
+            dash = Dashboard(cast(Any, _Forwarded()), url, http, Path(os.devnull), log)
+            try:
+                wait_for(lambda: http.get("/readyz").status_code == 200, 60, "the dashboard ready")
+                yield rel, dash
+            finally:
+                http.close()
+    finally:
+        rel.uninstall(wait=False)
