@@ -86,6 +86,9 @@ class WatchManager:
         self._watches[watch.id] = watch
         self._evict()
         watch.task = asyncio.create_task(self._execute(watch), name=f"watch-{watch.id}")
+        # A task cancelled before it ran (or while the store recorded its start) never reaches the watch's
+        # own handlers: it must still end as stopped, not stay "starting" and count as active forever.
+        watch.task.add_done_callback(lambda _: watch.finish(WatchStatus.STOPPED))
         return watch
 
     def stop(self, watch_id: str) -> bool:

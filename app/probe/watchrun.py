@@ -202,19 +202,20 @@ class Watch:
             self.observe()
             observer = asyncio.create_task(self._observe_loop(sleep), name=f"watch-observe-{self.id}")
             await self._pace(dial, sink, sleep)
-            self._finish(WatchStatus.DONE)
+            self.finish(WatchStatus.DONE)
         except asyncio.CancelledError:
-            self._finish(WatchStatus.STOPPED)
+            self.finish(WatchStatus.STOPPED)
         except Exception as exc:  # a bug must not leave the watch "running" forever
             log.exception("watch %s failed", self.id)
-            self._finish(WatchStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            self.finish(WatchStatus.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             if observer is not None:
                 observer.cancel()
                 await asyncio.gather(observer, return_exceptions=True)
             self.observe()
 
-    def _finish(self, status: WatchStatus, error: str | None = None) -> None:
+    def finish(self, status: WatchStatus, error: str | None = None) -> None:
+        """End the watch with ``status`` (once: later calls change nothing)."""
         if self.finished:
             return
         self.status = status if self.error is None else WatchStatus.FAILED

@@ -185,3 +185,12 @@ async def test_per_second_aggregates_are_stored(cluster: Cluster, tmp_path: Path
         assert w.id not in manager.not_saved
     finally:
         await store.aclose()
+
+
+async def test_a_watch_stopped_before_it_ran_ends_stopped(cluster: Cluster) -> None:
+    manager = WatchManager(cluster.view, BOUNDS, dial=cluster.dial)
+    w = manager.start(spec(duration_s=30))
+    assert manager.stop(w.id)  # before the task had a chance to run
+    await until(lambda: w.task is not None and w.task.done(), "the task to end")
+    assert w.status is WatchStatus.STOPPED and w.finished and manager.active == 0
+    assert w.series.requests == 0
