@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     probe_pod_cpu_limit: str = "500m"
     probe_pod_memory_request: str = "32Mi"
     probe_pod_memory_limit: str = "64Mi"
+    # Watches (continuous probing): rate, duration and how many at once are bounded.
+    watch_min_rate: float = 1.0
+    watch_max_rate: float = 200.0
+    watch_max_duration_s: float = 1800.0
+    watch_max_timeout_s: float = 5.0  # per request; a stop waits at most this long for requests under way
+    watch_max_active: int = 3
+    watch_kept: int = 20
+    watch_ring_s: int = 1800  # per-second detail kept in memory per watch (the store keeps every second)
+    watch_max_window_s: int = 120
     # The dashboard's own pod (Downward API in the chart): shown as the client of "dashboard" probe runs.
     pod_name: str | None = Field(default=None, validation_alias="POD_NAME")
     pod_ip: str | None = Field(default=None, validation_alias="POD_IP")

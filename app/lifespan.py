@@ -31,10 +31,12 @@ from app.kube.metrics import CacheCollector, WatchAgeCollector, WatchMetrics
 from app.kube.watch import EventSource, WatchConfig, Watcher
 from app.probe.runner import ProbeRunner
 from app.probe.spec import Limits
+from app.probe.watchrun import WatchBounds
 from app.state import AppState
 from app.store import AsyncRunStore, StoreConfig, StoreError, StoreLocked
 from app.store.config import DAY_S
 from app.store.runs import restored, store_sinks
+from app.watching import WatchManager
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,20 @@ async def start_store(state: AppState, runner: ProbeRunner) -> None:
     records = await store.recent(runner.limits.kept)
     runner.restore([restored(r) for r in reversed(records)])
     runner.use_sinks(store_sinks(store))
+
+
+def watch_bounds_from(settings: Settings) -> WatchBounds:
+    """A watch's bounds: Settings is their one source."""
+    return WatchBounds(
+        min_rate=settings.watch_min_rate,
+        max_rate=settings.watch_max_rate,
+        max_duration_s=settings.watch_max_duration_s,
+        max_timeout_s=settings.watch_max_timeout_s,
+        max_active=settings.watch_max_active,
+        kept=settings.watch_kept,
+        ring_s=settings.watch_ring_s,
+        max_window_s=settings.watch_max_window_s,
+    )
 
 
 def build_state(
@@ -200,6 +216,8 @@ def begin_shutdown(state: AppState) -> None:
     state.hub.close()
     if state.probe_runner is not None:
         state.tasks.append(asyncio.create_task(state.probe_runner.aclose(), name="probe-runner-close"))
+    if state.watches is not None:
+        state.tasks.append(asyncio.create_task(state.watches.aclose(), name="watches-close"))
 
 
 def end_streams_on_signal(state: AppState) -> Callable[[], None]:
@@ -270,6 +288,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.probe_runner = runner
         # Runs end (and record their end) before the store closes.
         state.closers.append(runner.aclose)
+        if state.watches is None:  # a test may set its own first
+            state.watches = WatchManager(
+                state.cache, watch_bounds_from(settings), store=state.store, dashboard_pod=settings.pod_name
+            )
+        state.closers.append(state.watches.aclose)
         state.closers.append(end_streams_on_signal(state))
         yield
     finally:

@@ -23,6 +23,7 @@ from app.probe.run import Run
 from app.probe.runner import ProbeRunner
 from app.store import AsyncRunStore, Missing
 from app.store.runs import restored
+from app.watching import WatchManager
 
 T = TypeVar("T")
 
@@ -80,6 +81,7 @@ class AppState:
     closers: list[Callable[[], Any]] = field(default_factory=list)
     # Set by the lifespan; None before startup and in apps that never start.
     probe_runner: ProbeRunner | None = None
+    watches: WatchManager | None = None  # set by the lifespan, like the runner
     # Only when a write is enabled (affinity patch, other probe origins); a test may set a fake first.
     actions: Actions | None = None
     # Session affinity changes made from this dashboard, newest first, per Service (app.web.affinity).

@@ -104,6 +104,8 @@ def echo_backends() -> Iterator[list[int]]:
             p.terminate()
         for p in procs:
             p.wait(10)
+            if p.stderr is not None:
+                p.stderr.close()
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-// Pins the upstream Go sources of the devcluster binaries. Nothing here is our own Go code:
+// Pins the upstream Go sources of the devcluster binaries (issue 2). Nothing here is our own Go code:
 // tools.go only imports the main packages so that `go mod tidy` keeps their dependencies.
 //
 // k8s.io/kubernetes requires its staging modules at v0.0.0 and points them at ./staging, which a

@@ -90,6 +90,14 @@ class Channel:
         self._conn = self._udp = None
 
 
+def failure_kind(exc: BaseException, run: Run, failure: wire.ProbeFailure | None = None) -> str:
+    """The error kind of a failed request; "no_endpoints" when nothing could answer (no Ready endpoint)."""
+    kind = (failure or wire.classify(exc)).kind
+    if kind in NO_ENDPOINT_KINDS and not any(b.ready for b in run.current()):
+        return "no_endpoints"
+    return kind
+
+
 async def exchange_once(run: Run, ip: str, port: int, seq: int, dial: Dial) -> Reply:
     """One request on a fresh connection to ``ip:port`` (a pod, for calibration)."""
     host, port = dial(ip, port)
@@ -133,9 +141,7 @@ async def worker(run: Run, dial: Dial) -> None:
             except Exception as exc:
                 failure = wire.classify(exc)
                 latency = (clock() - t0) * 1000.0
-                kind = failure.kind
-                if kind in NO_ENDPOINT_KINDS and not any(b.ready for b in run.current()):
-                    kind = "no_endpoints"
+                kind = failure_kind(exc, run, failure)
                 run.add(
                     Outcome(
                         seq, None, kind, latency, channel.ident, reason=failure.detail or None, at_ms=at_ms

@@ -8,6 +8,7 @@ from typing import Literal, get_args
 
 from app.domain import Origin
 from app.probe import wire
+from app.probe.attribution import Rule, RuleError, parse_rule
 from app.probe.targets import ProbeProtocol
 
 Method = Literal["GET", "HEAD"]
@@ -36,6 +37,29 @@ class Limits:
     per_minute: int
     max_timeout_s: float
     run_deadline_s: float
+
+
+def checked_request(method: str, path: str) -> tuple[str, str]:
+    """The HTTP method (upper case) and path a probe may send, or a SpecError saying why not."""
+    method = method.upper()
+    if method not in METHODS:
+        raise SpecError(f"method must be one of {', '.join(METHODS)}")
+    try:
+        return method, wire.validate_path(path)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from exc
+
+
+def identity_rule(identity: str | None, annotation: str | None) -> Rule | None:
+    """The identity rule a probe uses: the one asked for, else the Service's annotation, else none."""
+    text = identity or annotation
+    if not text:
+        return None
+    try:
+        return parse_rule(text)
+    except RuleError as exc:
+        origin = "identity" if identity else "annotation svcscope.io/pod-identity"
+        raise SpecError(f"{origin}: {exc}") from exc
 
 
 def max_concurrency(origin: Origin, limits: Limits) -> int:
@@ -70,13 +94,7 @@ class ProbeSpec:
             raise SpecError(f"concurrency must be between 1 and {limits.max_concurrency}")
         if not MIN_TIMEOUT_S <= self.timeout_s <= limits.max_timeout_s:
             raise SpecError(f"timeout_s must be between {MIN_TIMEOUT_S} and {limits.max_timeout_s}")
-        method = self.method.upper()
-        if method not in METHODS:
-            raise SpecError(f"method must be one of {', '.join(METHODS)}")
-        try:
-            path = wire.validate_path(self.path)
-        except ValueError as exc:
-            raise SpecError(str(exc)) from exc
+        method, path = checked_request(self.method, self.path)
         return replace(
             self,
             port=str(self.port).strip(),

@@ -33,6 +33,7 @@ from app.echo import EchoServer, Identity, Mode, ServeConfig
 from app.lifespan import limits_from
 from app.probe.runner import ProbeRunner
 from app.probe.spec import Limits
+from app.probe.watchrun import WatchBounds
 from app.writepolicy import Write
 
 NS = "demo"
@@ -41,6 +42,21 @@ NS = "demo"
 def limits(**overrides: object) -> Limits:
     """The runner's bounds as the default Settings give them, with some replaced."""
     return dataclasses.replace(limits_from(Settings()), **overrides)  # type: ignore[arg-type]
+
+
+def watch_bounds(**overrides: object) -> WatchBounds:
+    """Small bounds for watch tests (the real ones come from Settings)."""
+    bounds = WatchBounds(
+        min_rate=1,
+        max_rate=200,
+        max_duration_s=60,
+        max_timeout_s=5,
+        max_active=2,
+        kept=5,
+        ring_s=600,
+        max_window_s=60,
+    )
+    return dataclasses.replace(bounds, **overrides)  # type: ignore[arg-type]
 
 
 @dataclass

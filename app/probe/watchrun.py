@@ -1,0 +1,338 @@
+"""A watch: continuous probing of a Service's ClusterIP from this process at a steady rate, until stopped or
+its duration is over, while the Service and its endpoints are compared every ``OBSERVE_S`` for changes.
+
+Each request is the probe engine's exchange on a new connection (so kube-proxy's choice shows per request),
+attributed as a run's are (calibration, identity rule, the same error kinds). Requests start on a monotonic
+schedule (``start + n / rate``), so pacing never drifts; if the process falls more than a second behind, the
+missed slots are skipped and counted rather than sent in a burst. In-flight requests are bounded, and on stop
+they finish within their timeout, so every request sent is counted as a hit, an unattributed reply or an
+error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from app.domain import EndpointSlice, Origin, Service
+from app.probe import wire
+from app.probe.attribution import Rule
+from app.probe.calibrate import calibrate
+from app.probe.engine import Channel, Dial, failure_kind
+from app.probe.run import ENDPOINTS_MAX_AGE_S, Run, new_run_id
+from app.probe.spec import MIN_TIMEOUT_S, ProbeSpec, SpecError, checked_request
+from app.probe.stats import Outcome
+from app.probe.targets import ClusterView, ProbeProtocol, ProbeTarget, backends
+from app.probe.watch import MAX_EVENTS, Event, Measurements, Series, Snapshot, diff, measure, snapshot
+
+log = logging.getLogger(__name__)
+
+OBSERVE_S = 0.1  # how often the Service and its endpoints are compared (the events' time resolution)
+# Requests start on this grid: at high rates several start per wake-up instead of one timer per request,
+# which costs the event loop far less; each still starts within TICK_S of its slot on the schedule.
+TICK_S = 0.02
+MAX_BEHIND_S = 1.0  # fallen further behind the schedule than this: skip the missed slots
+MAX_IN_FLIGHT = 512  # sockets one watch may hold open at once
+
+
+class WatchStatus(enum.StrEnum):
+    STARTING = "starting"  # calibrating
+    RUNNING = "running"
+    DONE = "done"  # its duration is over
+    STOPPED = "stopped"  # stopped by a user or by shutdown
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBounds:
+    """A watch's bounds; the values come from ``Settings`` (through the lifespan)."""
+
+    min_rate: float
+    max_rate: float
+    max_duration_s: float
+    max_timeout_s: float
+    max_active: int
+    kept: int
+    ring_s: int  # seconds of per-second detail kept in memory per watch
+    max_window_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSpec:
+    namespace: str
+    service: str
+    port: str
+    protocol: ProbeProtocol = ProbeProtocol.HTTP
+    rate: float = 20.0  # requests per second
+    duration_s: float = 300.0
+    window_s: int = 10  # the rolling distribution's span
+    method: str = "GET"
+    path: str = "/"
+    timeout_s: float = 2.0
+    identity: str | None = None
+
+    def validated(self, bounds: WatchBounds) -> WatchSpec:
+        if not (math.isfinite(self.rate) and bounds.min_rate <= self.rate <= bounds.max_rate):
+            raise SpecError(f"rate must be between {bounds.min_rate:g} and {bounds.max_rate:g} requests/s")
+        if not (math.isfinite(self.duration_s) and 1 <= self.duration_s <= bounds.max_duration_s):
+            raise SpecError(f"duration_s must be between 1 and {bounds.max_duration_s:g}")
+        if not 1 <= self.window_s <= bounds.max_window_s:
+            raise SpecError(f"window_s must be between 1 and {bounds.max_window_s}")
+        if not (math.isfinite(self.timeout_s) and MIN_TIMEOUT_S <= self.timeout_s <= bounds.max_timeout_s):
+            raise SpecError(f"timeout_s must be between {MIN_TIMEOUT_S} and {bounds.max_timeout_s:g}")
+        method, path = checked_request(self.method, self.path)
+        identity = (self.identity or "").strip() or None
+        return replace(self, port=str(self.port).strip(), method=method, path=path, identity=identity)
+
+    def probe_spec(self) -> ProbeSpec:
+        """The run spec each of the watch's requests is made with (one request per connection)."""
+        return ProbeSpec(
+            namespace=self.namespace,
+            service=self.service,
+            port=self.port,
+            protocol=self.protocol,
+            count=1,
+            concurrency=1,
+            reuse=False,
+            method=self.method,
+            path=self.path,
+            timeout_s=self.timeout_s,
+            identity=self.identity,
+            origin=Origin.DASHBOARD,
+        )
+
+
+class OutcomeSink(Protocol):
+    """Where outcomes go besides memory (the run store's recorder)."""
+
+    def add(self, outcome: Outcome, sample: tuple[str, str] | None = None) -> None: ...
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Watch:
+    def __init__(
+        self,
+        spec: WatchSpec,
+        target: ProbeTarget,
+        rule: Rule | None,
+        view: ClusterView,
+        *,
+        ring_s: int,
+        watch_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.id = watch_id or new_run_id()
+        self.spec = spec
+        self.target = target
+        self._view = view
+        self._clock = clock
+        self.created = wall()
+        self._wall = wall
+        # The attribution context: a run that never sends, whose endpoints and calibration the watch uses.
+        self.run = Run(self.id, spec.probe_spec(), target, rule, view, clock=clock)
+        self.series = Series(ring_s)
+        self.events: deque[Event] = deque(maxlen=MAX_EVENTS)
+        self.events_dropped = 0
+        self.status = WatchStatus.STARTING
+        self.error: str | None = None
+        self.started = clock()  # reset when probing begins
+        self.started_wall: float | None = None
+        self.finished_at: float | None = None
+        self.skipped = 0  # schedule slots skipped because the process fell behind
+        self.in_flight = 0
+        self.stop_reason: str | None = None
+        self.snapshot: Snapshot | None = None
+        self._seen: tuple[Service | None, tuple[EndpointSlice, ...]] | None = None
+        self.done = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.client_pod: str | None = None
+
+    # -- reading
+    @property
+    def finished(self) -> bool:
+        return self.status in (WatchStatus.DONE, WatchStatus.STOPPED, WatchStatus.FAILED)
+
+    @property
+    def elapsed_s(self) -> float:
+        if self.status is WatchStatus.STARTING:
+            return 0.0
+        end = self.finished_at if self.finished_at is not None else self._clock()
+        return max(0.0, end - self.started)
+
+    @property
+    def affinity(self) -> str:
+        return (
+            self.snapshot.affinity if self.snapshot and self.snapshot.spec else self.target.session_affinity
+        )
+
+    @property
+    def affinity_timeout_s(self) -> int | None:
+        if self.snapshot and self.snapshot.spec:
+            value = dict(self.snapshot.spec).get("sessionAffinityTimeoutSeconds", "")
+            return int(value) if value.isdigit() else None
+        return self.target.affinity_timeout_s
+
+    def measurements(self) -> Measurements:
+        return measure(self.series, self.events)
+
+    # -- running
+    async def execute(
+        self, dial: Dial, sink: OutcomeSink | None = None, *, sleep: Sleep = asyncio.sleep
+    ) -> None:
+        """Calibrate (without an identity rule), then probe until the duration is over or cancelled."""
+        run = self.run
+        observer: asyncio.Task[None] | None = None
+        try:
+            run.current()
+            if run.rule is None:
+                await calibrate(run, self._view, dial)
+            self.started = self._clock()
+            self.started_wall = self._wall()
+            self.status = WatchStatus.RUNNING
+            self.observe()
+            observer = asyncio.create_task(self._observe_loop(sleep), name=f"watch-observe-{self.id}")
+            await self._pace(dial, sink, sleep)
+            self.finish(WatchStatus.DONE)
+        except asyncio.CancelledError:
+            self.finish(WatchStatus.STOPPED)
+        except Exception as exc:  # a bug must not leave the watch "running" forever
+            log.exception("watch %s failed", self.id)
+            self.finish(WatchStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        finally:
+            if observer is not None:
+                observer.cancel()
+                await asyncio.gather(observer, return_exceptions=True)
+            self.observe()
+
+    def finish(self, status: WatchStatus, error: str | None = None) -> None:
+        """End the watch with ``status`` (once: later calls change nothing)."""
+        if self.finished:
+            return
+        self.status = status if self.error is None else WatchStatus.FAILED
+        self.error = self.error or error
+        self.finished_at = self._clock()
+        self.done.set()
+
+    def fail(self, message: str) -> None:
+        """Stop at the next request with this error (e.g. an endpoint turned to a refused address)."""
+        self.error = message
+
+    def observe(self) -> None:
+        """Compare the Service and its endpoints with the last look; record what changed."""
+        # The cache replaces an object when it changes: if the Service and its slices are the same objects
+        # as last time, nothing changed, and the endpoints need not be worked out again.
+        service = self._view.service(self.target.service)
+        slices = tuple(self._view.slices_for(self.target.service))
+        seen = self._seen
+        if seen is not None and seen[0] is service and len(seen[1]) == len(slices):
+            if all(a is b for a, b in zip(seen[1], slices, strict=True)):
+                return
+        self._seen = (service, slices)
+        now = snapshot(service, backends(self._view, self.target))
+        if now == self.snapshot:
+            return
+        at = round(self._clock() - self.started, 3) if self.status is not WatchStatus.STARTING else 0.0
+        for event in diff(self.snapshot, now, at):
+            if len(self.events) == self.events.maxlen:
+                self.events_dropped += 1
+            self.events.append(event)
+        self.snapshot = now
+
+    async def _observe_loop(self, sleep: Sleep) -> None:
+        while True:
+            await sleep(OBSERVE_S)
+            self.observe()
+
+    async def _pace(self, dial: Dial, sink: OutcomeSink | None, sleep: Sleep) -> None:
+        spec = self.spec
+        interval = 1.0 / spec.rate
+        end = self.started + spec.duration_s
+        slots = asyncio.Semaphore(min(MAX_IN_FLIGHT, math.ceil(spec.rate * spec.timeout_s) + 1))
+        tasks: set[asyncio.Task[None]] = set()
+        n = 0
+        try:
+            while self.error is None:
+                due = self.started + n * interval
+                if due >= end:
+                    break
+                now = self._clock()
+                if due > now:
+                    # Wake at the next grid point at or after the slot (the grid is relative to the start).
+                    wake = self.started + math.ceil((due - self.started) / TICK_S - 1e-9) * TICK_S
+                    await sleep(max(0.0, wake - now))
+                    continue
+                if now - due > MAX_BEHIND_S:
+                    missed = math.floor((now - due) / interval)
+                    self.skipped += missed
+                    n += missed
+                    continue
+                await slots.acquire()
+                n += 1
+                task = asyncio.create_task(self._one(n, dial, sink, slots))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            # Let the requests under way end by their own timeout, so each one sent is counted.
+            if tasks:
+                pending = asyncio.gather(*tasks, return_exceptions=True)
+                try:
+                    await asyncio.shield(pending)
+                except asyncio.CancelledError:
+                    await pending  # bounded by the requests' timeout
+                    raise
+
+    async def _one(self, seq: int, dial: Dial, sink: OutcomeSink | None, slots: asyncio.Semaphore) -> None:
+        run, spec = self.run, self.spec
+        self.in_flight += 1
+        try:
+            run.current(ENDPOINTS_MAX_AGE_S)
+            if run.forbidden:
+                self.fail(run.forbidden)
+                return
+            host, port = dial(self.target.address, self.target.port.port)
+            t0 = self._clock()
+            at_ms = (t0 - self.started) * 1000.0
+            channel = Channel(
+                host,
+                port,
+                run.spec,
+                host_header=wire.host_header(self.target.address, self.target.port.port),
+                keep_alive=False,
+                next_id=run.next_connection,
+            )
+            try:
+                async with asyncio.timeout(spec.timeout_s):
+                    reply = await channel.exchange(seq)
+            except Exception as exc:
+                kind = failure_kind(exc, run)
+                outcome = Outcome(seq, None, kind, (self._clock() - t0) * 1000.0, at_ms=at_ms)
+            else:
+                who = run.attribute(reply)
+                outcome = Outcome(
+                    seq,
+                    who.pod,
+                    None,
+                    (self._clock() - t0) * 1000.0,
+                    reason=who.reason,
+                    method=who.method.value if who.method else None,
+                    status=reply.status,
+                    at_ms=at_ms,
+                )
+            finally:
+                channel.close()
+            self.series.add(outcome, affinity=self.affinity, timeout_s=self.affinity_timeout_s)
+            if sink is not None:
+                sink.add(outcome)
+        finally:
+            self.in_flight -= 1
+            slots.release()

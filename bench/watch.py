@@ -1,0 +1,267 @@
+"""Watch mode under load on loopback, no cluster: one watch at 200 requests/s with 20 SSE viewers.
+
+The dashboard runs as its own process (the real app: ``create_app`` under uvicorn, a pre-filled cache, the
+watch manager's ``dial`` seam sending the ClusterIP to three echo backends in separate processes, 127.0.0.1
+only). This driver opens the viewers' streams and samples the dashboard process from /proc:
+
+- RSS every 5 s: after the warm-up it must stay within ±10 % of its value at the end of the warm-up;
+- timeline lag: for each ``timeline`` event a viewer receives, how far its data (the watch's elapsed time in
+  the fragment) is behind the watch's clock at arrival, and the longest gap between two updates;
+- CPU per request during the watch (20 viewers included) vs a normal probe run (up to 12,000 requests)
+  in the same process afterwards (ratio).
+
+    .venv/bin/python -m bench.watch [--seconds 60] [--long] [--rate 200] [--viewers 20]
+
+``--long`` runs 10 minutes with a 1-minute warm-up (the default: 60 s with 20 s of warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+
+from bench.engine_local import echo_backends
+
+REPO = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+ELAPSED = re.compile(r'data-elapsed="([0-9.]+)"')
+
+
+def serve(port: int, backends: list[int]) -> None:
+    """The dashboard process: the real app on 127.0.0.1:``port`` probing the echo backends."""
+    import uvicorn
+
+    from app.config import Settings
+    from app.lifespan import watch_bounds_from
+    from app.main import create_app
+    from app.probe.runner import ProbeRunner
+    from app.watching import WatchManager
+    from tests.unit.fakes import limits, web_view
+    from tests.unit.web.test_probes import filled_cache
+
+    pods = {f"198.18.0.{10 + i}": p for i, p in enumerate(backends)}
+    turn = iter(range(10**9))
+
+    def dial(host: str, _port: int) -> tuple[str, int]:
+        if host in pods:  # calibration probes go to "the pod"
+            return "127.0.0.1", pods[host]
+        return "127.0.0.1", backends[next(turn) % len(backends)]  # the ClusterIP: round robin
+
+    settings = Settings(csrf_secret="bench")
+    cache = filled_cache(SimpleNamespace(view=web_view(len(backends))))  # type: ignore[arg-type]
+    app = create_app(settings, cache=cache, start_watchers=False)
+    state = app.state.svc
+    state.watches = WatchManager(cache, watch_bounds_from(settings), dial=dial)
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[None]:
+        async with inner(a):
+            state.probe_runner = ProbeRunner(cache, limits(max_count=100_000), dial=dial)
+            yield
+
+    app.router.lifespan_context = lifespan
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def dashboard(backends: list[int]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.watch", "--serve", str(port), "--ports", *map(str, backends)]
+    proc = subprocess.Popen(argv, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the dashboard did not start")
+            time.sleep(0.2)
+        yield proc, url
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+async def viewer(
+    c: httpx.AsyncClient, watch_id: str, offset: list[float], lags: list[float], gaps: list[float]
+) -> int:
+    """Follow the stream to its end; per timeline event: lag behind the watch's clock, gap since the last."""
+    updates = 0
+    last: float | None = None
+    async with c.stream("GET", f"/watches/{watch_id}/stream") as r:
+        event = ""
+        async for line in r.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "timeline":
+                m = ELAPSED.search(line)
+                if m and offset:
+                    now = time.monotonic()
+                    lags.append(now - offset[0] - float(m.group(1)))
+                    if last is not None:
+                        gaps.append(now - last)
+                    last = now
+                    updates += 1
+                    event = ""
+            elif line.startswith("data: ") and event == "done":
+                return updates
+    return updates
+
+
+async def bench(
+    url: str, pid: int, seconds: float, warmup: float, rate: float, viewers: int
+) -> dict[str, Any]:
+    # One client for all viewers: creating one per viewer (an SSL context each) stalls this loop for seconds,
+    # long enough for the server to drop the poller's idle keep-alive connection.
+    limits = httpx.Limits(max_connections=viewers + 5)
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=30) as c,
+        httpx.AsyncClient(base_url=url, timeout=None, limits=limits) as vc,
+    ):
+        body = {"namespace": "demo", "service": "web", "port": "http", "rate": rate, "duration_s": seconds}
+        r = await c.post("/api/v1/watches", json=body)
+        r.raise_for_status()
+        watch_id = r.json()["id"]
+        offset: list[float] = []
+        lags: list[float] = []
+        gaps: list[float] = []
+        tasks = [asyncio.create_task(viewer(vc, watch_id, offset, lags, gaps)) for _ in range(viewers)]
+        # The watch's clock against ours: its elapsed_s at a known moment (fastest of a few round trips).
+        samples: list[tuple[float, float]] = []
+        for _ in range(600):  # bounded: the watch starts within seconds
+            t0 = time.monotonic()
+            data = (await c.get(f"/api/v1/watches/{watch_id}")).json()
+            t1 = time.monotonic()
+            if data["status"] == "running" and data["elapsed_s"] > 0:
+                samples.append((t1 - t0, (t0 + t1) / 2 - data["elapsed_s"]))
+                if len(samples) == 5:
+                    break
+            await asyncio.sleep(0.05)
+        offset.append(min(samples)[1])
+        started = time.monotonic()
+        cpu0, req0 = cpu_s(pid), 0
+        rss: list[tuple[float, int]] = []
+        while time.monotonic() - started < seconds + 2:
+            rss.append((time.monotonic() - started, rss_kib(pid)))
+            data = (await c.get(f"/api/v1/watches/{watch_id}")).json()
+            if data["status"] not in ("starting", "running"):
+                break
+            await asyncio.sleep(5)
+        data = (await c.get(f"/api/v1/watches/{watch_id}")).json()
+        watch_cpu = cpu_s(pid) - cpu0
+        requests = data["requests"] - req0
+        updates = await asyncio.gather(*tasks)
+        # A normal run in the same process, no viewers (per-request CPU: up to 12,000 requests suffice).
+        count = max(1000, min(requests, 12_000))
+        cpu1 = cpu_s(pid)
+        r = await c.post(
+            "/api/v1/probes",
+            json={"namespace": "demo", "service": "web", "port": "http", "count": count, "concurrency": 8},
+        )
+        r.raise_for_status()
+        run_id = r.json()["id"]
+        for _ in range(2400):  # bounded: 20 minutes of polls
+            if (await c.get(f"/api/v1/probes/{run_id}")).json()["status"] != "running":
+                break
+            await asyncio.sleep(0.5)
+        run_cpu = cpu_s(pid) - cpu1
+    base = next((kib for t, kib in rss if t >= warmup), rss[-1][1])
+    after = [kib for t, kib in rss if t >= warmup]
+    total = data["total"]
+    return {
+        "watch": watch_id,
+        "requests": requests,
+        "accounted": sum(total["hits"].values()) + total["unattributed"] + sum(total["errors"].values()),
+        "errors": total["errors"],
+        "skipped": data["skipped"],
+        "achieved_rate": requests / max(data["elapsed_s"], 1e-9),
+        "rss_base_mib": base / 1024,
+        "rss_min_max_mib": (min(after) / 1024, max(after) / 1024),
+        "rss_drift_pct": (max(abs(k - base) for k in after) / base * 100) if after else 0.0,
+        "updates_per_viewer": (min(updates), max(updates)),
+        "lag_p50_s": statistics.median(lags) if lags else None,
+        "lag_max_s": max(lags) if lags else None,
+        "gap_max_s": max(gaps) if gaps else None,
+        "watch_cpu_us_per_request": watch_cpu / max(requests, 1) * 1e6,
+        "run_cpu_us_per_request": run_cpu / count * 1e6,
+        "run_count": count,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--long", action="store_true", help="10 minutes, 1-minute warm-up")
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--viewers", type=int, default=20)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ports", type=int, nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.ports)
+        return
+    seconds = 600.0 if args.long else args.seconds
+    warmup = 60.0 if args.long else seconds / 3
+    with echo_backends() as ports, dashboard(ports) as (proc, url):
+        result = asyncio.run(bench(url, proc.pid, seconds, warmup, args.rate, args.viewers))
+    ratio = result["watch_cpu_us_per_request"] / result["run_cpu_us_per_request"]
+    print(
+        f"\nwatch {args.rate:g} req/s for {seconds:g} s, {args.viewers} SSE viewers, warm-up {warmup:g} s; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n"
+    )
+    print("| measure | value |\n|---|---:|")
+    print(f"| requests sent (accounted as hits+errors) | {result['requests']} ({result['accounted']}) |")
+    print(f"| achieved rate | {result['achieved_rate']:.1f} req/s (skipped {result['skipped']}) |")
+    print(f"| errors | {result['errors'] or 'none'} |")
+    lo, hi = result["rss_min_max_mib"]
+    print(f"| RSS after warm-up | {result['rss_base_mib']:.1f} MiB, range {lo:.1f} to {hi:.1f} MiB |")
+    print(f"| RSS drift after warm-up | {result['rss_drift_pct']:.1f} % |")
+    low, high = result["updates_per_viewer"]
+    print(f"| timeline updates per viewer | {low} to {high} |")
+    print(f"| timeline lag p50 / max | {result['lag_p50_s']:.2f} s / {result['lag_max_s']:.2f} s |")
+    print(f"| longest gap between updates | {result['gap_max_s']:.2f} s |")
+    print(
+        f"| CPU per request: watch (with viewers) / normal run ({result['run_count']} requests) | "
+        f"{result['watch_cpu_us_per_request']:.0f} µs / {result['run_cpu_us_per_request']:.0f} µs "
+        f"= {ratio:.2f} |"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""The watch manager on a loopback cluster (echo servers as pods, an L4 balancer as the ClusterIP)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.domain import ObjectKey
+from app.probe.spec import RunLimitError, SpecError
+from app.probe.targets import UnknownService
+from app.probe.watch import EventKind
+from app.probe.watchrun import Watch, WatchSpec, WatchStatus
+from app.store import AsyncRunStore, Kind, RunRecord, StoreConfig
+from app.watching import WatchManager
+from tests.unit.fakes import SLICE_PORTS, WEB, Cluster, make_cluster, watch_bounds
+
+pytestmark = pytest.mark.timeout(40)
+
+BOUNDS = watch_bounds()
+
+
+def spec(**kw: object) -> WatchSpec:
+    return dataclasses.replace(WatchSpec("demo", "web", "http", rate=50, duration_s=1.0, timeout_s=1.0), **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    async for c in make_cluster(3):
+        yield c
+
+
+async def until(check: object, what: str, seconds: float = 15.0) -> None:
+    """Poll ``check()`` (a callable) until true, at most ``seconds``."""
+    assert callable(check)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def accounted(w: Watch) -> int:
+    t = w.series.total()
+    return sum(n for _, n in t.hits) + t.unattributed + sum(n for _, n in t.errors)
+
+
+async def test_a_watch_paces_attributes_and_counts_every_request(cluster: Cluster) -> None:
+    manager = WatchManager(cluster.view, BOUNDS, dial=cluster.dial)
+    w = manager.start(spec())
+    await until(lambda: w.finished, "the watch to end")
+    assert w.status is WatchStatus.DONE
+    # 50 req/s for 1 s on a monotonic schedule: 50 slots, each sent or (on a busy loop) skipped.
+    assert w.series.requests + w.skipped == 50
+    assert w.series.requests == accounted(w) >= 40
+    assert {p for p, _ in w.series.total().hits} == {"web-0", "web-1", "web-2"}
+    assert w.series.total().errors == ()
+    assert sum(s.requests for s in w.series.seconds()) == w.series.requests
+    assert all(s.p50_ms is not None for s in w.series.seconds())
+    await manager.aclose()
+
+
+async def test_stop_and_shutdown_end_watches_and_count_what_was_sent(cluster: Cluster) -> None:
+    manager = WatchManager(cluster.view, BOUNDS, dial=cluster.dial)
+    a = manager.start(spec(duration_s=30))
+    b = manager.start(spec(duration_s=30))
+    await until(lambda: a.series.requests > 5 and b.series.requests > 5, "requests")
+    with pytest.raises(RunLimitError):
+        manager.start(spec())  # max_active is 2
+    assert manager.stop(a.id)
+    await until(lambda: a.finished, "the stop")
+    assert a.status is WatchStatus.STOPPED and a.series.requests == accounted(a) and a.in_flight == 0
+    assert not manager.stop(a.id)  # already stopped
+    await manager.aclose()
+    assert b.status is WatchStatus.STOPPED and b.series.requests == accounted(b)
+    with pytest.raises(RunLimitError):
+        manager.start(spec())  # shutting down
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rate": 0}, "rate must be between 1 and 200"),
+        ({"rate": 201}, "rate must be between 1 and 200"),
+        ({"rate": float("nan")}, "rate must be"),
+        ({"duration_s": 61}, "duration_s must be between 1 and 60"),
+        ({"window_s": 0}, "window_s must be between 1 and 60"),
+        ({"timeout_s": 9}, "timeout_s must be between"),
+        ({"method": "POST"}, "method must be one of"),
+        ({"identity": "nope:x"}, "identity"),
+    ],
+)
+async def test_refusals(cluster: Cluster, change: dict[str, object], message: str) -> None:
+    manager = WatchManager(cluster.view, BOUNDS, dial=cluster.dial)
+    with pytest.raises(SpecError, match=message):
+        manager.start(spec(**change))
+    assert manager.watches() == []
+
+
+async def test_unknown_service(cluster: Cluster) -> None:
+    manager = WatchManager(cluster.view, BOUNDS, dial=cluster.dial)
+    with pytest.raises(UnknownService):
+        manager.start(spec(service="nope"))
+
+
+async def test_scale_up_and_terminating_show_as_events_with_lags(cluster: Cluster) -> None:
+    lb = cluster.http_lb
+    three = list(lb.backends)
+    pods = [(f"web-{i}", f"198.18.0.{10 + i}") for i in range(3)]
+    # Start with two Ready pods: the balancer (our kube-proxy) sends only to those.
+    cluster.view.set_endpoints(WEB, pods[:2], SLICE_PORTS)
+    lb.backends, lb._next = three[:2], itertools.cycle(range(2))
+    manager = WatchManager(cluster.view, BOUNDS, dial=cluster.dial)
+    w = manager.start(spec(duration_s=30))
+    await until(lambda: w.series.requests > 20, "traffic")
+    # web-2 becomes a Ready endpoint; the balancer learns about it a little later (programming lag).
+    cluster.view.set_endpoints(WEB, pods, SLICE_PORTS)
+    await until(lambda: any(e.kind == EventKind.READY for e in w.events), "the Ready event")
+    await asyncio.sleep(0.3)  # the simulated network-programming lag, not a synchronisation
+    lb.backends, lb._next = three, itertools.cycle(range(3))
+    await until(lambda: "web-2" in w.series.hits, "web-2's first hit")
+    # web-0 begins terminating and leaves the balancer.
+    slices = cluster.view.slices[WEB]
+    eps = tuple(
+        dataclasses.replace(e, conditions=dataclasses.replace(e.conditions, ready=False, terminating=True))
+        if e.target_ref and e.target_ref.name == "web-0"
+        else e
+        for e in slices[0].endpoints
+    )
+    cluster.view.slices[WEB] = [dataclasses.replace(slices[0], endpoints=eps)]
+    lb.backends, lb._next = three[1:], itertools.cycle(range(2))
+    await until(lambda: any(e.kind == EventKind.TERMINATING for e in w.events), "the terminating event")
+    manager.stop(w.id)
+    await until(lambda: w.finished, "the stop")
+    m = w.measurements()
+    (ready,) = m.ready_to_first_hit
+    assert ready.pod == "web-2" and ready.lag_s is not None and 0.25 <= ready.lag_s < 5
+    (gone,) = m.gone_to_last_hit
+    assert gone.pod == "web-0" and gone.lag_s is not None and gone.lag_s < 1.0
+    assert w.series.requests == accounted(w)
+    texts = [e.text for e in w.events]
+    assert any("web-2" in t and "Ready" in t for t in texts) and any(
+        "web-0" in t and "terminating" in t for t in texts
+    )
+    await manager.aclose()
+
+
+async def test_affinity_flip_is_an_event(cluster: Cluster) -> None:
+    manager = WatchManager(cluster.view, BOUNDS, dial=cluster.dial)
+    w = manager.start(spec(duration_s=30))
+    await until(lambda: w.series.requests > 5, "traffic")
+    key = ObjectKey("demo", "web")
+    svc = cluster.view.services[key]
+    cluster.view.services[key] = dataclasses.replace(svc, session_affinity="ClientIP", affinity_timeout_s=60)
+    await until(lambda: w.affinity == "ClientIP", "the flip to be seen")
+    manager.stop(w.id)
+    await until(lambda: w.finished, "the stop")
+    fields = [e.field for e in w.events if e.kind == EventKind.SERVICE]
+    assert fields == ["sessionAffinity", "sessionAffinityTimeoutSeconds"]
+    (c,) = w.measurements().convergence
+    assert (c.before, c.after) == ("None", "ClientIP")  # the loopback balancer has no affinity: not converged
+    await manager.aclose()
+
+
+async def test_per_second_aggregates_are_stored(cluster: Cluster, tmp_path: Path) -> None:
+    store = await AsyncRunStore.open(StoreConfig(tmp_path / "runs.db"))
+    try:
+        manager = WatchManager(cluster.view, BOUNDS, dial=cluster.dial, store=store)
+        w = manager.start(spec(duration_s=1.5))
+        await until(lambda: w.finished, "the watch to end")
+        await manager.aclose()
+        await until(lambda: w.task is not None and w.task.done(), "the store writes")
+        record = await store.record(w.id)
+        assert isinstance(record, RunRecord)
+        assert (record.kind, record.status, record.total) == (Kind.WATCH, "done", 0)
+        seconds = await store.seconds(w.id)
+        assert sum(s.requests for s in seconds) == w.series.requests
+        assert {p for s in seconds for p, _ in s.hits} == {"web-0", "web-1", "web-2"}
+        assert record.outcomes_stored == 0  # a watch keeps aggregates only
+        assert w.id not in manager.not_saved
+    finally:
+        await store.aclose()
+
+
+async def test_a_watch_stopped_before_it_ran_ends_stopped(cluster: Cluster) -> None:
+    manager = WatchManager(cluster.view, BOUNDS, dial=cluster.dial)
+    w = manager.start(spec(duration_s=30))
+    assert manager.stop(w.id)  # before the task had a chance to run
+    await until(lambda: w.task is not None and w.task.done(), "the task to end")
+    assert w.status is WatchStatus.STOPPED and w.finished and manager.active == 0
+    assert w.series.requests == 0
