@@ -86,9 +86,14 @@ def browser() -> Iterator[Any]:
 class Tab:
     """A page at one size, recording console errors and every host it sent a request to."""
 
-    def __init__(self, browser: Any, size: tuple[int, int], mobile: bool) -> None:
+    def __init__(self, browser: Any, size: tuple[int, int], mobile: bool, *, audit: bool = False) -> None:
+        # ``audit``: the accessibility check injects axe-core as an inline script, which the dashboard's own
+        # Content-Security-Policy rightly refuses; only that tab lets the test's script through.
         self.context = browser.new_context(
-            viewport={"width": size[0], "height": size[1]}, is_mobile=mobile, has_touch=mobile
+            viewport={"width": size[0], "height": size[1]},
+            is_mobile=mobile,
+            has_touch=mobile,
+            bypass_csp=audit,
         )
         self.page = self.context.new_page()
         self.page.set_default_timeout(30_000)
@@ -295,7 +300,7 @@ def test_no_sideways_scroll_screenshots_and_axe(browser: Any, base_url: str, dem
     sizes = {**SIZES, "narrow": NARROW}
     problems: list[str] = []
     for size, (w, h) in sizes.items():
-        t = Tab(browser, (w, h), mobile=size != "desktop")
+        t = Tab(browser, (w, h), mobile=size != "desktop", audit=True)
         try:
             for name, url in pages.items():
                 t.page.goto(url)
