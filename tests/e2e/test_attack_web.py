@@ -196,7 +196,7 @@ def test_hardening_headers_on_every_answer(dashboard: Forwarded, path: str) -> N
         assert directive in csp
     assert r.headers["x-frame-options"] == "DENY"
     assert r.headers["x-content-type-options"] == "nosniff"
-    assert r.headers["referrer-policy"] == "no-referrer"
+    assert r.headers["referrer-policy"] == "same-origin"
 
 
 @pytest.mark.parametrize("origin", ["http://localhost:9999", "https://127.0.0.1:1", "https://{self}", "null"])

@@ -287,7 +287,7 @@ def test_hardening_headers_on_every_answer(client: TestClient, path: str) -> Non
         assert r.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
         assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["x-content-type-options"] == "nosniff"
-        assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["referrer-policy"] == "same-origin"
 
 
 @pytest.mark.parametrize(
