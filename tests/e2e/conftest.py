@@ -128,6 +128,15 @@ class Cluster:
         items: list[dict[str, Any]] = self.get("pods", "-n", namespace, "-l", selector)["items"]
         return items
 
+    def create_namespace(self, name: str, timeout: float = 30.0) -> None:
+        """Create a namespace and wait for its default ServiceAccount: admission rejects pods until then."""
+        self.kubectl("create", "namespace", name)
+        self.wait_for(
+            lambda: self.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+            timeout,
+            f"default ServiceAccount in {name}",
+        )
+
     def ready_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return [pod for pod in self.pods(namespace, selector) if _pod_ready(pod)]
 
@@ -202,13 +211,7 @@ def kube_exec_in_netns(cluster: Cluster) -> Callable[..., subprocess.CompletedPr
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
     name = f"e2e-{base}-{uuid.uuid4().hex[:5]}"
-    cluster.kubectl("create", "namespace", name)
-    # Admission rejects pods until the namespace's default ServiceAccount exists.
-    cluster.wait_for(
-        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
-        30,
-        f"default ServiceAccount in {name}",
-    )
+    cluster.create_namespace(name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

@@ -48,12 +48,7 @@ def image(cluster: Cluster) -> str:
 @pytest.fixture(scope="module")
 def ns(cluster: Cluster) -> Iterator[str]:
     name = f"e2e-attack-kube-{uuid.uuid4().hex[:5]}"
-    cluster.kubectl("create", "namespace", name)
-    cluster.wait_for(
-        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
-        30,
-        f"default ServiceAccount in {name}",
-    )
+    cluster.create_namespace(name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

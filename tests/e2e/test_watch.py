@@ -31,12 +31,7 @@ RATE = 20
 @pytest.fixture(scope="module")
 def watch_ns(cluster: Cluster) -> Iterator[str]:
     name = f"e2e-watch-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", name)
-    cluster.wait_for(
-        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
-        120,  # a busy node's controller-manager can take a while
-        f"default ServiceAccount in {name}",
-    )
+    cluster.create_namespace(name, timeout=120)  # a busy node's controller-manager can take a while
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
