@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from kubernetes_asyncio import client as k8s
@@ -117,6 +117,20 @@ async def _api_error(resp: Any) -> ApiError:
     )
 
 
+def drop(resp: Any) -> None:
+    """Close a streaming response's connection at once.
+
+    A graceful TLS close sends close_notify and waits on the event loop for the peer's answer. A watch we
+    stop reading (cancelled on shutdown, restarted after a timeout) needs no such goodbye, and one still
+    waiting when the loop closes leaks its socket: under uvloop, closing the loop then fails with EBUSY.
+    """
+    connection = getattr(resp, "connection", None)
+    transport = getattr(connection, "transport", None)
+    resp.close()
+    if transport is not None:
+        transport.abort()
+
+
 class ApiSource:
     """:class:`~app.kube.watch.EventSource` over a kubernetes_asyncio ``ApiClient``."""
 
@@ -178,7 +192,7 @@ class ApiSource:
 
     async def watch(
         self, kind: Kind, namespace: str, resource_version: str, timeout_s: int
-    ) -> AsyncIterator[RawEvent]:
+    ) -> AsyncGenerator[RawEvent, None]:
         method = self._method(kind, namespace)
         resp = await method(
             watch=True,
@@ -195,4 +209,4 @@ class ApiSource:
             async for event in read_json_lines(resp.content.iter_any()):
                 yield event
         finally:
-            resp.close()
+            drop(resp)
