@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devcluster import config, kubeapi, net, node, paths, pki, topology
+from devcluster import config, hostlimits, kubeapi, net, node, paths, pki, topology
 from devcluster.sh import CommandError, run
 from devcluster.topology import Node, Shape
 
@@ -200,7 +200,14 @@ def up(shape: Shape | None = None, *, asked: set[str] | None = None) -> dict[str
             problems = _down_locked()
             if problems:
                 say("clean-up left: " + "; ".join(problems))
-            if isinstance(exc, (CommandError, node.ComponentError, net.UnsafeRouteError, ClusterError)):
+            known = (
+                CommandError,
+                node.ComponentError,
+                net.UnsafeRouteError,
+                hostlimits.HostLimitError,
+                ClusterError,
+            )
+            if isinstance(exc, known):
                 raise ClusterError(str(exc)) from exc
             if isinstance(exc, Exception):
                 raise ClusterError(f"{type(exc).__name__}: {exc}") from exc
@@ -226,6 +233,8 @@ def _up(binaries: Path, shape: Shape) -> dict[str, float]:
     BIN_DIR_RECORD.write_text(f"{binaries}\n")
     paths.SHAPE_FILE.write_text(shape.to_json())
     say(f"up: {shape.describe()}")
+    for name, value in hostlimits.raise_floors().items():
+        say(f"raised fs.inotify.{name} to {value} (several clusters' kubelets and kube-proxies share it)")
     with node.timed("pki+config", t):
         pki.generate(shape)
         config.write_all(shape)
