@@ -6,6 +6,8 @@
 - `namespace` (function): a fresh namespace, deleted afterwards (without waiting for its pods to go).
 - `deploy_echo` (function): deploys the echo backend (Deployment + Service) into a namespace and waits for it.
 - `client_pod` (function): an idle pod of the echo image to `kubectl exec` clients from.
+- `healthy_node` (autouse): after a failed or fault-injecting test, checks the node before the next
+  test that uses it and brings it back if it is unhealthy.
 - `kube_exec_in_netns` (session): runs a command inside the node's network and mount namespaces.
 - `multinode_cluster` (session): a separate devcluster instance of several nodes in several zones (tests
   marked `multinode`); reused when one of that shape is up and healthy, rebuilt when its shape differs.
@@ -26,7 +28,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -195,6 +197,39 @@ def _cluster_from(proc: subprocess.CompletedProcess[str], instance: str | None) 
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
     return _cluster_from(_up_result.get("single") or _up_single(), None)
+
+
+# After a test that failed or disturbed the node on purpose, the next test that uses the single-node cluster
+# first makes sure it is healthy, and brings it back if not: one broken component must fail one test, not
+# every test after it.
+_node_check_due: list[str] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    uses_node = "cluster" in getattr(item, "fixturenames", ())
+    if uses_node and report.when == "call" and (report.failed or item.get_closest_marker("faults")):
+        _node_check_due[:] = [item.nodeid]
+    return report
+
+
+@pytest.fixture(autouse=True)
+def healthy_node(request: pytest.FixtureRequest) -> None:
+    if not _node_check_due or "cluster" not in request.fixturenames:
+        return
+    after = _node_check_due.pop()
+    if devcluster("status", check=False).returncode == 0:
+        return
+    proc = _up_single()
+    if proc.returncode != 0:
+        pytest.fail(
+            f"the devcluster was unhealthy after {after} and did not come back (exit {proc.returncode}):\n"
+            f"{proc.stderr[-4000:]}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
