@@ -127,7 +127,7 @@ async def service_page(
         d=detail,
         namespace=namespace,
         name=name,
-        runs=service_runs(state, namespace, name),
+        runs=await service_runs(state, namespace, name),
         **affinity_panel(state, namespace, name),
-        probe=panel(state),
+        probe=panel(state, ObjectKey(namespace, name)),
     )
