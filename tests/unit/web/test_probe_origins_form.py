@@ -16,6 +16,7 @@ from app.domain import Origin
 from app.kube.actions import KubeActions, ProbePodConfig
 from app.main import create_app
 from app.probe.runner import ProbeRunner
+from app.web.probes import RUN_TEMPLATES
 from app.writepolicy import WritePolicy
 from tests.unit.fakes import limits
 from tests.unit.kube.objects import demo_cache
@@ -96,3 +97,14 @@ def test_probe_pods_without_a_namespace_for_them_are_not_offered(no_probe_pods: 
     page = no_probe_pods.get("/services/shop/web").text
     assert options(page) == {"dashboard": True, "probe-pod": False, "exec": True}
     assert "no namespace is set for probe pods" in refusals(page)["probe-pod"]
+
+
+@pytest.mark.parametrize("path", ["/services/shop/web", "/probes/new?namespace=shop&service=web"])
+def test_a_page_with_the_form_compiles_what_its_click_will_render(writable: TestClient, path: str) -> None:
+    """The first click after a start would otherwise compile the run's templates while the user waits."""
+    env = cast(Any, writable.app).state.templates.env
+    assert not set(RUN_TEMPLATES) & {key[1] for key in env.cache.keys()}
+    assert writable.get(path).status_code == 200
+    assert set(RUN_TEMPLATES) <= {
+        key[1] for key in env.cache.keys()
+    }  # the response's background task ran before the client returned
