@@ -2,7 +2,8 @@
 release, on a desktop (1366 x 900) and a phone (390 x 844): failed requests say why, a stale CSRF token is
 renewed, the form follows the port, the Probe action is above the fold, an all-errors run is a failure,
 the pages never scroll sideways, /api/docs needs no other host, the main pages pass axe-core, the "live"
-dot follows the stream down and back up, and a Service deleted under its open page loses its probe form.
+dot follows the stream down and back up, a Service deleted under its open page loses its probe form, and
+the form offers exec only where the release may exec.
 
 Screenshots of each page at both sizes land in artifacts/browser/. The click → first bar latency is
 measured here (median of 9) and printed for bench/probe.md.
@@ -26,6 +27,7 @@ import pytest
 from tests.chart.release import Release, port_forward
 from tests.e2e import test_browser as browser_suite
 from tests.e2e.conftest import Cluster, wait_for
+from tests.e2e.released import released_dashboard
 from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -353,7 +355,8 @@ def test_api_docs_render_without_another_host(browser: Any, base_url: str) -> No
 def timing_row(split: dict[str, Any]) -> dict[str, float]:
     """One click's time in parts (ms): the browser before sending, the dashboard's handler (its
     Server-Timing: start + wait for the first results + render), the rest of the first byte's wait (the
-    port-forward both ways, uvicorn), and the body's transfer."""
+    port-forward both ways, uvicorn), the body's transfer, and the browser from the last byte to the frame
+    that shows the bar (htmx's swap, layout, paint; and waiting for the page's main thread)."""
     server = sum(float(v) for v in split["server"].values())
     return {
         "browser_before_send": round(split["sent"], 1),
@@ -362,6 +365,7 @@ def timing_row(split: dict[str, Any]) -> dict[str, float]:
         "server_render": round(float(split["server"].get("render", 0.0)), 1),
         "transit": round(split["first_byte"] - split["sent"] - server, 1),
         "body": round(split["last_byte"] - split["first_byte"], 1),
+        "browser_after_body": round(split["first_bar"] - split["last_byte"], 1),
     }
 
 
@@ -385,7 +389,7 @@ def test_click_to_first_bar(browser: Any, base_url: str, demo_release: Release) 
             firsts.append(float(first))
             answers.append(float(answer))
             assert split is not None, "no resource timing for the POST /probes"
-            splits.append(split)
+            splits.append({**split, "first_bar": first})
             ended = '#probe-run .probe-summary:not([data-status="running"])'
             t.page.wait_for_selector(ended, timeout=120_000)
             status = t.page.get_attribute("#probe-run .probe-summary", "data-status")
@@ -498,3 +502,42 @@ def test_a_service_deleted_while_its_page_is_open_loses_its_probe_form_and_says_
         assert not t.errors, t.errors
     finally:
         cluster.kubectl("delete", "service", name, "-n", ns, "--ignore-not-found", check=False)
+
+
+def test_the_probe_form_offers_exec_only_where_the_release_may_exec(
+    browser: Any, cluster: Cluster, namespace: str
+) -> None:
+    """The chart with probe pods and exec, writable only in its own namespace: a Service there offers every
+    origin; one in another namespace offers no exec and says why (the runner's own check, whose refusal of
+    such a POST the unit tests compare word for word)."""
+    other = f"{namespace[:50]}-ro"
+    cluster.create_namespace(other)
+    sets = ("rbac.probePods=true", "rbac.exec=true", f"rbac.writableNamespaces={{{namespace}}}")
+    t = Tab(browser, SIZES["desktop"], mobile=False)
+    try:
+        with released_dashboard(cluster, namespace, *sets) as (_, dash):
+            for ns in (namespace, other):
+                cluster.kubectl("create", "service", "clusterip", "web", "--tcp=80:8080", "-n", ns)
+            wait_for(
+                lambda: all(
+                    dash.http.get(f"/services/{n}/web").status_code == 200 for n in (namespace, other)
+                ),
+                30,
+                "the dashboard to list both Services",
+            )
+            exec_option = 'select[name=origin] option[value="exec"]'
+            t.page.goto(f"{dash.base_url}/services/{namespace}/web")
+            assert not t.page.locator(exec_option).is_disabled()
+            assert t.page.locator('[data-testid="origin-refusals"]').count() == 0
+            t.page.goto(f"{dash.base_url}/services/{other}/web")
+            assert t.page.locator(exec_option).is_disabled()
+            assert not t.page.locator('select[name=origin] option[value="probe-pod"]').is_disabled()
+            why = t.page.locator('[data-testid="origin-refusals"] li[data-origin="exec"]')
+            assert why.is_visible()
+            said = why.inner_text()
+            assert f"namespace {other} is not writable" in said and "writableNamespaces" in said, said
+            shot(t.page, "ux-origin-refused-desktop")
+            assert not t.errors, t.errors
+    finally:
+        t.close()
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
