@@ -52,6 +52,7 @@ class RunSnapshot:
     errors: int
     created: float
     p_value: float | None = None  # the uniformity test's, when there was one
+    error: str | None = None  # why it did not finish as planned (e.g. "interrupted at 30/100: ...")
 
     @property
     def failed(self) -> bool:
@@ -112,6 +113,7 @@ def snapshot(run: Run) -> RunSnapshot:
         errors=sum(n for _, n in s.errors),
         created=run.created,
         p_value=s.chi_square.p_value if s.chi_square is not None else None,
+        error=run.error,
     )
 
 

@@ -12,7 +12,7 @@ When users outgrow SQLite: one file has one writer, so several dashboard replica
 refuses a second writer rather than interleave). Replicas, or runs kept for months across many clusters,
 want a server database such as PostgreSQL: the tables map one to one, and what would stay is this package's
 interface (``begin`` / ``append`` / ``finish`` / ``mark_interrupted`` / ``prune`` / ``get`` / ``recent`` /
-``seconds``) and its records; only ``db`` would be rewritten.
+``page`` / ``seconds``) and its records; only ``db`` would be rewritten.
 """
 
 from app.store.aio import AsyncRunStore, RunRecorder
@@ -25,7 +25,9 @@ from app.store.records import (
     Interrupted,
     Kind,
     Missing,
+    PageQuery,
     RunEnd,
+    RunPage,
     RunRecord,
     RunStart,
     SecondAggregate,
@@ -46,7 +48,9 @@ __all__ = [
     "Missing",
     "NewerSchema",
     "NotAStore",
+    "PageQuery",
     "RunEnd",
+    "RunPage",
     "RunRecord",
     "RunRecorder",
     "RunStart",

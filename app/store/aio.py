@@ -25,13 +25,16 @@ from app.store.aggregate import SecondAggregator
 from app.store.config import StoreConfig
 from app.store.db import RunStore, StoreError
 from app.store.records import (
+    NEWEST,
     NO_BATCH,
     AttributionNote,
     Batch,
     FrozenEndpoints,
     Interrupted,
     Missing,
+    PageQuery,
     RunEnd,
+    RunPage,
     RunRecord,
     RunStart,
     SecondAggregate,
@@ -106,6 +109,9 @@ class AsyncRunStore:
         return await asyncio.to_thread(
             functools.partial(self.store.recent, limit, namespace=namespace, service=service)
         )
+
+    async def page(self, query: PageQuery = NEWEST) -> RunPage | Missing:
+        return await asyncio.to_thread(self.store.page, query)
 
     async def seconds(self, run_id: str, after: int = -1) -> list[SecondAggregate]:
         return await asyncio.to_thread(self.store.seconds, run_id, after)

@@ -23,11 +23,14 @@ from app.store.codec import encode_summary
 from app.store.config import StoreConfig
 from app.store.errors import MIN_SQLITE, NO_SUCH_RUN, NewerSchema, NotAStore, StoreError, StoreLocked, _span
 from app.store.records import (
+    NEWEST,
     NO_BATCH,
     Batch,
     Interrupted,
     Missing,
+    PageQuery,
     RunEnd,
+    RunPage,
     RunRecord,
     RunStart,
     SecondAggregate,
@@ -50,7 +53,9 @@ from app.store.sqlfile import _connect, _prepare, _take_lock, _used_bytes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NO_SUCH_RUN", "NewerSchema", "NotAStore", "RunStore", "StoreError", "StoreLocked"]
+MAX_PAGE = 200  # runs per page of a listing: one page is one bounded query and one bounded render
+
+__all__ = ["MAX_PAGE", "NO_SUCH_RUN", "NewerSchema", "NotAStore", "RunStore", "StoreError", "StoreLocked"]
 
 
 class RunStore:
@@ -327,6 +332,35 @@ class RunStore:
                 (*args, limit),
             ).fetchall()
         return [_record(r) for r in rows]
+
+    def page(self, query: PageQuery = NEWEST) -> RunPage | Missing:
+        """A page of runs (``PageQuery``: 1 to ``MAX_PAGE`` of them), newest first. A cursor run that is
+        gone gives why (``Missing``), rather than a page that silently starts somewhere else."""
+        if not 1 <= query.limit <= MAX_PAGE:
+            raise ValueError(f"a page holds 1 to {MAX_PAGE} runs, not {query.limit}")
+        where: list[str] = []
+        args: list[str | float | int] = []
+        if query.kind is not None:
+            where.append("kind = ?")
+            args.append(query.kind)
+        if query.namespace is not None and query.service is not None:
+            where += ["namespace = ?", "service = ?"]
+            args += [query.namespace, query.service]
+        with self._read() as db:
+            if query.before is not None:
+                cursor = db.execute("SELECT created, n FROM runs WHERE id = ?", (query.before,)).fetchone()
+                if cursor is None:
+                    return _missing(db, query.before)
+                # Keyset, not OFFSET: runs started or deleted meanwhile neither repeat nor skip a row.
+                where.append("(created < ? OR (created = ? AND n < ?))")
+                args += [cursor[0], cursor[0], cursor[1]]
+            clause = f"WHERE {' AND '.join(where)}" if where else ""
+            rows = db.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM runs {clause} ORDER BY created DESC, n DESC LIMIT ?",
+                (*args, query.limit + 1),
+            ).fetchall()
+        records = tuple(_record(r) for r in rows[: query.limit])
+        return RunPage(records, records[-1].id if len(rows) > query.limit else None)
 
     def seconds(self, run_id: str, after: int = -1) -> list[SecondAggregate]:
         """A run's per-second aggregates with ``second > after``, in order (a timeline's new points)."""

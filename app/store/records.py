@@ -239,6 +239,30 @@ class Missing:
 
 
 @dataclass(frozen=True, slots=True)
+class PageQuery:
+    """Which stored runs a listing page shows: at most ``limit``, newest first, of one ``kind`` (None: every
+    kind), of one Service when ``namespace`` and ``service`` are both given; ``before``: only runs older than
+    that run (the previous page's ``RunPage.older``)."""
+
+    limit: int = 50
+    before: str | None = None
+    namespace: str | None = None
+    service: str | None = None
+    kind: str | None = Kind.RUN
+
+
+NEWEST = PageQuery()  # the first page of probe runs
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """One page of stored runs, newest first; ``older`` is the cursor of the next page (None: the last)."""
+
+    records: tuple[RunRecord, ...]
+    older: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Interrupted:
     id: str
     done: int  # requests recorded

@@ -19,7 +19,7 @@ from app.web.affinity import panel_context as affinity_panel
 from app.web.compare import service_runs
 from app.web.deps import CacheDep, SettingsDep, StateDep, TemplatesDep
 from app.web.params import NamePath, NamespacePath
-from app.web.probes import panel
+from app.web.probes import panel, with_warm_run_templates
 from app.web.render import page, wants_fragment
 
 router = APIRouter()
@@ -121,13 +121,14 @@ async def service_page(
     detail = service_detail(cache, ObjectKey(namespace, name), cluster_domain=settings.cluster_domain)
     if wants_fragment(request):
         return HTMLResponse(partials.detail_body(templates, detail, namespace, name))
-    return page(
+    response = page(
         request,
         "pages/service.html",
         d=detail,
         namespace=namespace,
         name=name,
-        runs=service_runs(state, namespace, name),
+        runs=await service_runs(state, namespace, name),
         **affinity_panel(state, namespace, name),
-        probe=panel(state),
+        probe=panel(state, ObjectKey(namespace, name)),
     )
+    return with_warm_run_templates(response, templates)

@@ -15,8 +15,8 @@ import csv
 import functools
 import io
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
@@ -24,10 +24,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 
 from app.catalog.query import unanswerable
 from app.catalog.reach import probe_protocol
 from app.domain import SUBDOMAIN_MAX, ObjectKey, Origin, ServicePort
+from app.probe.remote import refusal as remote_refusal
 from app.probe.run import Run
 from app.probe.runner import ProbeRunner
 from app.probe.spec import Limits, Method, ProbeSpec, max_concurrency
@@ -105,10 +107,12 @@ class ProbeForm(ProbeRequest):
 
 @dataclass(frozen=True, slots=True)
 class ProbePanel:
-    """What the probe form offers: the enabled origins and the runner's bounds (None: no runner yet)."""
+    """What the probe form offers: the enabled origins and the runner's bounds (None: no runner yet), and
+    why an enabled origin would be refused for this Service (origin value -> reason: shown, not offered)."""
 
     origins: tuple[Origin, ...]
     limits: Limits | None
+    refusals: Mapping[str, str] = field(default_factory=dict)
 
     def concurrency_limits(self) -> dict[str, int]:
         """Origin -> most requests in flight, for the form (one source: the probe spec's rule)."""
@@ -122,11 +126,31 @@ class ProbePanel:
         return probe_protocol(port)
 
 
-def panel(state: AppState) -> ProbePanel:
+# Where an exec origin's pod name goes in a refusal shown before a pod is chosen: any pod of the namespace.
+ANY_POD = "*"
+
+
+def panel(state: AppState, service: ObjectKey | None = None) -> ProbePanel:
     runner = state.probe_runner
     if runner is None:
         return ProbePanel((Origin.DASHBOARD,), None)
-    return ProbePanel(runner.origins, runner.limits)
+    return ProbePanel(runner.origins, runner.limits, origin_refusals(runner, service))
+
+
+def origin_refusals(runner: ProbeRunner, service: ObjectKey | None) -> dict[str, str]:
+    """Why each enabled remote origin would be refused for this Service: the very check the runner makes
+    before such a run (``app.probe.remote.refusal``, with the write policy it was started with), so the
+    form never offers what the server refuses, and says why."""
+    if runner.remote is None or service is None:
+        return {}
+    out: dict[str, str] = {}
+    for origin in runner.origins:
+        if origin is Origin.DASHBOARD:
+            continue
+        spec = ProbeSpec(service.namespace, service.name, "", origin=origin, exec_pod=ANY_POD)
+        if reason := remote_refusal(runner.remote, spec):
+            out[origin.value] = reason
+    return out
 
 
 class Started(BaseModel):
@@ -279,6 +303,32 @@ async def first_results(run: Run, wait_s: float) -> None:
                 await run.wait_changed()
 
 
+# What the answer to a probe click renders. Jinja compiles a template on its first use: ~200 ms on a loaded
+# machine, paid by the first click after each start unless a page with the form compiled them beforehand.
+RUN_TEMPLATES = (
+    "partials/_probe_run.html",
+    "partials/_probe_summary.html",
+    "partials/_probe_strip_cells.html",
+)
+
+
+def warm_run_templates(templates: Jinja2Templates) -> None:
+    """Compile the run's templates (cached by Jinja; later calls only look them up)."""
+    for name in RUN_TEMPLATES:
+        templates.get_template(name)
+
+
+def with_warm_run_templates(response: HTMLResponse, templates: Jinja2Templates) -> HTMLResponse:
+    """A page with the probe form: once it is sent, the templates its click will need are compiled."""
+    response.background = BackgroundTask(warm_run_templates, templates)
+    return response
+
+
+def server_timing(**parts: float) -> str:
+    """A ``Server-Timing`` header value: each part (seconds) as ``name;dur=ms``."""
+    return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in parts.items())
+
+
 def run_context(run: Run) -> dict[str, Any]:
     s = run.summary()
     return {"run": run, "s": s, "colors": colors(run, s), "strip": strip_of(run), "strip_max": STRIP_MAX}
@@ -295,8 +345,12 @@ def final_block(state: AppState, templates: Jinja2Templates, run: Run) -> str:
 async def start_probe_form(
     request: Request, form: Annotated[ProbeForm, Form()], state: StateDep, templates: TemplatesDep
 ) -> Response:
-    """The Service page's form: htmx gets the live run fragment, a plain form post a redirect."""
+    """The Service page's form: htmx gets the live run fragment, a plain form post a redirect.
+
+    The htmx answer carries a ``Server-Timing`` header (start, first results, render, in ms), so the time
+    from a click to the first bar can be split into the server's part and the rest (network, browser)."""
     htmx = wants_fragment(request)
+    began = time.perf_counter()
     try:
         run = _start(state, form.spec())
     except SHOWN_IN_PLACE as caught:
@@ -307,11 +361,16 @@ async def start_probe_form(
         html = fragment(templates, "partials/_probe_error.html", status=exc.status_code, message=exc.detail)
         return HTMLResponse(html, headers={"X-Probe-Status": str(exc.status_code)})
     if htmx:
+        started = time.perf_counter()
         await first_results(run, FIRST_RESULTS_WAIT_S)
+        waited = time.perf_counter()
         token = csrf_token(request)
         html = fragment(templates, "partials/_probe_run.html", csrf_token=token, **run_context(run))
+        timing = server_timing(
+            start=started - began, first=waited - started, render=time.perf_counter() - waited
+        )
         # No HX-Push-Url: the user stays on the Service page, so its URL stays in the address bar.
-        return HTMLResponse(html, status_code=202)
+        return HTMLResponse(html, status_code=202, headers={"Server-Timing": timing})
     return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
 
@@ -334,6 +393,7 @@ async def run_page(
 async def new_probe_page(
     request: Request,
     state: StateDep,
+    templates: TemplatesDep,
     namespace: NameQuery,
     service: NameQuery,
 ) -> HTMLResponse:
@@ -341,7 +401,8 @@ async def new_probe_page(
     svc = state.cache.service(ObjectKey(namespace, service))
     if svc is None:
         raise HTTPException(404, f"Service {namespace}/{service} not found.")
-    return page(request, "pages/probe_new.html", service=svc, probe=panel(state))
+    response = page(request, "pages/probe_new.html", service=svc, probe=panel(state, svc.key))
+    return with_warm_run_templates(response, templates)
 
 
 @router.get("/runs/{run_id}/stream", include_in_schema=False, response_class=EventSourceResponse)  # noqa: FAST003 (run_id is FoundRun's)

@@ -144,7 +144,7 @@ async def runs_stream(
     with state.hub.subscribe(runs_filter(namespace, name)) as sub:
         last = None
         while True:
-            runs = service_runs(state, namespace, name)
+            runs = await service_runs(state, namespace, name)
             html = fragment(templates, "partials/_run_table.html", runs=runs)
             if html != last:
                 last = html

@@ -165,10 +165,12 @@ def installed(release: Release, *sets: str) -> Iterator[Release]:
 
 @contextlib.contextmanager
 def port_forward(
-    kubectl_base: Sequence[str], namespace: str, service: str, timeout: float = 30.0
+    kubectl_base: Sequence[str], namespace: str, service: str, timeout: float = 30.0, *, local_port: int = 0
 ) -> Iterator[str]:
-    """`kubectl port-forward svc/SERVICE :80` on 127.0.0.1 (a free port); yields the base URL."""
-    args = [*kubectl_base, "--namespace", namespace, "port-forward", f"svc/{service}", ":80"]
+    """`kubectl port-forward svc/SERVICE :80` on 127.0.0.1 (a free port, or ``local_port``: a forward opened
+    again where the last one was, as a user restarting it); yields the base URL."""
+    local = str(local_port) if local_port else ""
+    args = [*kubectl_base, "--namespace", namespace, "port-forward", f"svc/{service}", f"{local}:80"]
     proc = subprocess.Popen(
         [*args, "--address", "127.0.0.1"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

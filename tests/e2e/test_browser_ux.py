@@ -1,7 +1,9 @@
 """A first-time user's path in a real headless Chromium, through the real port-forward to the chart's
 release, on a desktop (1366 x 900) and a phone (390 x 844): failed requests say why, a stale CSRF token is
 renewed, the form follows the port, the Probe action is above the fold, an all-errors run is a failure,
-the pages never scroll sideways, /api/docs needs no other host, and the main pages pass axe-core.
+the pages never scroll sideways, /api/docs needs no other host, the main pages pass axe-core, the "live"
+dot follows the stream down and back up, a Service deleted under its open page loses its probe form, and
+the form offers exec only where the release may exec.
 
 Screenshots of each page at both sizes land in artifacts/browser/. The click → first bar latency is
 measured here (median of 9) and printed for bench/probe.md.
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import statistics
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +24,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.chart.release import Release
+from tests.chart.release import Release, port_forward
 from tests.e2e import test_browser as browser_suite
+from tests.e2e.conftest import Cluster, wait_for
+from tests.e2e.released import released_dashboard
 from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -52,11 +58,23 @@ CLICK_TO_FIRST_BAR_JS = """
   document.addEventListener('htmx:afterRequest', () => {
     if (clicked !== null && answered === null) { answered = performance.now() - clicked; }
   });
+  // Where the time went: the POST's resource timing (sent, first byte, last byte; from the click) and the
+  // server's own account of it (its Server-Timing header: start, first results, render).
+  const split = () => {
+    const posts = performance.getEntriesByType('resource')
+      .filter(e => e.initiatorType === 'xmlhttprequest' && new URL(e.name).pathname === '/probes');
+    const e = posts[posts.length - 1];
+    if (!e) { return null; }
+    const server = {};
+    (e.serverTiming || []).forEach(t => { server[t.name] = t.duration; });
+    return {sent: e.requestStart - clicked, first_byte: e.responseStart - clicked,
+            last_byte: e.responseEnd - clicked, server: server};
+  };
   const observer = new MutationObserver(() => {
     if (clicked !== null && seen()) {
       observer.disconnect();
       // The frame that shows it; with when the answer to the click arrived.
-      requestAnimationFrame(() => resolve([performance.now() - clicked, answered]));
+      requestAnimationFrame(() => resolve([performance.now() - clicked, answered, split()]));
     }
   });
   observer.observe(document.querySelector('#probe-run'), {subtree: true, childList: true, attributes: true});
@@ -334,6 +352,23 @@ def test_api_docs_render_without_another_host(browser: Any, base_url: str) -> No
         t.close()
 
 
+def timing_row(split: dict[str, Any]) -> dict[str, float]:
+    """One click's time in parts (ms): the browser before sending, the dashboard's handler (its
+    Server-Timing: start + wait for the first results + render), the rest of the first byte's wait (the
+    port-forward both ways, uvicorn), the body's transfer, and the browser from the last byte to the frame
+    that shows the bar (htmx's swap, layout, paint; and waiting for the page's main thread)."""
+    server = sum(float(v) for v in split["server"].values())
+    return {
+        "browser_before_send": round(split["sent"], 1),
+        "server_start": round(float(split["server"].get("start", 0.0)), 1),
+        "server_first_results": round(float(split["server"].get("first", 0.0)), 1),
+        "server_render": round(float(split["server"].get("render", 0.0)), 1),
+        "transit": round(split["first_byte"] - split["sent"] - server, 1),
+        "body": round(split["last_byte"] - split["first_byte"], 1),
+        "browser_after_body": round(split["first_bar"] - split["last_byte"], 1),
+    }
+
+
 def test_click_to_first_bar(browser: Any, base_url: str, demo_release: Release) -> None:
     """From the click on Probe to the first bar on screen, 9 runs; the median goes to bench/probe.md.
 
@@ -343,14 +378,18 @@ def test_click_to_first_bar(browser: Any, base_url: str, demo_release: Release) 
     t = Tab(browser, SIZES["desktop"], mobile=False)
     firsts: list[float] = []
     answers: list[float] = []
+    splits: list[dict[str, Any]] = []
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     try:
         for _ in range(LATENCY_RUNS):
             t.page.goto(service_url(base_url, demo_release, "echo"))
             t.page.fill("#probe-form input[name=count]", "50")
             t.page.fill("#probe-form input[name=concurrency]", "4")
-            first, answer = t.page.evaluate(CLICK_TO_FIRST_BAR_JS, '[data-testid="probe-top"]')
+            first, answer, split = t.page.evaluate(CLICK_TO_FIRST_BAR_JS, '[data-testid="probe-top"]')
             firsts.append(float(first))
             answers.append(float(answer))
+            assert split is not None, "no resource timing for the POST /probes"
+            splits.append({**split, "first_bar": first})
             ended = '#probe-run .probe-summary:not([data-status="running"])'
             t.page.wait_for_selector(ended, timeout=120_000)
             status = t.page.get_attribute("#probe-run .probe-summary", "data-status")
@@ -361,6 +400,12 @@ def test_click_to_first_bar(browser: Any, base_url: str, demo_release: Release) 
             "click_to_answer_ms": [round(x, 1) for x in answers],
             "median_first_bar_ms": round(statistics.median(firsts), 1),
             "median_answer_ms": round(statistics.median(answers), 1),
+            "split_ms": [timing_row(x) for x in splits],
+            "median_split_ms": {
+                key: round(statistics.median(timing_row(x)[key] for x in splits), 1)
+                for key in timing_row(splits[0])
+            },
+            "load_average_before": load_before,
             "load_average": Path("/proc/loadavg").read_text().split()[:3],
         }
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -370,3 +415,129 @@ def test_click_to_first_bar(browser: Any, base_url: str, demo_release: Release) 
         assert not t.errors, t.errors
     finally:
         t.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_the_live_dot_turns_red_while_the_stream_is_down_and_green_again_by_itself(
+    browser: Any, cluster: Cluster, demo_release: Release
+) -> None:
+    """The port-forward dies under an open page (what a user sees when kubectl stops or the dashboard pod
+    goes): the dot says the stream is down; once a forward is back on the same port the page reconnects
+    without a reload, and changes in the cluster reach it again."""
+    kubectl = [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
+    port = free_port()
+    ns = demo_release.namespace
+    dot = '[data-testid="conn-status"]'
+    name = f"ux-live-{uuid.uuid4().hex[:5]}"
+    t = Tab(browser, SIZES["desktop"], mobile=False)
+    try:
+        with port_forward(kubectl, ns, demo_release.fullname, local_port=port) as url:
+            t.page.goto(f"{url}/?namespace={ns}")
+            t.page.wait_for_selector(f"{dot}.conn-live", timeout=30_000)
+        # The forward is gone, and the page's stream with it.
+        t.page.wait_for_selector(f"{dot}.conn-down", timeout=30_000)
+        assert "reconnecting" in t.page.inner_text(dot)
+        shot(t.page, "ux-live-dot-down-desktop")
+        with port_forward(kubectl, ns, demo_release.fullname, local_port=port):
+            # No reload: the page finds the stream again by itself (htmx-ext-sse backs off up to 64 s).
+            t.page.wait_for_selector(f"{dot}.conn-live", timeout=90_000)
+            assert t.page.inner_text(dot) == "live"
+            # Live for real: a Service created now shows up on the open page.
+            cluster.kubectl("create", "service", "clusterip", name, "--tcp=80:8080", "-n", ns)
+            t.page.wait_for_selector(f'a[href="/services/{ns}/{name}"]', timeout=30_000)
+            shot(t.page, "ux-live-dot-back-desktop")
+        assert not t.page_errors, t.page_errors  # the broken stream itself is logged by the browser
+    finally:
+        cluster.kubectl("delete", "service", name, "-n", ns, "--ignore-not-found", check=False)
+        t.close()
+
+
+def test_a_service_deleted_while_its_page_is_open_loses_its_probe_form_and_says_why(
+    tab: tuple[str, Tab], cluster: Cluster, base_url: str, demo_release: Release
+) -> None:
+    size, t = tab
+    pg = t.page
+    ns = demo_release.namespace
+    name = f"ux-gone-{uuid.uuid4().hex[:5]}"
+    cluster.apply(
+        f"""\
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: {name}}}
+        spec:
+          selector: {{app.kubernetes.io/name: no-such-app}}
+          ports: [{{name: http, port: 80, targetPort: 8080}}]
+        """,
+        ns,
+    )
+    try:
+        url = f"{base_url}/services/{ns}/{name}"
+        wait_for(lambda: httpx.get(url, timeout=10).status_code == 200, 30, f"the dashboard to list {name}")
+        pg.goto(url)
+        pg.wait_for_selector('[data-testid="conn-status"].conn-live', timeout=30_000)
+        assert pg.locator("#probe-form").is_visible()
+        assert pg.locator('[data-testid="probe-top"]').is_visible()
+        assert not pg.locator('[data-testid="probe-gone"]').is_visible()
+        cluster.kubectl("delete", "service", name, "-n", ns)
+        gone = pg.locator("#service-deleted")
+        gone.wait_for(state="visible", timeout=30_000)
+        said = gone.inner_text()
+        assert "no longer exists (deleted)" in said and "nothing left to probe" in said, said
+        assert gone.get_attribute("role") == "alert"
+        # Nothing offers a probe of what is gone: not the form, not the button at the top, not a watch;
+        # the probe panel says why in place.
+        assert not pg.locator("#probe-form").is_visible()
+        assert not pg.locator('[data-testid="probe-top"]').is_visible()
+        assert not pg.locator("#watch-form form").is_visible()
+        assert not pg.locator("#affinity form").is_visible()
+        in_place = pg.locator('[data-testid="probe-gone"]')
+        assert in_place.is_visible() and "was deleted while this page was open" in in_place.inner_text()
+        shot(pg, f"ux-service-deleted-{size}")
+        assert not t.errors, t.errors
+    finally:
+        cluster.kubectl("delete", "service", name, "-n", ns, "--ignore-not-found", check=False)
+
+
+def test_the_probe_form_offers_exec_only_where_the_release_may_exec(
+    browser: Any, cluster: Cluster, namespace: str
+) -> None:
+    """The chart with probe pods and exec, writable only in its own namespace: a Service there offers every
+    origin; one in another namespace offers no exec and says why (the runner's own check, whose refusal of
+    such a POST the unit tests compare word for word)."""
+    other = f"{namespace[:50]}-ro"
+    cluster.create_namespace(other)
+    sets = ("rbac.probePods=true", "rbac.exec=true", f"rbac.writableNamespaces={{{namespace}}}")
+    t = Tab(browser, SIZES["desktop"], mobile=False)
+    try:
+        with released_dashboard(cluster, namespace, *sets) as (_, dash):
+            for ns in (namespace, other):
+                cluster.kubectl("create", "service", "clusterip", "web", "--tcp=80:8080", "-n", ns)
+            wait_for(
+                lambda: all(
+                    dash.http.get(f"/services/{n}/web").status_code == 200 for n in (namespace, other)
+                ),
+                30,
+                "the dashboard to list both Services",
+            )
+            exec_option = 'select[name=origin] option[value="exec"]'
+            t.page.goto(f"{dash.base_url}/services/{namespace}/web")
+            assert not t.page.locator(exec_option).is_disabled()
+            assert t.page.locator('[data-testid="origin-refusals"]').count() == 0
+            t.page.goto(f"{dash.base_url}/services/{other}/web")
+            assert t.page.locator(exec_option).is_disabled()
+            assert not t.page.locator('select[name=origin] option[value="probe-pod"]').is_disabled()
+            why = t.page.locator('[data-testid="origin-refusals"] li[data-origin="exec"]')
+            assert why.is_visible()
+            said = why.inner_text()
+            assert f"namespace {other} is not writable" in said and "writableNamespaces" in said, said
+            shot(t.page, "ux-origin-refused-desktop")
+            assert not t.errors, t.errors
+    finally:
+        t.close()
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)

@@ -83,7 +83,7 @@ def test_table_follows_a_run_from_start_to_end(client: TestClient, remote: Gated
         run_id = start(client, 3)
         ((event, html),) = events(lines, 1)
         assert event == "runs" and f'data-run="{run_id}"' in html
-        assert '<span class="badge warn">running</span>' in html and "0/3" in html
+        assert '<span class="badge warn" data-testid="run-status">running</span>' in html and "0/3" in html
         call(client, remote.opened.set)
         ((event, html),) = events(lines, 1)
         assert "running" not in html and "3/3" in html and "1 pod: web-1 100%" in html
