@@ -63,7 +63,7 @@ def setup(multinode_cluster: Cluster) -> Iterator[Setup]:
 
 def hits(run: dict[str, Any]) -> dict[str, int]:
     """The pods that answered (the report also lists current endpoints that got nothing)."""
-    return {p["pod"]: p["hits"] for p in run["pods"] if p["hits"]}
+    return {p["pod"]: p["hits"] for p in run.get("pods") or [] if p["hits"]}
 
 
 def _body(service: str, namespace: str, **kw: Any) -> dict[str, Any]:
