@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     pod_ip: str | None = Field(default=None, validation_alias="POD_IP")
     # Its uid: probe pods name the dashboard pod as their owner, so they go when it goes.
     pod_uid: str | None = Field(default=None, validation_alias="POD_UID")
+    # The node it runs on (Downward API spec.nodeName): the client node of its own probe runs.
+    node_name: str | None = Field(default=None, validation_alias="NODE_NAME")
+    # Watch Nodes (zones, readiness) for the routing rules; off where RBAC does not allow it.
+    watch_nodes: bool = True
 
     @field_validator("namespaces", "allowed_hosts", "writable_namespaces", mode="before")
     @classmethod

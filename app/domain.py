@@ -209,3 +209,26 @@ class Pod:
             if cp.name == target and cp.protocol is protocol:
                 return cp.port
         return None
+
+
+ZONE_LABEL = "topology.kubernetes.io/zone"
+REGION_LABEL = "topology.kubernetes.io/region"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAddress:
+    type: str  # InternalIP, ExternalIP, Hostname, ...
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A cluster node as far as routing needs it: where it is (zone, region) and whether it is Ready."""
+
+    name: str
+    zone: str | None  # label topology.kubernetes.io/zone (None: not labelled)
+    region: str | None
+    addresses: tuple[NodeAddress, ...]
+    ready: bool
+    labels: Mapping[str, str] = field(default_factory=dict)
+    resource_version: str = ""

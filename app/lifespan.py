@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from app.config import Settings
 from app.hub import EventHub
 from app.kube.actions import KubeActions, create_actions, reap_leftovers
-from app.kube.cache import Kind, ServiceCache
+from app.kube.cache import ALL_NAMESPACES, NAMESPACED_KINDS, NODES_FORBIDDEN, Kind, ServiceCache
 from app.kube.client import ApiSource, create_api_client
 from app.kube.freshness import Liveness, LivenessConfig
 from app.kube.metrics import CacheCollector, WatchAgeCollector, WatchMetrics
@@ -157,19 +157,23 @@ async def start_watchers(state: AppState) -> None:
     liveness = _liveness(settings, source, state.cache.scopes[0])
     if liveness is not None:
         state.tasks.append(asyncio.create_task(liveness.run(), name="apiserver-liveness"))
-    for kind in Kind:
-        for scope in state.cache.scopes:
-            watcher = Watcher(
-                source,
-                state.cache,
-                kind,
-                scope,
-                config=config,
-                metrics=state.watch_metrics,
-                liveness=liveness,
-            )
-            state.watchers.append(watcher)
-            state.tasks.append(asyncio.create_task(watcher.run(), name=watcher.name))
+    watched = [(kind, scope) for kind in NAMESPACED_KINDS for scope in state.cache.scopes]
+    if settings.watch_nodes:
+        watched.append((Kind.NODES, ALL_NAMESPACES))
+    else:
+        state.cache.set_problem(Kind.NODES, ALL_NAMESPACES, NODES_FORBIDDEN, forbidden=True)
+    for kind, scope in watched:
+        watcher = Watcher(
+            source,
+            state.cache,
+            kind,
+            scope,
+            config=config,
+            metrics=state.watch_metrics,
+            liveness=liveness,
+        )
+        state.watchers.append(watcher)
+        state.tasks.append(asyncio.create_task(watcher.run(), name=watcher.name))
     state.registry.register(WatchAgeCollector(state.watchers))
 
 
@@ -278,6 +282,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             origins=origins,
             dashboard_pod=settings.pod_name,
             dashboard_ip=settings.pod_ip,
+            dashboard_node=settings.node_name,
+            probe_pod_namespace=settings.probe_pod_namespace,
         )
         if settings.store_path:
             try:

@@ -12,6 +12,7 @@ import yaml
 from app.catalog.diagnose import Diagnostic, diagnose
 from app.catalog.query import ServiceRow
 from app.catalog.reach import Reach, reach
+from app.catalog.rule import RuleView, rule_view
 from app.domain import Endpoint, EndpointSlice, ObjectKey, Pod, Service, ServicePort
 from app.kube.cache import Problem, ServiceCache
 
@@ -77,6 +78,7 @@ class ServiceDetail:
     reach: Reach
     yaml: str
     problems: list[Problem]
+    rule: RuleView | None  # None: no virtual IP, so no kube-proxy rule (headless, ExternalName)
 
 
 def _slice_ports(es: EndpointSlice) -> str:
@@ -160,6 +162,7 @@ def service_detail(
         reach=reach(svc, cluster_domain),
         yaml=to_yaml(cache.raw_service(key)),
         problems=[p for p in cache.problems() if p.scope in ("", key.namespace)],
+        rule=rule_view(cache, svc) if svc.has_virtual_ip else None,
     )
 
 

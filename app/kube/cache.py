@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.domain import EndpointSlice, ObjectKey, Pod, PodKey, Service, ServiceKey
+from app.domain import EndpointSlice, Node, ObjectKey, Pod, PodKey, Service, ServiceKey
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ class Kind(enum.StrEnum):
     SERVICES = "services"
     ENDPOINTSLICES = "endpointslices"
     PODS = "pods"
+    NODES = "nodes"  # cluster-scoped: watched once, in scope ALL_NAMESPACES, whatever the namespaces
+
+
+# What the dashboard cannot work without: readiness waits for these. Nodes only add where each node is.
+NAMESPACED_KINDS = (Kind.SERVICES, Kind.ENDPOINTSLICES, Kind.PODS)
+NODES_FORBIDDEN = "node zones unknown: no permission to list nodes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +131,10 @@ class ServiceCache:
         self._orders: dict[str, tuple[tuple[int, int], list[ServiceKey]]] = {}
         self._ns_objects: Counter[str] = Counter()
         self._status: dict[tuple[Kind, str], ScopeStatus] = {
-            (kind, scope): ScopeStatus() for kind in Kind for scope in self.scopes
+            (kind, scope): ScopeStatus() for kind in NAMESPACED_KINDS for scope in self.scopes
         }
+        self._status[(Kind.NODES, ALL_NAMESPACES)] = ScopeStatus()
+        self._node_objects: dict[str, Node] = {}
         self._subscribers: list[Subscriber] = []
         # Node addresses as the pods report them, rebuilt on the first read after a pod changed.
         self._pods_gen = 0
@@ -175,20 +183,31 @@ class ServiceCache:
     @property
     def synced(self) -> bool:
         """Every watched (resource, scope) has listed once or is known to be Forbidden."""
-        return all(st.settled for st in self._status.values())
+        return all(st.settled for (kind, _), st in self._status.items() if kind is not Kind.NODES)
 
     def problems(self) -> list[Problem]:
         return [
             Problem(kind, scope, st.problem)
             for (kind, scope), st in sorted(self._status.items())
-            if st.problem is not None
+            if st.problem is not None and not (kind is Kind.NODES and st.forbidden)
         ]
 
+    def nodes_unknown(self) -> str | None:
+        """Why node zones are not known (None: they are), in the words the pages show."""
+        st = self.status(Kind.NODES, ALL_NAMESPACES)
+        if st.forbidden:
+            return NODES_FORBIDDEN
+        if not st.synced:
+            return "node zones unknown: nodes not listed yet"
+        return None
+
     def sync_state(self) -> dict[str, dict[str, bool]]:
-        return {
+        state = {
             kind.value: {scope or "*": self.status(kind, scope).synced for scope in self.scopes}
-            for kind in Kind
+            for kind in NAMESPACED_KINDS
         }
+        state[Kind.NODES.value] = {"*": self.status(Kind.NODES, ALL_NAMESPACES).synced}
+        return state
 
     # -- writes: services ----------------------------------------------------------------------
 
@@ -374,6 +393,16 @@ class ServiceCache:
         if self._ns_objects[namespace] <= 0:
             del self._ns_objects[namespace]
 
+    # -- writes: nodes ---------------------------------------------------------------------------
+
+    def upsert_node(self, node: Node) -> None:
+        self._node_objects[node.name] = node
+        self._emit(Kind.NODES, ALL_NAMESPACES, ObjectKey("", node.name))
+
+    def delete_node(self, name: str) -> None:
+        if self._node_objects.pop(name, None) is not None:
+            self._emit(Kind.NODES, ALL_NAMESPACES, ObjectKey("", name))
+
     # -- writes: re-list -----------------------------------------------------------------------
 
     def replace(self, kind: Kind, scope: str, objects: Iterable[Any]) -> None:
@@ -392,6 +421,8 @@ class ServiceCache:
             for item in objects:
                 svc, raw = item if isinstance(item, tuple) else (item, None)
                 self._put_service(svc, raw)
+        elif kind is Kind.NODES:
+            self._node_objects = {node.name: node for node in objects}
         elif kind is Kind.ENDPOINTSLICES:
             for key in [k for k in self._slices if in_scope(k)]:
                 self._drop_slice(key)
@@ -425,6 +456,13 @@ class ServiceCache:
 
     def pod(self, key: PodKey) -> Pod | None:
         return self._pods.get(key)
+
+    def node(self, name: str) -> Node | None:
+        return self._node_objects.get(name)
+
+    def nodes(self) -> list[Node]:
+        """Every node, by name (empty while nodes are not known: see ``nodes_unknown``)."""
+        return [self._node_objects[n] for n in sorted(self._node_objects)]
 
     def pod_by_ip(self, ip: str) -> Pod | None:
         key = self._ix.pods_by_ip.get(ip)
@@ -517,6 +555,7 @@ class ServiceCache:
             Kind.SERVICES: len(self._services),
             Kind.ENDPOINTSLICES: len(self._slices),
             Kind.PODS: len(self._pods),
+            Kind.NODES: len(self._node_objects),
         }
 
     def endpoint_total(self) -> int:

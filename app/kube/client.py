@@ -139,6 +139,8 @@ class ApiSource:
         self.discovery = k8s.DiscoveryV1Api(api)
 
     def _method(self, kind: Kind, namespace: str) -> Callable[..., Any]:
+        if kind is Kind.NODES:  # cluster-scoped: there is no namespaced list
+            return self.core.list_node
         if namespace == ALL_NAMESPACES:
             cluster_wide: dict[Kind, Callable[..., Any]] = {
                 Kind.SERVICES: self.core.list_service_for_all_namespaces,

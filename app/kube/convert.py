@@ -12,11 +12,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.domain import (
+    REGION_LABEL,
+    ZONE_LABEL,
     ContainerPort,
     Endpoint,
     EndpointConditions,
     EndpointPort,
     EndpointSlice,
+    Node,
+    NodeAddress,
     ObjectKey,
     Pod,
     Protocol,
@@ -223,14 +227,18 @@ def slice_from_api(obj: Obj) -> EndpointSlice:
     )
 
 
+def _condition_true(status: Obj, condition: str) -> bool:
+    return any(
+        c.get("type") == condition and c.get("status") == "True"
+        for c in map(_dict, _list(status.get("conditions")))
+    )
+
+
 def pod_from_api(obj: Obj) -> Pod:
     meta = _dict(obj.get("metadata"))
     spec = _dict(obj.get("spec"))
     status = _dict(obj.get("status"))
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in map(_dict, _list(status.get("conditions")))
-    )
+    ready = _condition_true(status, "Ready")
     statuses = map(_dict, _list(status.get("containerStatuses")))
     restarts = sum(int(cs.get("restartCount") or 0) for cs in statuses)
     ports: list[ContainerPort] = []
@@ -263,6 +271,25 @@ def pod_from_api(obj: Obj) -> Pod:
         container_ports=tuple(ports),
         resource_version=str(meta.get("resourceVersion") or ""),
         host_ip=_opt_str(status.get("hostIP")) or None,
+    )
+
+
+def node_from_api(obj: Obj) -> Node:
+    meta = _dict(obj.get("metadata"))
+    status = _dict(obj.get("status"))
+    labels = _str_map(meta.get("labels"))
+    return Node(
+        name=str(meta.get("name") or ""),
+        zone=labels.get(ZONE_LABEL),
+        region=labels.get(REGION_LABEL),
+        addresses=tuple(
+            NodeAddress(str(a.get("type") or ""), str(a["address"]))
+            for a in map(_dict, _list(status.get("addresses")))
+            if a.get("address")
+        ),
+        ready=_condition_true(status, "Ready"),
+        labels=labels,
+        resource_version=str(meta.get("resourceVersion") or ""),
     )
 
 

@@ -304,6 +304,8 @@ class Watcher:
             return (convert.service_from_api(raw), convert.strip_for_display(raw))
         if self.kind is Kind.ENDPOINTSLICES:
             return convert.slice_from_api(raw)
+        if self.kind is Kind.NODES:
+            return convert.node_from_api(raw)
         return convert.pod_from_api(raw)
 
     async def _watch(self, resource_version: str) -> bool:
@@ -368,6 +370,8 @@ class Watcher:
                 self.cache.delete_service(key)
             elif self.kind is Kind.ENDPOINTSLICES:
                 self.cache.delete_slice(key)
+            elif self.kind is Kind.NODES:
+                self.cache.delete_node(key.name)
             else:
                 self.cache.delete_pod(key)
             return
@@ -376,6 +380,8 @@ class Watcher:
             self.cache.upsert_service(svc, raw)
         elif self.kind is Kind.ENDPOINTSLICES:
             self.cache.upsert_slice(convert.slice_from_api(obj))
+        elif self.kind is Kind.NODES:
+            self.cache.upsert_node(convert.node_from_api(obj))
         else:
             self.cache.upsert_pod(convert.pod_from_api(obj))
 

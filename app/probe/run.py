@@ -21,7 +21,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
-from app.domain import ServiceKey
+from app import routing
+from app.domain import ObjectKey, ServiceKey
 from app.probe import diagnosis
 from app.probe.attribution import Attribution, Candidate, Fingerprints, Matcher, Reply, Rule, attribute
 from app.probe.sink import NULL_SINK, RunSink
@@ -114,6 +115,10 @@ class Run:
         # Where the requests come from (the client kube-proxy sees), when known: a pod name and its IP.
         self.client_pod: str | None = None
         self.client_ip: str | None = None
+        # The client's node (whose kube-proxy rules the requests meet): given for the dashboard, else read
+        # from the client pod (in ``client_namespace``) once it is scheduled. None: unknown, no verdict.
+        self.client_node: str | None = None
+        self.client_namespace: str | None = None
         # What the run waits for besides its requests, e.g. "waiting for the apiserver (...)"; None: nothing.
         self.waiting: str | None = None
         self.sink: RunSink = NULL_SINK
@@ -148,6 +153,7 @@ class Run:
         first_reply_ms: float | None,
         client_pod: str | None,
         client_ip: str | None,
+        client_node: str | None = None,
     ) -> Run:
         """A finished run read back (from the store): shown exactly as it was when it ended."""
         run = cls(run_id, spec, target, rule, None, clock=lambda: 0.0)
@@ -159,6 +165,7 @@ class Run:
         run._current, run.known, run.endpoints_changed = current, known, endpoints_changed
         run.calibration, run.samples, run.first_reply_ms = calibration, samples, first_reply_ms
         run.client_pod, run.client_ip = client_pod, client_ip
+        run.client_node = client_node or (summary.routing.client_node if summary.routing else None)
         run._issued = spec.count
         return run
 
@@ -171,6 +178,8 @@ class Run:
         ):
             return self._current
         self._read_at = t
+        if self.client_node is None:
+            self._find_client_node()
         now = backends(self._view, self.target)
         key = frozenset((b.pod, b.ip, b.ready) for b in now)
         if key != self._current_key:
@@ -246,6 +255,7 @@ class Run:
         if self.finished:
             return
         self.current()  # a change since the last request must be flagged in the frozen report
+        self._find_client_node()
         self.status = status
         self.error = error
         self.finished_at = self.clock()
@@ -301,7 +311,7 @@ class Run:
         if self.final is not None:
             return self.final
         self.current()
-        key = (len(self.results), self._current_key, self.endpoints_changed, self.finished)
+        key = (len(self.results), self._current_key, self.endpoints_changed, self.finished, self.client_node)
         if self._summary is None or key != self._summary_key:
             self._summary, self._summary_key = self._summarize(), key
         return self._summary
@@ -325,7 +335,41 @@ class Run:
             session_affinity=self.target.session_affinity,
             reuse=self.spec.reuse,
         )
-        return diagnosis.apply(summary, diagnosis.diagnose(evidence))
+        summary = diagnosis.apply(summary, diagnosis.diagnose(evidence))
+        return replace(summary, routing=self._routing(summary))
+
+    def _find_client_node(self) -> None:
+        """The client pod's node, once the pod is watched and scheduled (a probe pod is gone at the end:
+        this is tried on every endpoint read until it is known)."""
+        if self.client_node is not None or self._view is None or not self.client_pod:
+            return
+        if self.client_namespace is None:
+            return
+        pod = self._view.pod(ObjectKey(self.client_namespace, self.client_pod))
+        if pod is not None and pod.node_name:
+            self.client_node = pod.node_name
+
+    def _routing(self, summary: Summary) -> routing.Routing | None:
+        """What kube-proxy on the client's node may pick for this port now, against what answered."""
+        if self._view is None or self.client_node is None:
+            return None
+        svc = self._view.service(self.target.service)
+        if svc is None:
+            return None
+        port_name = self.target.port.name or ""
+        endpoints = routing.candidates(svc, self._view.slices_for(self.target.service), port_name)
+        node_of = getattr(self._view, "node", None)  # the watch cache knows Nodes (when allowed to)
+        node = node_of(self.client_node) if node_of is not None else None
+        zone = routing.zone_of(self.client_node, (node.zone or "") if node is not None else None, endpoints)
+        client = routing.Client(self.client_node, zone, self.client_ip)
+        hits = {p.pod: p.hits for p in summary.pods}
+        return routing.routing_of(
+            routing.expect(svc, endpoints, client),
+            client,
+            hits,
+            dict(summary.errors),
+            endpoints_changed=self.endpoints_changed,
+        )
 
     def _removed_endpoints(self) -> list[diagnosis.Removed]:
         """Addresses that left the Service shortly before or during the run (if the view remembers them:

@@ -44,11 +44,15 @@ class ProbeRunner:
         origins: Sequence[Origin] = (),
         dashboard_pod: str | None = None,
         dashboard_ip: str | None = None,
+        dashboard_node: str | None = None,
+        probe_pod_namespace: str | None = None,
         sinks: SinkFactory | None = None,
     ) -> None:
         """``dial`` maps a checked target address to the socket address to connect to (a test seam);
         ``clock`` times admission and runs (a test seam); ``dashboard_pod``/``dashboard_ip`` name this
-        process's pod (the client of "dashboard" runs); ``sinks`` opens where each run is recorded."""
+        process's pod (the client of "dashboard" runs) and ``dashboard_node`` its node (whose kube-proxy
+        those runs meet); ``probe_pod_namespace`` is where probe pods run (their node is read from there);
+        ``sinks`` opens where each run is recorded."""
         self.view = view
         self.limits = limits
         self._clock = clock
@@ -58,6 +62,8 @@ class ProbeRunner:
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._starts: deque[float] = deque()
         self._dashboard = (dashboard_pod, dashboard_ip)
+        self._dashboard_node = dashboard_node
+        self._probe_pod_namespace = probe_pod_namespace
         self._sinks = sinks
         self._closing = False
         self._cancelled: set[asyncio.Task[None]] = set()
@@ -141,11 +147,14 @@ class ProbeRunner:
         spec = run.spec
         if spec.origin is Origin.DASHBOARD:
             run.client_pod, run.client_ip = self._dashboard
+            run.client_node = self._dashboard_node
         elif spec.origin is Origin.PROBE_POD:
             run.client_pod = f"svcscope-probe-{run.id}"  # its IP is known only while it runs
+            run.client_namespace = self._probe_pod_namespace  # its node too, once it is scheduled
         elif spec.exec_pod:
             pod = self.view.pod(ObjectKey(spec.namespace, spec.exec_pod))
             run.client_pod, run.client_ip = spec.exec_pod, pod.pod_ip if pod else None
+            run.client_namespace = spec.namespace
 
     def cancel(self, run_id: str) -> bool:
         run = self._runs.get(run_id)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app.probe.targets import Backend
+from app.routing import Routing
 
 UNIFORMITY_ALPHA = 0.001
 MIN_EXPECTED_PER_POD = 5.0
@@ -152,6 +153,8 @@ class Summary:
     chi_square: ChiSquare | None
     verdict: str
     explanations: tuple[str, ...] = field(default_factory=tuple)
+    # Expected endpoints for the run's client beside what answered (None: the client's node is unknown).
+    routing: Routing | None = None
 
     @property
     def outcome(self) -> str:

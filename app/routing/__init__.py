@@ -33,7 +33,7 @@ from app.routing.expect import (
     topology_mode,
 )
 from app.routing.explain import RuleReport, explain, topology_annotation
-from app.routing.judge import Verdict, judge
+from app.routing.judge import Routing, Verdict, judge, routing_of, zone_of
 
 __all__ = [
     "Candidate",
@@ -41,6 +41,7 @@ __all__ = [
     "Expectation",
     "Fate",
     "Policy",
+    "Routing",
     "RuleReport",
     "TopologyMode",
     "Verdict",
@@ -49,6 +50,8 @@ __all__ = [
     "explain",
     "judge",
     "policy_of",
+    "routing_of",
     "topology_annotation",
     "topology_mode",
+    "zone_of",
 ]

@@ -77,6 +77,7 @@ class Expectation:
     terminating_fallback: bool  # no ready endpoint was usable: serving-terminating ones are used
     sticky_s: int | None  # ClientIP: one endpoint per client address for this long after its last connection
     reasons: tuple[str, ...]
+    node: str | None = None  # the client's node the expectation is for
 
     @property
     def pods(self) -> frozenset[str]:
@@ -181,7 +182,7 @@ def expect(service: Service, endpoints: Sequence[Candidate], client: Client) -> 
         mode = kw.get("mode", TopologyMode.NONE)
         fallback = bool(kw.get("fallback", False))
         assert isinstance(mode, TopologyMode)
-        return Expectation(fate, tuple(chosen), policy, mode, fallback, sticky, tuple(reasons))
+        return Expectation(fate, tuple(chosen), policy, mode, fallback, sticky, tuple(reasons), client.node)
 
     usable_anywhere = [c for c in endpoints if c.ready or c.serving_terminating]
     if not usable_anywhere:

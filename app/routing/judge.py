@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from app.routing.expect import Expectation, Fate, Policy, TopologyMode
+from app.routing.expect import Candidate, Client, Expectation, Fate, Policy, TopologyMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ def judge(
         return Verdict(False, ("no expectation: " + (expectation.reasons[0] if expectation.reasons else ""),))
     if expectation.fate is Fate.DROPPED:
         if not answered and failures and timeouts == failures:
-            return Verdict(True, (f"dropped as expected ({expectation.reasons[0]})",))
+            return Verdict(True, (f"dropped as expected (no local endpoint on node {expectation.node})",))
         if answered:
             lines.append(
                 f"{', '.join(sorted(answered))} answered although traffic should be dropped: "
@@ -84,3 +84,47 @@ def _cause(endpoints_changed: bool) -> str:
     return (
         "likely kube-proxy has not yet programmed the latest endpoints or hints (or stale conntrack entries)"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """A run's expected endpoints beside its verdict, as plain data: kept with the run's frozen report."""
+
+    client_node: str | None
+    client_zone: str | None
+    fate: str  # a Fate value
+    expected: tuple[str, ...]  # the endpoints (pod names, or addresses) kube-proxy may pick, sorted
+    reasons: tuple[str, ...]  # why those: the rule in effect for this client
+    as_expected: bool
+    lines: tuple[str, ...]  # the verdict in words
+
+
+def routing_of(
+    expectation: Expectation,
+    client: Client,
+    hits: Mapping[str, int],
+    errors: Mapping[str, int],
+    *,
+    endpoints_changed: bool = False,
+) -> Routing:
+    verdict = judge(expectation, hits, errors, endpoints_changed=endpoints_changed)
+    return Routing(
+        client_node=client.node,
+        client_zone=client.zone,
+        fate=expectation.fate.value,
+        expected=tuple(sorted(expectation.pods)),
+        reasons=expectation.reasons,
+        as_expected=verdict.as_expected,
+        lines=verdict.lines,
+    )
+
+
+def zone_of(node: str | None, node_zone: str | None, endpoints: Sequence[Candidate]) -> str | None:
+    """The client node's zone: its Node label when the Node is known (``node_zone``, "" = unlabelled),
+    else the zone an endpoint on that node carries (the EndpointSlice controller copies the label), else
+    unknown (None)."""
+    if node is None:
+        return None
+    if node_zone is not None:
+        return node_zone
+    return next((c.zone for c in endpoints if c.node == node and c.zone is not None), None)

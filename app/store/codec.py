@@ -1,5 +1,8 @@
 """A run's frozen ``Summary`` as JSON and back, exactly (floats round-trip through ``repr``).
 
+The routing verdict (expected endpoints for the run's client beside what answered) is an optional key:
+summaries stored before it existed read back without one.
+
 The per-request ``sequence`` is left out: it is as long as the run and follows from the stored outcomes
 (``records.sequence_of``).
 """
@@ -10,6 +13,7 @@ import json
 from typing import Any
 
 from app.probe.stats import ChiSquare, PodStats, Summary
+from app.routing import Routing
 
 
 def encode_summary(s: Summary) -> str:
@@ -43,6 +47,7 @@ def encode_summary(s: Summary) -> str:
         ),
         "verdict": s.verdict,
         "explanations": list(s.explanations),
+        "routing": _encode_routing(s.routing) if s.routing is not None else None,
     }
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
@@ -66,4 +71,31 @@ def decode_summary(text: str) -> Summary:
         chi_square=ChiSquare(chi[0], chi[1], chi[2]) if chi is not None else None,
         verdict=d["verdict"],
         explanations=tuple(d["explanations"]),
+        routing=_decode_routing(d.get("routing")),
+    )
+
+
+def _encode_routing(r: Routing) -> dict[str, Any]:
+    return {
+        "client_node": r.client_node,
+        "client_zone": r.client_zone,
+        "fate": r.fate,
+        "expected": list(r.expected),
+        "reasons": list(r.reasons),
+        "as_expected": r.as_expected,
+        "lines": list(r.lines),
+    }
+
+
+def _decode_routing(d: Any) -> Routing | None:
+    if not isinstance(d, dict):
+        return None
+    return Routing(
+        client_node=d["client_node"],
+        client_zone=d["client_zone"],
+        fate=d["fate"],
+        expected=tuple(d["expected"]),
+        reasons=tuple(d["reasons"]),
+        as_expected=bool(d["as_expected"]),
+        lines=tuple(d["lines"]),
     )

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from app.probe.compare import Comparison, RunSnapshot
 from app.probe.run import Run
 from app.probe.stats import Summary
+from app.routing import Routing
 
 
 def _ms(value: float | None) -> float | None:
@@ -41,9 +42,32 @@ class SpecOut(BaseModel):
     exec_pod: str | None
 
 
+class RoutingOut(BaseModel):
+    client_node: str | None
+    client_zone: str | None
+    fate: str = Field(description="routed, dropped, rejected or unknown")
+    expected: list[str]
+    reasons: list[str]
+    as_expected: bool
+    verdict: list[str]
+
+    @classmethod
+    def of(cls, r: Routing) -> RoutingOut:
+        return cls(
+            client_node=r.client_node,
+            client_zone=r.client_zone,
+            fate=r.fate,
+            expected=list(r.expected),
+            reasons=list(r.reasons),
+            as_expected=r.as_expected,
+            verdict=list(r.lines),
+        )
+
+
 class ClientOut(BaseModel):
     pod: str | None = Field(description="the client kube-proxy sees, when known")
     ip: str | None
+    node: str | None = Field(default=None, description="its node, whose kube-proxy the requests meet")
 
 
 class AttributionOut(BaseModel):
@@ -113,6 +137,9 @@ class RunOut(BaseModel):
     chi_square: ChiSquareOut | None
     verdict: str
     explanations: list[str]
+    routing: RoutingOut | None = Field(
+        default=None, description="expected endpoints for the client's node against what answered"
+    )
     endpoints_changed: bool
     samples: dict[str, str]
 
@@ -158,7 +185,7 @@ def _run_fields(run: Run, s: Summary) -> dict[str, object]:
             origin=spec.origin.value,
             exec_pod=spec.exec_pod,
         ),
-        "client": ClientOut(pod=run.client_pod, ip=run.client_ip),
+        "client": ClientOut(pod=run.client_pod, ip=run.client_ip, node=run.client_node),
         "attribution": AttributionOut(
             mode=run.calibration.mode.value,
             note=run.calibration.note,
@@ -196,6 +223,7 @@ def _run_fields(run: Run, s: Summary) -> dict[str, object]:
         ),
         "verdict": s.verdict,
         "explanations": list(s.explanations),
+        "routing": RoutingOut.of(s.routing) if s.routing is not None else None,
         "endpoints_changed": run.endpoints_changed,
         "samples": dict(run.samples),
     }

@@ -44,7 +44,7 @@ def list_filter(query: ServiceQuery) -> Callable[[Any], bool]:
             return False
         if change.key is None:  # re-list, sync state or problem
             return True
-        if change.kind is Kind.PODS:
+        if change.kind in (Kind.PODS, Kind.NODES):
             return False
         return query.namespace is None or change.namespace == query.namespace
 

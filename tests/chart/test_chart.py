@@ -34,6 +34,8 @@ BASE_RULES = [
     {"apiGroups": [""], "resources": ["services", "pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
 ]
+# rbac.readNodes (on by default): nodes are cluster-scoped, so only a ClusterRole can grant them.
+CLUSTER_RULES = [*BASE_RULES, {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
 
 
 def _docs(helm: Path, *sets: str, values: str | None = None) -> list[dict[str, Any]]:
@@ -91,7 +93,7 @@ def test_default_rbac_is_cluster_wide_and_read_only(helm: Path) -> None:
         "Deployment",
     }
     (role,) = by_kind(docs, "ClusterRole")
-    assert role["rules"] == BASE_RULES
+    assert role["rules"] == CLUSTER_RULES
     assert {verb for _, _, verb in _granted(role["rules"])} == READ_ONLY
     (binding,) = by_kind(docs, "ClusterRoleBinding")
     assert binding["roleRef"] == {
@@ -123,7 +125,7 @@ def test_no_exec_by_default(helm: Path) -> None:
 def test_each_write_verb_only_with_its_value_and_only_in_writable_namespaces(helm: Path, flag: str) -> None:
     docs = _docs(helm, f"{flag}=true", "rbac.writableNamespaces={team-a,team-b}")
     (cluster_role,) = by_kind(docs, "ClusterRole")
-    assert cluster_role["rules"] == BASE_RULES
+    assert cluster_role["rules"] == CLUSTER_RULES
     assert _roles(docs) == {("team-a", "svcscope-write"): WRITE_RULES[flag],
                             ("team-b", "svcscope-write"): WRITE_RULES[flag]}  # fmt: skip
     for binding in by_kind(docs, "RoleBinding"):
@@ -137,7 +139,7 @@ def test_each_write_verb_only_with_its_value_and_only_in_writable_namespaces(hel
 @pytest.mark.parametrize("flag", sorted(WRITE_RULES))
 def test_a_write_value_without_writable_namespaces_grants_nothing(helm: Path, flag: str) -> None:
     docs = _docs(helm, f"{flag}=true")
-    assert _role_rules(docs) == [BASE_RULES]
+    assert _role_rules(docs) == [CLUSTER_RULES]
     assert "SVCSCOPE_WRITABLE_NAMESPACES" not in _env(
         _dashboard(docs)["spec"]["template"]["spec"]["containers"][0]
     )
@@ -145,13 +147,13 @@ def test_a_write_value_without_writable_namespaces_grants_nothing(helm: Path, fl
 
 def test_writable_namespaces_without_a_write_value_grant_nothing(helm: Path) -> None:
     docs = _docs(helm, "rbac.writableNamespaces={team-a}")
-    assert _role_rules(docs) == [BASE_RULES]
+    assert _role_rules(docs) == [CLUSTER_RULES]
 
 
 def test_probe_pods_only_in_the_release_namespace(helm: Path) -> None:
     docs = _docs(helm, "rbac.probePods=true", "rbac.writableNamespaces={team-a}")
     (cluster_role,) = by_kind(docs, "ClusterRole")
-    assert cluster_role["rules"] == BASE_RULES
+    assert cluster_role["rules"] == CLUSTER_RULES
     assert _roles(docs) == {("svcscope", "svcscope-probe-pods"): PROBE_POD_RULES}
     (binding,) = by_kind(docs, "RoleBinding")
     assert binding["metadata"]["namespace"] == "svcscope"
@@ -253,11 +255,27 @@ def test_namespaced_rbac_makes_roles_and_scopes_the_app(helm: Path) -> None:
     container = _dashboard(docs)["spec"]["template"]["spec"]["containers"][0]
     assert _env(container)["SVCSCOPE_NAMESPACES"] == "team-a,team-b"
     assert _env(container)["SVCSCOPE_WRITABLE_NAMESPACES"] == "team-a"
+    # No ClusterRole, so no nodes: the app does not try, and says node zones are unknown.
+    assert _env(container)["SVCSCOPE_WATCH_NODES"] == "false"
 
 
 def test_cluster_wide_app_has_no_namespace_filter(helm: Path) -> None:
     container = _dashboard(_docs(helm))["spec"]["template"]["spec"]["containers"][0]
     assert "SVCSCOPE_NAMESPACES" not in _env(container)
+    assert "SVCSCOPE_WATCH_NODES" not in _env(container)
+
+
+def test_read_nodes_off_drops_the_nodes_rule_and_tells_the_app(helm: Path) -> None:
+    docs = _docs(helm, "rbac.readNodes=false")
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert cluster_role["rules"] == BASE_RULES
+    assert _dashboard_env(docs)["SVCSCOPE_WATCH_NODES"] == "false"
+
+
+def test_dashboard_knows_its_node_from_the_downward_api(helm: Path) -> None:
+    container = _dashboard(_docs(helm))["spec"]["template"]["spec"]["containers"][0]
+    (node_env,) = [e for e in container["env"] if e["name"] == "NODE_NAME"]
+    assert node_env["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
 
 
 def test_rbac_can_be_left_to_the_user(helm: Path) -> None:

@@ -172,8 +172,9 @@ def _assert_access(rel: Release, expected: dict[Access, bool]) -> None:
     assert not wrong, f"can-i answers that differ from the chart's intent (actual shown): {wrong}"
 
 
+# Nodes are read (rbac.readNodes, on by default) for their zones: what each node's kube-proxy picks.
 READ = [(verb, res, "") for verb in ("get", "list", "watch")
-        for res in ("services", "pods", "endpointslices.discovery.k8s.io")]  # fmt: skip
+        for res in ("services", "pods", "endpointslices.discovery.k8s.io", "nodes")]  # fmt: skip
 NEVER = [
     ("get", "secrets", ""),
     ("list", "secrets", ""),
@@ -182,7 +183,8 @@ NEVER = [
     ("create", "services", ""),
     ("delete", "services", ""),
     ("update", "services", ""),
-    ("get", "nodes", ""),
+    ("update", "nodes", ""),
+    ("get", "nodes", "proxy"),
     ("create", "serviceaccounts", "token"),
     ("impersonate", "serviceaccounts", ""),
 ]

@@ -191,3 +191,29 @@ def demo_cache() -> ServiceCache:
             ),
         ],
     )
+
+
+def node(
+    name: str,
+    zone: str | None = "zone-a",
+    *,
+    ready: bool = True,
+    rv: str = "1",
+    address: str = "198.18.255.1",
+) -> dict[str, Any]:
+    labels = {"kubernetes.io/hostname": name}
+    if zone is not None:
+        labels["topology.kubernetes.io/zone"] = zone
+        labels["topology.kubernetes.io/region"] = "region-1"
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "uid": f"uid-node-{name}", "resourceVersion": rv, "labels": labels},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": name}],
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False"},
+                {"type": "Ready", "status": "True" if ready else "False"},
+            ],
+        },
+    }

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -261,3 +262,43 @@ async def test_a_calibration_is_reused_for_the_same_pods_briefly() -> None:
         assert [p.hits for p in second.summary().pods] == [20, 20, 20]  # the remembered fingerprints work
         other = await finished(runner.start(spec(path="/other")))
         assert "ago" not in other.calibration.note  # another request: calibrated afresh
+
+
+def _runner_on_node(cluster: Cluster, node: str | None) -> ProbeRunner:
+    return ProbeRunner(cluster.view, limits(), dial=cluster.dial, dashboard_node=node)
+
+
+async def test_dashboard_run_is_judged_against_the_endpoints_its_node_may_pick(cluster: Cluster) -> None:
+    run = await finished(_runner_on_node(cluster, "node-1").start(spec(count=12)))
+    routing = run.summary().routing
+    assert routing is not None
+    assert (routing.client_node, routing.fate) == ("node-1", "routed")
+    assert routing.expected == ("web-0", "web-1", "web-2")
+    assert routing.as_expected, routing.lines
+    assert routing.lines[0].startswith("as expected")
+
+
+async def test_local_policy_on_a_node_without_endpoints_expects_a_drop(cluster: Cluster) -> None:
+    # Every endpoint is on node-1; a client on node-2 should see nothing answer. The fake balancer does
+    # answer (it ignores the policy), so the verdict must name the pods that should not have answered.
+    svc = cluster.view.services[WEB]
+    cluster.view.add_service(dataclasses.replace(svc, internal_traffic_policy="Local"))
+    run = await finished(_runner_on_node(cluster, "node-2").start(spec(count=6)))
+    routing = run.summary().routing
+    assert routing is not None and routing.fate == "dropped" and routing.expected == ()
+    assert not routing.as_expected
+    assert "answered although traffic should be dropped" in routing.lines[0]
+
+
+async def test_the_verdict_is_frozen_when_the_run_ends(cluster: Cluster) -> None:
+    run = await finished(_runner_on_node(cluster, "node-1").start(spec(count=6)))
+    before = run.summary().routing
+    svc = cluster.view.services[WEB]
+    cluster.view.add_service(dataclasses.replace(svc, internal_traffic_policy="Local"))
+    cluster.view.set_endpoints(WEB, [("web-7", "198.18.0.77")], SLICE_PORTS)
+    assert run.summary().routing == before
+
+
+async def test_no_verdict_while_the_client_node_is_unknown(cluster: Cluster) -> None:
+    run = await finished(_runner_on_node(cluster, None).start(spec(count=3)))
+    assert run.summary().routing is None

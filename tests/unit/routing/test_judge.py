@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from app.routing import Client, expect, judge
+from app.routing import Client, expect, judge, routing_of, zone_of
 from tests.unit.fakes import make_service
 from tests.unit.routing.endpoints import SPREAD, ZONED
 
@@ -21,7 +21,7 @@ CASES = [
     ("endpoint change explains it", make_service(), ZONED, CLIENT_A, {"p2": 1}, {}, True, False,
      "the endpoints changed during the run"),
     ("dropped as expected", LOCAL, SPREAD, Client("n9", "a"), {}, {"timeout": 4}, False, True,
-     "dropped as expected"),
+     "dropped as expected (no local endpoint on node n9)"),
     ("refused is not a drop", LOCAL, SPREAD, Client("n9", "a"), {}, {"refused": 4}, False, False,
      "failures other than timeouts"),
     ("answered although dropped", LOCAL, SPREAD, Client("n9", "a"), {"p1": 2}, {}, False, False,
@@ -45,3 +45,24 @@ def test_verdicts(name, service, eps, client, hits, errors, changed, ok, says) -
 def test_kube_proxy_lag_is_the_default_cause() -> None:
     verdict = judge(expect(make_service(), ZONED, CLIENT_A), {"p3": 1}, {})
     assert "kube-proxy has not yet programmed" in verdict.lines[0]
+
+
+def test_routing_record_carries_the_expected_set_and_the_verdict() -> None:
+    r = routing_of(expect(make_service(), ZONED, CLIENT_A), CLIENT_A, {"p1": 2, "p4": 1}, {})
+    assert (r.client_node, r.client_zone, r.fate) == ("n1", "a", "routed")
+    assert r.expected == ("p1", "p4") and r.as_expected
+    assert r.reasons[0].startswith("zone hints: only endpoints hinted for zone a")
+
+
+ZONE_CASES = [
+    ("the Node's label wins", "n1", "z", "z"),
+    ("an unlabelled Node has no zone", "n1", "", ""),
+    ("no Node: the zone an endpoint on that node carries", "n1", None, "a"),
+    ("no Node and no endpoint there: unknown", "n9", None, None),
+    ("no client node: unknown", None, "z", None),
+]
+
+
+@pytest.mark.parametrize(("name", "node", "node_zone", "zone"), ZONE_CASES)
+def test_zone_of_client_node(name, node, node_zone, zone) -> None:
+    assert zone_of(node, node_zone, SPREAD) == zone, name

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
 from app.probe.stats import Outcome, RunShape, summarize
 from app.probe.targets import Backend
+from app.routing import Routing
 from app.store.codec import decode_summary, encode_summary
 from app.store.records import sequence_of
 from tests.unit.store.factory import PODS_ABC, outcomes, shape
@@ -41,3 +43,22 @@ def test_a_summary_survives_json_exactly(results, run_shape, current, known) -> 
     assert back == dataclasses.replace(s, sequence=())
     # The sequence left out of the JSON is the one the stored outcomes give.
     assert sequence_of(list(reversed(results))) == s.sequence
+
+
+def test_a_routing_verdict_survives_json_and_old_summaries_read_without_one() -> None:
+    s = summarize(outcomes(30, ("echo-a",)), shape(30), PODS_ABC, PODS_ABC)
+    verdict = Routing(
+        client_node="node-<b>",
+        client_zone="zone-a",
+        fate="dropped",
+        expected=(),
+        reasons=("internalTrafficPolicy Local and no endpoint on node node-<b>: traffic is dropped",),
+        as_expected=True,
+        lines=("dropped as expected (no local endpoint on node node-<b>)",),
+    )
+    with_routing = dataclasses.replace(s, routing=verdict)
+    assert decode_summary(encode_summary(with_routing)).routing == verdict
+    # A summary stored before routing verdicts existed has no "routing" key at all.
+    old = json.loads(encode_summary(s))
+    del old["routing"]
+    assert decode_summary(json.dumps(old)).routing is None

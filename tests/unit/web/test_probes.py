@@ -214,7 +214,7 @@ async def test_runs_table_service_page_and_compare(client: tuple[httpx.AsyncClie
     second = (await c.post("/api/v1/probes", json={**BODY, "reuse": True, "concurrency": 1})).json()["id"]
     for run_id in (first, second):
         data = await wait_done(c, run_id)
-        assert data["client"] == {"pod": None, "ip": None}
+        assert data["client"] == {"pod": None, "ip": None, "node": None}
     page = await c.get("/services/demo/web")
     assert page.status_code == 200 and 'data-testid="recent-runs"' in page.text
     assert page.text.count('data-testid="run-row"') == 2 and f'href="/runs/{first}"' in page.text

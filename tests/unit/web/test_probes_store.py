@@ -4,6 +4,7 @@ a missing run's 404 says why, and a finished run's block is rendered once for ev
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,15 +29,17 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @asynccontextmanager
-async def dashboard(cluster: Cluster, path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
-    """One dashboard process's life on the store at ``path`` (entering again is a restart)."""
+async def dashboard(
+    cluster: Cluster, path: Path, node: str | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+    """One dashboard process's life on the store at ``path`` (entering again is a restart), on ``node``."""
     cache = filled_cache(cluster)
     settings = Settings(csrf_secret=SECRET, sse_coalesce_s=0.05, store_path="")
     app = create_app(settings, cache=cache, start_watchers=False)
     async with app.router.lifespan_context(app):
         state: AppState = app.state.svc
         state.settings = settings.model_copy(update={"store_path": str(path), "store_lock_wait_s": 0.0})
-        runner = ProbeRunner(cache, limits(), dial=cluster.dial)
+        runner = ProbeRunner(cache, limits(), dial=cluster.dial, dashboard_node=node)
         await start_store(state, runner)  # what the lifespan does, with the test's dial
         state.probe_runner = runner
         async with httpx.AsyncClient(
@@ -63,6 +66,28 @@ async def test_finished_run_survives_a_restart_identical(tmp_path: Path) -> None
             assert page.status_code == 200 and page.text.count('title="#') == 30
             listing = await c.get("/runs")
             assert run_id in listing.text
+
+
+async def test_the_routing_verdict_is_stored_with_the_run_and_frozen(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async for cluster in make_cluster(3):
+        async with dashboard(cluster, path, node="node-1") as (c, state):
+            run_id = (await c.post("/api/v1/probes", json=BODY)).json()["id"]
+            before = await wait_done(c, run_id)
+            assert before["client"]["node"] == "node-1"
+            assert (
+                before["routing"]["expected"] == ["web-0", "web-1", "web-2"]
+                and before["routing"]["as_expected"]
+            )
+            # The Service turns Local and its pods move away after the run: the verdict stays as it was.
+            svc = state.cache.service(ObjectKey("demo", "web"))
+            assert svc is not None
+            state.cache.upsert_service(dataclasses.replace(svc, internal_traffic_policy="Local"))
+            assert (await c.get(f"/api/v1/probes/{run_id}")).json() == before
+        async with dashboard(cluster, path, node="node-2") as (c, _):
+            assert (await c.get(f"/api/v1/probes/{run_id}")).json() == before  # read back from the store
+            page = await c.get(f"/runs/{run_id}")
+            assert "as expected: every answer came from the 3 expected endpoint(s)" in page.text
 
 
 async def test_report_is_frozen_when_the_endpoints_change_afterwards(tmp_path: Path) -> None:
