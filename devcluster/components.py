@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devcluster import cluster, config, kubeapi, node, paths, topology
+from devcluster.sh import CommandError
 from devcluster.topology import Node
 
 # In start order. coredns is a Deployment: stopping it scales it to zero.
@@ -75,6 +76,8 @@ def resolve(base: str, node_name: str | None = None) -> Target:
     if base in ON_FIRST_NODE and not each.first:
         first = topology.current().node_list()[0].name
         raise cluster.ClusterError(f"--node {node_name}: {base} runs beside the first node only ({first})")
+    if not each.netns_path.exists():
+        raise cluster.ClusterError(f"node {each.name} is not up: run `python -m devcluster up`")
     return Target(base, each)
 
 
@@ -207,7 +210,10 @@ def _wait_exit(rec: node.PidRecord, timeout: float) -> bool:
 
 
 def _scale_coredns(replicas: int) -> None:
-    cluster.kubectl("scale", "deployment", "coredns", "-n", "kube-system", f"--replicas={replicas}")
+    try:
+        cluster.kubectl("scale", "deployment", "coredns", "-n", "kube-system", f"--replicas={replicas}")
+    except CommandError as exc:
+        raise cluster.ClusterError(f"coredns: {exc}") from None
 
 
 def _coredns_pods() -> list[object]:

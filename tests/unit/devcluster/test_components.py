@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from devcluster import cli, cluster, components
+from devcluster import cli, cluster, components, topology
 
 # /proc/net/tcp as the kernel writes it: a LISTEN socket (state 0A) on 0.0.0.0:6443 (0x192B), one on
 # 127.0.0.1:2379 (0x094B), an established connection from port 2379 and a LISTEN on an unrelated port.
@@ -68,6 +70,12 @@ def test_bad_arguments_are_named(argv: list[str], said: str, capsys: pytest.Capt
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(argv)
     assert said in capsys.readouterr().err
+
+
+def test_a_cluster_that_is_not_up_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(topology.Node, "netns_path", property(lambda self: tmp_path / "no-such-netns"))
+    with pytest.raises(cluster.ClusterError, match=r"node .* is not up: run `python -m devcluster up`"):
+        components.resolve("etcd")
 
 
 def test_an_unknown_node_names_the_flag() -> None:
