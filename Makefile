@@ -68,7 +68,8 @@ cluster-down: bootstrap
 	$(VPY) -m devcluster down
 
 # The local demo: cluster up, image built and imported, chart installed with the sample workloads,
-# `kubectl port-forward svc/svcscope 8080:80` in the background. Idempotent.
+# `kubectl port-forward svc/svcscope 8080:80` in the background, started again whenever it dies (the
+# kubectl plugin's supervisor; pid and log in .demo/). Idempotent.
 # Its cluster is an instance of its own ("demo", 3 nodes in 3 zones): `make test` takes the default instance
 # down and up again and keeps it at one node, which must neither stop the demo nor reshape the tests' cluster.
 # SVCSCOPE_DC_INSTANCE= (empty) puts the demo on the default instance instead.
@@ -76,6 +77,6 @@ demo demo-down: export SVCSCOPE_DC_INSTANCE ?= demo
 demo: install
 	$(VPY) -m scripts.demo up
 
-# Stops the port-forward and uninstalls the release; `make demo-down CLUSTER=1` stops the local cluster too.
+# Stops the port-forward's supervisor and uninstalls the release; `make demo-down CLUSTER=1` stops the local cluster too.
 demo-down: bootstrap
 	$(VPY) -m scripts.demo down $(if $(CLUSTER),--cluster)

@@ -1,4 +1,5 @@
-"""Command line: `python -m devcluster up|down|status|env|kubectl|logs|exec|image|install`."""
+"""Command line of `python -m devcluster` (up, down, status, env, kubectl, logs, exec, image, install, and
+stop/start/restart of one component)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from devcluster import cluster, node, paths, topology
+from devcluster import cluster, components, node, paths, topology
 
 EPILOG = f"""\
 Run a command inside a node (its network and mount namespaces), e.g. to look at kube-proxy's rules:
@@ -19,6 +20,8 @@ From the host, use the admin kubeconfig:  eval "$(python -m devcluster env)"; ku
 Logs of the components: {paths.LOG_DIR}/<component>.log  (python -m devcluster logs kubelet [--node NAME])
 Several nodes in several zones:  python -m devcluster up --nodes 3 --zones 3 --proxy-mode nftables
 A second cluster beside the first:  python -m devcluster --instance NAME up  (or {paths.INSTANCE_ENV}=NAME)
+One component:  python -m devcluster restart kube-apiserver;  stop --kill etcd;  stop --freeze kube-proxy
+  (a start first frees the component's ports: a stray copy of it is killed; it then waits until healthy)
 """
 
 
@@ -63,6 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exe.add_argument("--node", metavar="NAME", help="which node (default: the first, with the control plane)")
     exe.add_argument("cmd", nargs=argparse.REMAINDER, help="the command (after --)")
+    component_help = "one of: " + ", ".join(components.NAMES)
+    node_help = "the node of a kubelet, kube-proxy or containerd (default: the first)"
+    stop = sub.add_parser("stop", help="stop a component and wait until its ports are free")
+    stop.add_argument("component", choices=components.NAMES, metavar="COMPONENT", help=component_help)
+    stop.add_argument("--node", metavar="NAME", help=node_help)
+    how = stop.add_mutually_exclusive_group()
+    how.add_argument("--kill", action="store_true", help="SIGKILL at once, as a crash (default: SIGTERM)")
+    how.add_argument(
+        "--freeze", action="store_true", help="SIGSTOP: it keeps its ports and state, answers nothing"
+    )
+    start = sub.add_parser(
+        "start", help="start components (or thaw frozen ones) after freeing their ports; wait until healthy"
+    )
+    start.add_argument(
+        "component", nargs="+", choices=components.NAMES, metavar="COMPONENT", help=component_help
+    )
+    start.add_argument("--node", metavar="NAME", help=node_help)
+    start.add_argument("--no-wait", action="store_true", help="return once started, before it is healthy")
+    restart = sub.add_parser("restart", help="stop, then start a component")
+    restart.add_argument("component", choices=components.NAMES, metavar="COMPONENT", help=component_help)
+    restart.add_argument("--node", metavar="NAME", help=node_help)
+    restart.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
     image = sub.add_parser("image", help="build or import the images (pause, base, echo)")
     image.add_argument(
         "action",
@@ -177,6 +202,15 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         os.execvpe(argv[0], argv, cluster.exec_env())
     if command == "image":
         return _image(args.action)
+    if command == "stop":
+        components.stop(args.component, args.node, kill=args.kill, freeze=args.freeze)
+        return 0
+    if command == "start":
+        components.start(args.component, args.node, wait=not args.no_wait)
+        return 0
+    if command == "restart":
+        components.restart(args.component, args.node, kill=args.kill)
+        return 0
     parser.error(f"unknown command {command!r}")
     return 2  # pragma: no cover - parser.error exits
 

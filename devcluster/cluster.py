@@ -17,7 +17,7 @@ import shutil
 import string
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -467,32 +467,42 @@ LOCAL_HEALTH = {
     "kubelet /healthz": "http://127.0.0.1:10248/healthz",
     "kube-proxy /healthz": "http://127.0.0.1:10256/healthz",
 }
+# Which of these URLs answer 200, asked from inside a node. The secure ports of the controller-manager and
+# the scheduler serve self-signed certificates: the question is only whether the process answers.
 _PROBE_SCRIPT = """\
-import json, sys, urllib.request
+import json, ssl, sys, urllib.request
+unverified = ssl._create_unverified_context()
 out = {}
 for url in sys.argv[1:]:
     try:
-        out[url] = urllib.request.urlopen(url, timeout=2).status == 200
+        out[url] = urllib.request.urlopen(url, timeout=2, context=unverified).status == 200
     except Exception:
         out[url] = False
 print(json.dumps(out))
 """
 
 
+def local_answers(each: Node, urls: Iterable[str]) -> dict[str, bool]:
+    """One Python inside a node's network namespace asks each URL (loopback-only endpoints): URL -> 200?"""
+    wanted = list(urls)
+    try:
+        argv = ["nsenter", f"--net={each.netns_path}", "--", "python3", "-c", _PROBE_SCRIPT, *wanted]
+        answers = json.loads(run(argv, timeout=15).stdout)
+    except (CommandError, ValueError):
+        answers = {}
+    return {url: bool(answers.get(url)) for url in wanted}
+
+
 def _local_health(each: Node | None = None) -> dict[str, bool]:
-    """One Python inside a node's network namespace checks its loopback-only health endpoints."""
+    """The node's loopback-only health endpoints (etcd's on the first node only): check name -> answers?"""
     each = each or topology.node(Shape(), 1)
     wanted = {
         (name if each.first else f"{name} ({each.name})"): url
         for name, url in LOCAL_HEALTH.items()
         if each.first or not name.startswith("etcd")
     }
-    try:
-        argv = ["nsenter", f"--net={each.netns_path}", "--", "python3", "-c", _PROBE_SCRIPT, *wanted.values()]
-        answers = json.loads(run(argv, timeout=15).stdout)
-    except (CommandError, ValueError):
-        answers = {}
-    return {name: bool(answers.get(url)) for name, url in wanted.items()}
+    answers = local_answers(each, wanted.values())
+    return {name: answers[url] for name, url in wanted.items()}
 
 
 def env_lines() -> list[str]:

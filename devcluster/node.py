@@ -42,6 +42,11 @@ class PidRecord:
         stat = _stat(self.pid)
         return stat is not None and stat[1] == self.start_ticks and stat[0] != "Z"
 
+    def state(self) -> str | None:
+        """The process's state letter (R, S, T for stopped by a signal, ...), or None when it is gone."""
+        stat = _stat(self.pid)
+        return stat[0] if stat is not None and stat[1] == self.start_ticks and stat[0] != "Z" else None
+
 
 def _stat(pid: int) -> tuple[str, int] | None:
     """(state, start time in ticks) of a process, or None if there is none."""

@@ -26,11 +26,10 @@ import subprocess
 import sys
 import time
 import tomllib
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from app.plugin import supervise
 from devcluster import install, paths, topology
 
 REPO = Path(__file__).resolve().parent.parent
@@ -296,63 +295,64 @@ def uninstall_release(log: Log = _log) -> None:
         _run([*kubectl_base(), "delete", "namespace", NAMESPACE, "--wait", "--timeout=120s"], timeout=180)
 
 
-# -- The port-forward
+# -- The port-forward, kept alive by the kubectl plugin's supervisor (app.plugin) in the background
 
 
-def _our_port_forward() -> int | None:
-    """PID of the port-forward this script started, if it still runs (a recycled PID is not ours)."""
+def _supervisor() -> int | None:
+    """PID of the supervisor this script started, if it still runs (a recycled PID is not ours)."""
     try:
         pid = int(PIDFILE.read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    return pid if b"port-forward" in cmdline and f"svc/{RELEASE}".encode() in cmdline else None
+    return pid if b"app.plugin" in cmdline and RELEASE.encode() in cmdline else None
 
 
 def stop_port_forward(log: Log = _log) -> None:
-    pid = _our_port_forward()
+    pid = _supervisor()
     if pid is not None:
-        log(f"port-forward: stopping pid {pid}")
+        log(f"port-forward: stopping its supervisor (pid {pid})")
+        # The supervisor leads a session of its own: the signal reaches its kubectl too, even one it had no
+        # time to stop itself.
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while _our_port_forward() is not None and time.monotonic() < deadline:
+        while _supervisor() is not None and time.monotonic() < deadline:
             time.sleep(0.1)  # polling the process's exit, bounded by the deadline
-        if _our_port_forward() is not None:
+        if _supervisor() is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
     PIDFILE.unlink(missing_ok=True)
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}healthz", timeout=2) as resp:  # loopback only
-            return int(resp.status) == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def start_port_forward(port: int, log: Log = _log) -> str:
-    """`kubectl port-forward svc/svcscope PORT:80` in the background; returns the URL once it answers."""
+    """`kubectl port-forward svc/svcscope PORT:80` in the background, started again whenever it dies (the
+    dashboard pod replaced, the apiserver restarted); returns the URL once it answers."""
     stop_port_forward(log)  # a forward holds on to one pod: after a rollout it must be renewed
     url = f"http://localhost:{port}/"
-    if _healthy(url):
-        raise DemoError(f"port {port} is already served by something else: set SVCSCOPE_DEMO_PORT")
+    if not supervise.port_free(port):
+        raise DemoError(f"port {port} is already in use: set SVCSCOPE_DEMO_PORT")
     STATE_DIR.mkdir(exist_ok=True)
-    args = [*kubectl_base(), "--namespace", NAMESPACE, "port-forward", f"svc/{RELEASE}", f"{port}:80"]
-    args += ["--address", "127.0.0.1"]
+    args = [sys.executable, "-m", "app.plugin", "--kubectl", str(install.binary("kubectl"))]
+    args += ["--kubeconfig", str(kubeconfig()), "--namespace", NAMESPACE, "--release", RELEASE]
+    args += ["--port", str(port), "--timeout", str(PF_TIMEOUT_S)]
     with PF_LOG.open("w") as out:
         proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     PIDFILE.write_text(f"{proc.pid}\n")
-    deadline = time.monotonic() + PF_TIMEOUT_S
+    deadline = time.monotonic() + PF_TIMEOUT_S + 5
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             PIDFILE.unlink(missing_ok=True)
-            raise DemoError(f"kubectl port-forward exited ({proc.returncode}):\n{PF_LOG.read_text()[-2000:]}")
-        if _healthy(url):
-            log(f"port-forward: pid {proc.pid}, log {PF_LOG.relative_to(REPO)}")
+            raise DemoError(f"the port-forward exited ({proc.returncode}):\n{PF_LOG.read_text()[-2000:]}")
+        if supervise.check(port) is supervise.Answer.OK:
+            log(f"port-forward: pid {proc.pid} keeps it alive, log {PF_LOG.relative_to(REPO)}")
             return url
         time.sleep(0.2)  # polling until the forward answers, bounded by the deadline
     stop_port_forward(log)

@@ -99,17 +99,22 @@ def forwarded(cluster: Cluster, rel: Release) -> Iterator[ForwardedClient]:
             yield client
 
 
+def chart_release(cluster: Cluster, namespace: str) -> Release:
+    """The chart as a release in ``namespace``, with the image this checkout built (built and imported)."""
+    demo.build_image()
+    return Release(
+        namespace=namespace,
+        kubectl=cluster.kubectl,
+        helm_base=[str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig)],
+    )
+
+
 @contextlib.contextmanager
 def released_dashboard(
     cluster: Cluster, namespace: str, *sets: str, env: dict[str, str] | None = None
 ) -> Iterator[tuple[Release, Dashboard]]:
     """Install the chart into ``namespace`` with these values; the dashboard through a port-forward."""
-    demo.build_image()
-    rel = Release(
-        namespace=namespace,
-        kubectl=cluster.kubectl,
-        helm_base=[str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig)],
-    )
+    rel = chart_release(cluster, namespace)
     try:
         install(rel, sets, {**TEST_ENV, **(env or {})})
         pod = dashboard_pod(cluster, rel)

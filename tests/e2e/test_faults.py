@@ -2,9 +2,10 @@
 etcd, kube-proxy or CoreDNS fail, and that it catches up afterwards.
 
 Selected on their own (``pytest -m faults``; ``make faults``): they stop parts of the shared node, which
-breaks other e2e runs in progress. Every test restores the node in ``finally`` (thaws stopped processes,
-restarts dead ones after making sure nothing else holds their ports, removes firewall rules) and waits
-until the node is healthy again, so one failure cannot cascade into the next test.
+breaks other e2e runs in progress. Faults go through ``python -m devcluster stop|start`` (SIGKILL, SIGSTOP,
+and a start that first makes sure nothing holds the component's ports). Every test restores the node in
+``finally`` (``start`` of every component: thaws frozen ones, starts dead ones) and waits until the node is
+healthy again, so one failure cannot cascade into the next test.
 
 The dashboard is the chart's pod (image from the Dockerfile, the chart's ServiceAccount and RBAC) reached
 through ``kubectl port-forward``. While the apiserver is down a port-forward cannot exist (it runs through
@@ -20,13 +21,11 @@ import os
 import re
 import select
 import signal
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,27 +34,20 @@ import httpx
 import pytest
 
 from devcluster import cluster as devcluster_cluster
-from devcluster import config as devcluster_config
-from devcluster import node, paths, pki
-from scripts import demo
+from devcluster import components as devcluster_components
+from devcluster import kubeapi, node
 from tests.chart.release import Release, port_forward
 from tests.e2e.conftest import Cluster, EchoApp, deploy_echo_app, devcluster, wait_for
 from tests.e2e.dashboard import hits, probe_body
+from tests.e2e.released import chart_release
 
 # The first test also waits for the image build and the chart install (minutes on a busy machine).
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
-LINK_ADDRESS = "198.18.255.254"  # the node namespace's side of the host link; the apiserver listens there
 HEALTHY_TIMEOUT_S = 120.0
 STALE_WITHIN_S = 30.0
-# Ports each component listens on inside the node (a restart must find them free).
-COMPONENT_PORTS = {
-    "kube-apiserver": (paths.APISERVER_PORT,),
-    "etcd": (2379, 2380),
-    "kube-proxy": (10249, 10256),
-}
 STALE_RULES = "Service rules on the client's node look out of date"
 
 
@@ -71,75 +63,31 @@ def _record(name: str, value: object) -> None:
 
 
 def _apiserver_ready() -> bool:
-    context = ssl.create_default_context(cafile=str(pki.crt(pki.CA)))
-    context.check_hostname = False  # the link address; the CA still vouches for the certificate
+    """/readyz of this instance's apiserver, over its host link."""
     try:
-        url = f"https://{LINK_ADDRESS}:{paths.APISERVER_PORT}/readyz"
-        with urllib.request.urlopen(url, timeout=1, context=context) as resp:  # the node's own apiserver
-            return bool(resp.status == 200)
-    except Exception:
+        return kubeapi.readyz()
+    except OSError:
         return False
 
 
-def _component(name: str) -> node.PidRecord:
-    rec = node.find_record(name)
-    assert rec is not None and rec.alive(), f"{name} is not running"
-    return rec
-
-
-def _listeners(port: int) -> set[int]:
-    """PIDs listening on a TCP port inside the node (whatever their name)."""
-    out = devcluster("exec", "--", "ss", "-Hltnp", f"sport = :{port}", check=False).stdout
-    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _free_ports(name: str) -> None:
-    """Nothing may hold the component's ports before it starts: a stray copy of the same program is killed
-    (an earlier fault may have left one); anything else is a failure to report, not to kill."""
-    for port in COMPONENT_PORTS.get(name, ()):
-        holders = _listeners(port)
-        for pid in holders:
-            if not name.startswith(_comm(pid)[:15]) or not _comm(pid):
-                raise AssertionError(f"port {port} of {name} is held by pid {pid} ({_comm(pid)!r})")
-            os.kill(pid, signal.SIGKILL)
-        wait_for(_port_free(port), 15, f"port {port} free for {name}")
-
-
-def _port_free(port: int) -> Callable[[], bool]:
-    return lambda: not _listeners(port)
+def _kill(name: str) -> None:
+    """SIGKILL, as a crash; returns once the process is gone and its ports are free."""
+    devcluster("stop", name, "--kill")
 
 
 def _start(name: str) -> None:
-    _free_ports(name)
-    holder = node.find_record(node.HOLDER)
-    assert holder is not None and holder.alive(), "the node's mount holder is gone: the node needs `up`"
-    spec = devcluster_config.components(devcluster_cluster.bin_dir())[name]
-    node.start(spec, holder)
-
-
-def _kill(name: str) -> None:
-    rec = _component(name)
-    os.kill(rec.pid, signal.SIGKILL)
-    wait_for(lambda: not rec.alive(), 15, f"{name} gone")
+    """Start it (a stray copy holding its ports is killed first); the test itself waits for it to be ready."""
+    devcluster("start", name, "--no-wait")
 
 
 @contextlib.contextmanager
-def _stopped(name: str) -> Iterator[node.PidRecord]:
+def _stopped(name: str) -> Iterator[None]:
     """SIGSTOP the component (it keeps its ports and state; nothing answers), SIGCONT on the way out."""
-    rec = _component(name)
-    os.kill(rec.pid, signal.SIGSTOP)
+    devcluster("stop", name, "--freeze")
     try:
-        yield rec
+        yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(rec.pid, signal.SIGCONT)
+        devcluster("start", name, "--no-wait", check=False)
 
 
 def _restore_node() -> None:
@@ -148,15 +96,7 @@ def _restore_node() -> None:
     holder = node.find_record(node.HOLDER)
     if holder is None or not holder.alive():
         devcluster("up", timeout=1800)
-    for name in devcluster_cluster.ALL_COMPONENTS:
-        rec = node.find_record(name)
-        if rec is not None and rec.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(rec.pid, signal.SIGCONT)
-    for name in (*devcluster_cluster.CONTROL_PLANE, *devcluster_cluster.NODE_AGENTS):
-        rec = node.find_record(name)
-        if rec is None or not rec.alive():
-            _start(name)
+    devcluster("start", *devcluster_components.NAMES, timeout=HEALTHY_TIMEOUT_S * 3)
     wait_for(lambda: not devcluster_cluster.health().problems, HEALTHY_TIMEOUT_S, "a healthy node")
 
 
@@ -229,19 +169,9 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def installed(cluster: Cluster) -> Iterator[Installed]:
-    demo.build_image()
     namespace = f"e2e-faults-{uuid.uuid4().hex[:5]}"
-    cluster.kubectl("create", "namespace", namespace)
-    cluster.wait_for(
-        lambda: cluster.kubectl("get", "sa", "default", "-n", namespace, check=False).returncode == 0,
-        30,
-        "default ServiceAccount",
-    )
-    rel = Release(
-        namespace=namespace,
-        kubectl=cluster.kubectl,
-        helm_base=[str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig)],
-    )
+    rel = chart_release(cluster, namespace)  # builds the image first
+    cluster.create_namespace(namespace)
     try:
         rel.install()
         yield Installed(cluster, rel, namespace)
@@ -578,26 +508,12 @@ def test_coredns_at_zero_replicas_changes_nothing(
     installed: Installed, dash: httpx.Client, echo: EchoApp
 ) -> None:
     """The dashboard needs no DNS: it reaches the apiserver by address and probes ClusterIPs."""
-    deployment = installed.cluster.get("deployment", "coredns", "-n", "kube-system")
-    replicas = str(deployment["spec"].get("replicas") or 1)
-    installed.cluster.kubectl("scale", "deployment", "coredns", "-n", "kube-system", "--replicas=0")
+    devcluster("stop", "coredns", timeout=180)  # scaled to 0, returns once no CoreDNS pod is left
     try:
-        wait_for(
-            lambda: not installed.cluster.pods("kube-system", "k8s-app=kube-dns"), 60, "no CoreDNS pod left"
-        )
         body = _ready(dash)
         assert body["http_status"] == 200 and body["current"] is True, body
         assert echo.name in _listed(dash, echo.namespace)
         run = _probe(dash, probe_body(echo, count=60, concurrency=3, timeout_s=1.0))
         assert run["errors"] == {} and sum(hits(run).values()) == 60, run
     finally:
-        installed.cluster.kubectl(
-            "scale", "deployment", "coredns", "-n", "kube-system", f"--replicas={replicas}"
-        )
-        wait_for(
-            lambda: installed.cluster.get("deployment", "coredns", "-n", "kube-system")["status"].get(
-                "availableReplicas"
-            ),
-            90,
-            "CoreDNS available again",
-        )
+        devcluster("start", "coredns", timeout=180)  # back to its one replica, returns once it is available

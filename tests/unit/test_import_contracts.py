@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 LAYERS = "Dependencies point one way"
 CONFIG_ASIDE = "Configuration stays at the side"
+PLUGIN_ALONE = "The kubectl plugin is standard library only"
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
@@ -54,6 +55,9 @@ def test_the_copy_keeps_every_contract(tree: Path) -> None:
         ("app/catalog/query.py", "import app.probe.run", LAYERS),
         ("app/kube/cache.py", "import app.catalog.query", LAYERS),
         ("app/catalog/detail.py", "import app.web.render", LAYERS),
+        # The kubectl plugin runs on users' machines with the standard library and kubectl only.
+        ("app/plugin/release.py", "import app.domain", PLUGIN_ALONE),
+        ("app/plugin/supervise.py", "import yaml", PLUGIN_ALONE),
     ],
 )
 def test_an_inverted_import_breaks_a_contract(

@@ -1,0 +1,5 @@
+import sys
+
+from app.plugin.cli import main
+
+sys.exit(main())
