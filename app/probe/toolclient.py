@@ -59,16 +59,22 @@ PREFERENCE: dict[ProbeProtocol, tuple[Tool, ...]] = {
 HELPERS = ("head", "od", "tr", "sleep", "date")  # what the sh loop uses besides the tool
 
 # Prints "svcscope-tools" and every tool and helper found on PATH (one line). `command -v` is a builtin of
-# every POSIX sh; python3 is also asked whether it has svcscope's client.
+# every POSIX sh; python3 is also asked whether it has svcscope's client, by looking for its file: importing
+# it would run the pod's own ``app`` package, whatever that is.
 DETECT_SCRIPT = r"""
 out=svcscope-tools
 for t in curl wget nc python3 bash head od tr sleep date; do
   command -v "$t" >/dev/null 2>&1 && out="$out $t"
 done
 case " $out " in *" python3 "*)
-  python3 -c 'import app.echo.client' >/dev/null 2>&1 && out="$out svcscope" ;; esac
+  python3 -c 'import os, sys
+sys.exit(not any(os.path.isfile(os.path.join(p or ".", "app/echo/client.py")) for p in sys.path))' \
+    >/dev/null 2>&1 && out="$out svcscope" ;; esac
 case " $out " in *" date "*)
   d=$(date +%s%N 2>/dev/null); case $d in ''|*[!0-9]*) ;; *) out="$out date-ns" ;; esac ;; esac
+case " $out " in *" date-ns "*) ;; *)
+  command -v adjtimex >/dev/null 2>&1 && case $(adjtimex 2>/dev/null) in *time.tv_usec:*)
+    out="$out adjtimex-us" ;; esac ;; esac
 echo "$out"
 """
 
@@ -82,8 +88,12 @@ tool=$1 proto=$2 count=$3 t=$4 ti=$5 dl=$6 tag=$7 host=$8 port=$9
 shift 9
 path=$1 cap=$2 clock=$3 wrap=$4
 now() {
-  if [ "$clock" = ns ]; then T=$(date +%s%N); T=${T%???}
-  else read -r u _ </proc/uptime; T=$(( ${u%.*}${u#*.} * 10000 )); fi
+  case $clock in
+    ns) T=$(date +%s%N); T=${T%???} ;;
+    adj) T=$(adjtimex | { s=0 u=0; while read -r a b _; do case $a in
+      time.tv_sec:) s=$b ;; time.tv_usec:) u=$b ;; esac; done; echo $((s * 1000000 + u)); }) ;;
+    *) read -r u _ </proc/uptime; T=$(( ${u%.*}${u#*.} * 10000 )) ;;
+  esac
 }
 tmo() {
   [ "$wrap" = yes ] || { "$@"; return; }
@@ -179,6 +189,7 @@ class Found:
     tools: frozenset[Tool]
     helpers: frozenset[str]
     date_ns: bool = False
+    adjtimex_us: bool = False  # busybox's adjtimex prints the time in microseconds (its date has no %N)
 
     def usable(self, tool: Tool) -> bool:
         if tool in (Tool.SVCSCOPE, Tool.PYTHON):
@@ -200,7 +211,7 @@ def parse_detection(lines: Iterable[str]) -> Found | None:
         names = set(words[1:])
         tools = frozenset(t for t in Tool if t.value in names)
         helpers = frozenset(h for h in HELPERS if h in names)
-        return Found(tools, helpers, date_ns="date-ns" in names)
+        return Found(tools, helpers, date_ns="date-ns" in names, adjtimex_us="adjtimex-us" in names)
     return None
 
 
@@ -262,14 +273,18 @@ def plan(
         shape = f"python3 -c 'socket: {_python_shape(protocol, host, port, path)}'"
         return Plan(tool, argv, shape, "Python's monotonic clock")
     wrap = "sleep" in found.helpers and tool in (Tool.WGET, Tool.NC, Tool.BASH)
-    clock = "ns" if found.date_ns else "uptime"
+    clock = "ns" if found.date_ns else "adj" if found.adjtimex_us else "uptime"
     argv = ["sh", "-c", RUN_SCRIPT, "svcscope", tool.value, protocol.value, str(count), f"{timeout_s:g}"]
     argv += [str(ti), str(dl), tag, _bracket(host), str(port), path, str(REPLY_CAP), clock]
     argv.append("yes" if wrap else "no")
     shape = command_shape(tool, protocol, host=host, port=port, path=path, url=url, ti=ti, t=timeout_s)
     if wrap:
         shape += f"  (stopped after {ti} s)"
-    words = "date +%s%N" if clock == "ns" else "/proc/uptime, in 10 ms steps (date has no %N)"
+    words = {
+        "ns": "date +%s%N",
+        "adj": "adjtimex, in microseconds (date has no %N)",
+        "uptime": "/proc/uptime, in 10 ms steps (date has no %N, no adjtimex)",
+    }[clock]
     return Plan(tool, argv, shape, f"the container's clock ({words}), around each command")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from devcluster import images, topology
 
 BUSYBOX = Path("/bin/busybox")
-HELPERS = ("sh", "head", "od", "tr", "sleep", "date", "cat")
+HELPERS = ("sh", "head", "od", "tr", "sleep", "date", "cat", "adjtimex")
 WGET_IMAGE = "localhost/svcscope-e2e-wget:1"
 CURL_IMAGE = "localhost/svcscope-e2e-curl:1"
 SHELL_ONLY_IMAGE = "localhost/svcscope-e2e-shell:1"

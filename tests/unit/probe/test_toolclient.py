@@ -44,6 +44,22 @@ def test_the_best_tool_for_the_protocol(words: str, protocol: ProbeProtocol, too
     assert tc.choose(found(words), protocol) is tool
 
 
+@pytest.mark.parametrize(
+    ("words", "clock"),
+    [
+        (f"curl {SH_HELPERS} date-ns", "date +%s%N"),
+        (f"curl {SH_HELPERS} adjtimex-us", "adjtimex, in microseconds"),
+        (f"curl {SH_HELPERS}", "/proc/uptime, in 10 ms steps"),
+    ],
+)
+def test_the_finest_clock_the_container_has_times_the_requests(words: str, clock: str) -> None:
+    p = tc.plan(
+        found(words), tc.Tool.CURL, HTTP, host="198.19.0.50", port=80, path="/", count=1, timeout_s=1,
+        deadline_s=5, tag=TAG,
+    )  # fmt: skip
+    assert clock in p.clock and p.argv[-2] in ("ns", "adj", "uptime")
+
+
 def test_the_first_tagged_line_counts_and_unknown_words_are_ignored() -> None:
     f = found("curl rm-rf date-ns od")
     assert f.tools == {tc.Tool.CURL} and f.helpers == {"od"} and f.date_ns
