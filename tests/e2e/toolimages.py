@@ -2,9 +2,11 @@
 as docker-archives from this machine's own binaries and imported into every node's containerd. Nothing
 is pulled. (No tests in this module.)
 
-- ``WGET_IMAGE``: busybox with sh, wget and the few helpers of a busybox image, and no other client;
+- ``WGET_IMAGE``: busybox with sh, wget and the few helpers of a busybox image (its nc too: the static
+  busybox runs every applet from its sh), and no other client;
 - ``CURL_IMAGE``: this machine's curl with its shared libraries, and busybox's sh and helpers;
-- ``SHELL_ONLY_IMAGE``: busybox's sh and helpers, but no client at all;
+- ``SHELL_ONLY_IMAGE``: Debian's dash as sh and nothing else (busybox's sh would not do: the static build
+  runs its applets, wget and nc among them, without any file on PATH);
 - ``NO_SHELL_IMAGE``: one static binary and nothing else (the devcluster's pause image is exactly that).
 """
 
@@ -95,7 +97,8 @@ def _shared_libraries(binary: Path) -> dict[str, Path]:
 
 def specs() -> dict[str, tuple[dict[str, Path], dict[str, str]]]:
     wget = _busybox([*HELPERS, "wget"])
-    shell = _busybox(HELPERS)
+    dash = Path(shutil.which("dash") or "/bin/dash")
+    shell = ({"bin/busybox": BUSYBOX, "bin/sh": dash.resolve(), **_shared_libraries(dash)}, {})
     curl_path = Path(shutil.which("curl") or "/usr/bin/curl")
     curl_files, curl_links = _busybox(HELPERS)
     curl_files = {**curl_files, "usr/bin/curl": curl_path.resolve(), **_shared_libraries(curl_path)}
