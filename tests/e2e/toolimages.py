@@ -98,7 +98,10 @@ def _shared_libraries(binary: Path) -> dict[str, Path]:
 def specs() -> dict[str, tuple[dict[str, Path], dict[str, str]]]:
     wget = _busybox([*HELPERS, "wget"])
     dash = Path(shutil.which("dash") or "/bin/dash")
-    shell = ({"bin/busybox": BUSYBOX, "bin/sh": dash.resolve(), **_shared_libraries(dash)}, {})
+    shell: tuple[dict[str, Path], dict[str, str]] = (
+        {"bin/busybox": BUSYBOX, "bin/sh": dash.resolve(), **_shared_libraries(dash)},
+        {},
+    )
     curl_path = Path(shutil.which("curl") or "/usr/bin/curl")
     curl_files, curl_links = _busybox(HELPERS)
     curl_files = {**curl_files, "usr/bin/curl": curl_path.resolve(), **_shared_libraries(curl_path)}
