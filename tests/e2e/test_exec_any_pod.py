@@ -31,11 +31,13 @@ def exec_dashboard(cluster: Cluster, namespace: str) -> Iterator[tuple[Dashboard
         yield dash, dashboard_pod(cluster, release)
 
 
-def exec_run(cluster: Cluster, dash: Dashboard, app: EchoApp, pod: str, count: int = COUNT) -> dict[str, Any]:
+def exec_run(
+    cluster: Cluster, dash: Dashboard, app: EchoApp, pod: str, count: int = COUNT, **extra: str
+) -> dict[str, Any]:
     """An exec run from ``pod``, once the dashboard's cache has it Running (422 until then); finished."""
 
     def started() -> str | None:
-        body = probe_body(app, count=count, concurrency=1, origin="exec", exec_pod=pod, timeout_s=2)
+        body = probe_body(app, count=count, concurrency=1, origin="exec", exec_pod=pod, timeout_s=2, **extra)
         r = dash.http.post("/api/v1/probes", json=body)
         assert r.status_code in (202, 422), r.text
         return str(r.json()["id"]) if r.status_code == 202 else None
@@ -89,6 +91,13 @@ def test_exec_into_pods_with_whatever_client_they_have(
     # The page of a run says which tool sent and the command to reproduce it (escaped text, no markup).
     page = dash.http.get(f"/runs/{run['id']}").text
     assert "sent with python3" in page
+
+    # Not only HTTP: TCP with busybox's nc (the echo backend's banner names its pod), UDP with python3.
+    for pod, protocol, tool in ((pods["wget"], "TCP", "nc"), (pods["python3"], "UDP", "python3")):
+        run = exec_run(cluster, dash, app, pod, count=20, port=protocol.lower(), protocol=protocol)
+        assert run["status"] == "done" and run["attributed"] == 20, (protocol, run["error"], run["errors"])
+        assert f"sent with {tool}" in run["attribution"]["note"], run["attribution"]["note"]
+        assert len([p for p, n in hits(run).items() if n]) >= 2, (protocol, hits(run))
 
     # A shell without any client, and a container without a shell: the run fails with the words.
     shell_only = start_client_pod(
