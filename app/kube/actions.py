@@ -47,9 +47,15 @@ PROBE_SELECTOR = ",".join(f"{k}={v}" for k, v in PROBE_LABELS.items())
 PROBE_POD_START_SLACK_S = 30  # scheduling and starting the container count toward activeDeadlineSeconds
 PHASE_POLL_S = 0.25  # how often a starting probe pod's phase is read (one short-lived pod: no watch)
 LOG_REOPENS = 3  # a log stream that drops while the pod still runs is followed again (duplicates ignored)
-MAX_OUTPUT_LINE = 4096  # longer output lines are dropped: a record is far shorter (app.echo.record)
+# Longer output lines are dropped: a record is far shorter (app.echo.record), and so is a tool loop's line
+# (app.probe.toolclient: a capped reply as hex).
+MAX_OUTPUT_LINE = 8192
 EVENT_REASON = "SessionAffinityChanged"
 STDERR_KEPT = 2048  # of an exec'd client's stderr: enough for the error that made it print nothing
+# How the container runtime says that an exec'd command does not exist (runc, crun; containerd's wrapping).
+NOT_FOUND_MARKS = (b"executable file not found", b"no such file or directory", b"not found in $PATH")
+# A probe pod pinned to a node that no kubelet runs gets no status at all: fail after this, not later.
+NODE_SILENT_S = 20.0
 # A container waiting for one of these will not start by itself: fail the run now, not at its deadline.
 STUCK_REASONS = frozenset(
     {
@@ -86,6 +92,7 @@ class ActionError(Exception):
         super().__init__(message)
         self.message = message
         self.refusal = refusal
+        self.command_not_found = False  # exec: the container has no such command (e.g. no shell)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,18 +199,23 @@ class ProbePodConfig:
         """activeDeadlineSeconds: the client's own budget, never more than a run may last, plus start-up."""
         return math.ceil(min(budget_s, self.max_deadline_s)) + PROBE_POD_START_SLACK_S
 
-    def manifest(self, name: str, argv: Sequence[str], budget_s: float) -> dict[str, Any]:
-        """The probe pod: owned by the dashboard's pod (gone when that pod goes), bounded in time and size."""
+    def manifest(
+        self, name: str, argv: Sequence[str], budget_s: float, node: str | None = None
+    ) -> dict[str, Any]:
+        """The probe pod: owned by the dashboard's pod (gone when that pod goes), bounded in time and size;
+        on ``node`` if given (spec.nodeName: the kubelet of that node runs it, no scheduler involved)."""
         metadata: dict[str, Any] = {"name": name, "labels": dict(PROBE_LABELS)}
         if self.owner_name and self.owner_uid:
             metadata["ownerReferences"] = [
                 {"apiVersion": "v1", "kind": "Pod", "name": self.owner_name, "uid": self.owner_uid}
             ]
+        pinned = {"nodeName": node} if node else {}
         return {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": metadata,
             "spec": {
+                **pinned,
                 "restartPolicy": "Never",
                 "activeDeadlineSeconds": self.deadline_s(budget_s),
                 "terminationGracePeriodSeconds": 0,
@@ -359,7 +371,7 @@ class KubeActions:
             raise ActionError(err.message, err.refusal) from exc
 
     async def probe_pod(
-        self, argv: Sequence[str], budget_s: float, *, name: str | None = None
+        self, argv: Sequence[str], budget_s: float, *, name: str | None = None, node: str | None = None
     ) -> AsyncGenerator[str, None]:
         """Run ``argv`` in a fresh pod of the svcscope image in the probe namespace; yield its output lines
         as they are written; delete the pod when done, failed or closed early."""
@@ -371,14 +383,14 @@ class KubeActions:
         hint = f"create pods in {namespace} (install the chart with rbac.probePods=true)"
         try:
             await bounded(
-                core.create_namespaced_pod(namespace, self.pods.manifest(name, argv, budget_s)),  # type: ignore[arg-type]
+                core.create_namespaced_pod(namespace, self.pods.manifest(name, argv, budget_s, node)),  # type: ignore[arg-type]
                 f"creating {what}",
             )
         except Exception as exc:
             raise _ws_or_client_error(exc, what, forbidden_hint=hint) from exc
         try:
             deadline = time.monotonic() + self.pods.deadline_s(budget_s) + 10
-            phase = await self._started(core, namespace, name, deadline)
+            phase = await self._started(core, namespace, name, deadline, node=node)
             got_any = False
             for _ in range(LOG_REOPENS + 1):
                 async for line in self._follow_log(core, namespace, name, deadline):
@@ -399,8 +411,11 @@ class KubeActions:
         finally:
             await self._delete_pod(core, namespace, name)
 
-    async def _started(self, core: k8s.CoreV1Api, namespace: str, name: str, deadline: float) -> str:
+    async def _started(
+        self, core: k8s.CoreV1Api, namespace: str, name: str, deadline: float, *, node: str | None = None
+    ) -> str:
         phase = ""
+        silent_until = time.monotonic() + NODE_SILENT_S
         while phase not in ("Running", "Succeeded", "Failed"):
             if time.monotonic() > deadline:
                 raise ActionError(f"probe pod {namespace}/{name} did not start (phase {phase or 'unknown'})")
@@ -412,6 +427,14 @@ class KubeActions:
             except (ApiTimeout, OSError):  # the pod starts on meanwhile: ask again until the deadline
                 continue
             phase = current.status.phase or ""
+            # The apiserver accepts any nodeName (and svcscope may not list nodes): a name no kubelet
+            # answers to shows as a pod without any condition.
+            if node and not current.status.conditions and time.monotonic() > silent_until:
+                raise ActionError(
+                    f"probe pod {namespace}/{name} was not picked up by node {node} within "
+                    f"{NODE_SILENT_S:.0f} s: no running node has that name (check the node's name)",
+                    Refusal.NOT_FOUND,
+                )
             for status in current.status.container_statuses or ():
                 waiting = status.state.waiting if status.state else None
                 if waiting is not None and waiting.reason in STUCK_REASONS:
@@ -490,9 +513,16 @@ class KubeActions:
         return False
 
     async def exec_in_pod(
-        self, namespace: str, pod: str, argv: Sequence[str], budget_s: float
+        self,
+        namespace: str,
+        pod: str,
+        argv: Sequence[str],
+        budget_s: float,
+        *,
+        container: str | None = None,
     ) -> AsyncGenerator[str, None]:
-        """Run ``argv`` in the first container of an existing pod (pods/exec); yield its stdout lines."""
+        """Run ``argv`` (an argument vector: no shell of ours in between) in ``container`` of an existing
+        pod, or its first one (pods/exec); yield its stdout lines."""
         self._allow(namespace, Write.POD_EXEC, pod)
         what = f"exec into pod {namespace}/{pod}"
         hint = (
@@ -504,9 +534,11 @@ class KubeActions:
                 core = k8s.CoreV1Api(ws_api)
                 async with asyncio.timeout(budget_s + PROBE_POD_START_SLACK_S):
                     # Without preloading, the websocket client returns aiohttp's ws_connect (typed as str).
+                    chosen: dict[str, Any] = {"container": container} if container else {}
                     connect: Any = await core.connect_get_namespaced_pod_exec(
                         pod,
                         namespace,
+                        **chosen,
                         command=list(argv),  # type: ignore[arg-type]  # one ?command= per item
                         stderr=True,
                         stdin=False,
@@ -536,14 +568,21 @@ class KubeActions:
                             printed = True
                             yield line
                         if not printed and (errors or b'"Failure"' in status):
-                            tail = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or [
-                                "no output"
-                            ]
-                            raise ActionError(f"{what}: the client printed no record ({tail[0][:200]})")
+                            raise _exec_failure(what, errors, status, argv[0] if argv else "")
         except ActionError:
             raise
         except Exception as exc:
             raise _ws_or_client_error(exc, what, forbidden_hint=hint) from exc
+
+
+def _exec_failure(what: str, errors: bytes | bytearray, status: bytes, command: str) -> ActionError:
+    """Why an exec printed nothing: the command is missing from the container, or its last stderr line."""
+    if b'"Failure"' in status and any(mark in status.lower() for mark in NOT_FOUND_MARKS):
+        error = ActionError(f"{what}: the container has no {command!r} command", Refusal.NOT_FOUND)
+        error.command_not_found = True
+        return error
+    tail = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+    return ActionError(f"{what}: the client printed no record ({tail[0][:200]})")
 
 
 async def reap_leftovers(actions: KubeActions) -> None:

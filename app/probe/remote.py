@@ -1,6 +1,10 @@
-"""Probes from other origins: the svcscope echo client runs in a pod (a probe pod, or exec into an existing
-pod) and prints one JSON record per request (``app.echo.record``) as soon as it is done; those records
-become the run's outcomes while the client is still sending.
+"""Probes from other origins: a client runs in a pod (a probe pod, or exec into an existing pod) and prints
+one line per request as soon as it is done; those lines become the run's outcomes while it still sends.
+
+A probe pod runs svcscope's echo client, which prints JSON records (``app.echo.record``). Exec works in
+any pod: one short exec first finds out which client the container has (``app.probe.toolclient``); a pod
+of svcscope's image runs the echo client, any other pod the loop that sends with its curl, wget, nc,
+python3 or bash, whose replies the dashboard attributes itself.
 
 The records are the only thing read from the client's output. A backend's reply reaches them only as
 escaped field values, so a reply with newlines and ``ERROR …`` lines cannot add or change an outcome:
@@ -14,13 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import secrets
+import shlex
 from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
 from app.domain import Origin
 from app.echo.record import Record, parse_line
 from app.kube.waiting import reporting_to
-from app.probe.run import AttributionMode, Run
+from app.probe import toolclient
+from app.probe.run import AttributionMode, Run, sample_of
 from app.probe.spec import ProbeSpec
 from app.probe.stats import Outcome
 from app.probe.targets import ForbiddenAddress, ProbeProtocol, ProbeTarget
@@ -30,6 +38,10 @@ from app.writepolicy import Write
 CLIENT_FLAGS = {ProbeProtocol.HTTP: "--url", ProbeProtocol.TCP: "--tcp", ProbeProtocol.UDP: "--udp"}
 CHECK_INTERVAL_S = 0.25  # how often the endpoints are re-checked while a remote client runs
 CLIENT_SLACK_S = 5.0  # the client's own deadline beyond count x timeout (start-up, the last reply)
+DETECT_BUDGET_S = 15.0  # the exec that looks for a client tool
+DETECT_MAX_LINES = 20  # of its output: it prints one
+# A tool starts a process per request (fork, exec, dynamic loading): time for that beyond the timeout.
+TOOL_START_S = 0.2
 
 
 class RemoteFailed(Exception):
@@ -48,11 +60,17 @@ class RemoteProber(Protocol):
     def refusal(self, write: Write, namespace: str, name: str) -> str | None: ...
 
     def probe_pod(
-        self, argv: Sequence[str], budget_s: float, *, name: str | None = None
+        self, argv: Sequence[str], budget_s: float, *, name: str | None = None, node: str | None = None
     ) -> AsyncGenerator[str, None]: ...
 
     def exec_in_pod(
-        self, namespace: str, pod: str, argv: Sequence[str], budget_s: float
+        self,
+        namespace: str,
+        pod: str,
+        argv: Sequence[str],
+        budget_s: float,
+        *,
+        container: str | None = None,
     ) -> AsyncGenerator[str, None]: ...
 
 
@@ -94,7 +112,7 @@ def refusal(remote: RemoteProber, spec: ProbeSpec) -> str | None:
     if spec.origin is Origin.PROBE_POD:
         return remote.refusal(Write.PROBE_POD, "", "probe pod")
     if spec.origin is Origin.EXEC and spec.exec_pod:
-        return remote.refusal(Write.POD_EXEC, spec.namespace, spec.exec_pod)
+        return remote.refusal(Write.POD_EXEC, spec.exec_in, spec.exec_pod)
     return None
 
 
@@ -150,10 +168,115 @@ class RecordReader:
                 )
 
 
+class ToolReader:
+    """Turns the lines of a tool loop (``app.probe.toolclient``) into outcomes, one per sequence number;
+    the dashboard attributes each reply as it does its own."""
+
+    def __init__(self, run: Run, tool: toolclient.Tool, tag: str) -> None:
+        self.run = run
+        self.tool = tool
+        self.tag = tag
+        self.seen: set[int] = set()
+        self.stopped_by_deadline = False
+
+    def feed(self, line: str) -> bool:
+        parsed = toolclient.parse_line(line.strip(), self.tag)
+        if isinstance(parsed, toolclient.Stop):
+            self.stopped_by_deadline = parsed.deadline
+            return False
+        if parsed is None or not 1 <= parsed.seq <= self.run.spec.count or parsed.seq in self.seen:
+            return False
+        self.seen.add(parsed.seq)
+        self.run.add(*self._outcome(parsed))
+        return True
+
+    def _outcome(self, line: toolclient.Line) -> tuple[Outcome, str | None]:
+        latency_ms = line.micros / 1000.0
+        at_ms = max((self.run.clock() - self.run.started) * 1000.0 - latency_ms, 0.0)
+        result = toolclient.result_of(self.tool, self.run.spec.protocol, line)
+        if result.reply is None:
+            kind = result.error or "error"
+            return Outcome(
+                line.seq, None, kind, latency_ms, line.seq, reason=result.detail, at_ms=at_ms
+            ), None
+        who = self.run.attribute(result.reply)
+        outcome = Outcome(
+            line.seq,
+            who.pod,
+            None,
+            latency_ms,
+            line.seq,
+            reason=who.reason,
+            method=who.method.value if who.method else None,
+            status=result.reply.status,
+            at_ms=at_ms,
+        )
+        return outcome, sample_of(result.reply) if self.run.wants_sample(outcome) else None
+
+    def missing(self) -> None:
+        kind, reason = "no_output", "the tool loop printed no line for this request"
+        if self.stopped_by_deadline:
+            kind, reason = "deadline", "not sent: the loop's time in the pod ran out"
+        for seq in range(1, self.run.spec.count + 1):
+            if seq not in self.seen:
+                self.seen.add(seq)
+                self.run.add(Outcome(seq, None, kind, None, seq, reason=reason))
+
+
+def tool_budget_s(spec: ProbeSpec) -> float:
+    """How long the tool loop may run: each request's (whole-second) timeout and process start-up."""
+    per_request = toolclient.whole_seconds(spec.timeout_s) + TOOL_START_S
+    return math.ceil(spec.count * per_request + CLIENT_SLACK_S)
+
+
+async def detect(remote: RemoteProber, spec: ProbeSpec) -> toolclient.Found:
+    """Which client tools the exec pod's container has (one short exec); RemoteFailed in words if none."""
+    assert spec.exec_pod is not None
+    lines = remote.exec_in_pod(
+        spec.exec_in, spec.exec_pod, toolclient.detect_argv(), DETECT_BUDGET_S, container=spec.exec_container
+    )
+    seen: list[str] = []
+    try:
+        async with contextlib.aclosing(lines):
+            async for line in lines:
+                seen.append(line)
+                if len(seen) >= DETECT_MAX_LINES:
+                    break
+    except Exception as exc:
+        message = getattr(exc, "message", None)
+        if getattr(exc, "command_not_found", False):
+            raise RemoteFailed(f"{spec.exec_in}/{spec.exec_pod}: {toolclient.NO_SHELL}") from exc
+        if isinstance(message, str):
+            raise RemoteFailed(message) from exc
+        raise
+    found = toolclient.parse_detection(seen)
+    if found is None:
+        raise RemoteFailed(
+            f"{spec.exec_in}/{spec.exec_pod}: looking for a client tool printed nothing usable "
+            f"({toolclient.NO_SHELL.split(':', 1)[1].strip()} if this keeps happening)"
+        )
+    return found
+
+
+def exec_note(spec: ProbeSpec, found: toolclient.Found, tool: toolclient.Tool, shape: str, clock: str) -> str:
+    """What the run page says about an exec run: what the container has, what sent, how to do it by hand."""
+    have = ", ".join(sorted(t.value for t in found.tools)) or "none"
+    where = f"{spec.exec_in}/{spec.exec_pod}"
+    if spec.exec_container:
+        where += f" (container {spec.exec_container})"
+    how = "it reports the answering pod per request"
+    if tool is not toolclient.Tool.SVCSCOPE:
+        how = "svcscope matches each reply to a pod itself"
+    return (
+        f"exec into {where}: client tools found: {have}; sent with {tool.value}, one command per request: "
+        f"{shape} — latency measured by {clock}; {how}"
+    )
+
+
 async def execute_remote(
     run: Run, remote: RemoteProber, *, check_interval_s: float = CHECK_INTERVAL_S
 ) -> None:
-    """Run the client remotely and add outcomes as its records arrive; ForbiddenAddress if the endpoints
+    """Run the client remotely and add outcomes as its lines arrive; ForbiddenAddress if the endpoints
     turn to a refused address meanwhile (the client is stopped first)."""
     spec = run.spec
     if reason := refusal(remote, spec):
@@ -164,12 +287,42 @@ async def execute_remote(
     run.calibration.note = (
         f"the echo client in a pod ({spec.origin.value}) reports the answering pod per request"
     )
+    reader: RecordReader | ToolReader = RecordReader(run)
     if spec.origin is Origin.PROBE_POD:
-        lines = remote.probe_pod(argv, budget, name=run.client_pod)
+        lines = remote.probe_pod(argv, budget, name=run.client_pod, node=spec.node)
     else:
         assert spec.exec_pod is not None
-        lines = remote.exec_in_pod(spec.namespace, spec.exec_pod, argv, budget)
-    reader = RecordReader(run)
+        found = await detect(remote, spec)
+        try:
+            tool = toolclient.choose(found, spec.protocol)
+        except toolclient.NoTool as exc:
+            raise RemoteFailed(f"{spec.exec_in}/{spec.exec_pod}: {exc.message}") from exc
+        if tool is toolclient.Tool.SVCSCOPE:
+            run.calibration.note = exec_note(spec, found, tool, shlex.join(argv), "the echo client")
+        else:
+            if spec.reuse:
+                raise RemoteFailed(
+                    f"{spec.exec_in}/{spec.exec_pod} has no svcscope client: {tool.value} opens a new "
+                    "connection per request, so 'reuse connections' cannot be probed from it"
+                )
+            tag = f"svcscope-{secrets.token_hex(8)}"
+            budget = tool_budget_s(spec)
+            plan = toolclient.plan(
+                found,
+                tool,
+                spec.protocol,
+                host=run.target.address,
+                port=run.target.port.port,
+                path=spec.path,
+                count=spec.count,
+                timeout_s=spec.timeout_s,
+                deadline_s=budget,
+                tag=tag,
+            )
+            argv = plan.argv
+            reader = ToolReader(run, tool, tag)
+            run.calibration.note = exec_note(spec, found, tool, plan.shape, plan.clock)
+        lines = remote.exec_in_pod(spec.exec_in, spec.exec_pod, argv, budget, container=spec.exec_container)
     run.restart_clock()
 
     async def consume() -> None:

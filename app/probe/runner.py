@@ -138,10 +138,10 @@ class ProbeRunner:
             raise SpecError(f"origin {spec.origin.value} supports GET without an identity rule only")
         if spec.origin is Origin.EXEC:
             if not spec.exec_pod:
-                raise SpecError("origin exec needs exec_pod: a pod of the Service's namespace")
-            pod = self.view.pod(ObjectKey(spec.namespace, spec.exec_pod))
+                raise SpecError("origin exec needs exec_pod: a running pod (exec_namespace: its namespace)")
+            pod = self.view.pod(ObjectKey(spec.exec_in, spec.exec_pod))
             if pod is None or pod.phase != "Running":
-                raise SpecError(f"pod {spec.namespace}/{spec.exec_pod} is not a watched running pod")
+                raise SpecError(f"pod {spec.exec_in}/{spec.exec_pod} is not a watched running pod")
 
     def _set_client(self, run: Run) -> None:
         spec = run.spec
@@ -152,7 +152,7 @@ class ProbeRunner:
             run.client_pod = f"svcscope-probe-{run.id}"  # its IP is known only while it runs
             run.client_namespace = self._probe_pod_namespace  # its node too, once it is scheduled
         elif spec.exec_pod:
-            pod = self.view.pod(ObjectKey(spec.namespace, spec.exec_pod))
+            pod = self.view.pod(ObjectKey(spec.exec_in, spec.exec_pod))
             run.client_pod, run.client_ip = spec.exec_pod, pod.pod_ip if pod else None
             run.client_namespace = spec.namespace
 

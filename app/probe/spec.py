@@ -3,10 +3,11 @@ errors that refuse it. Pure: the values come from ``Settings`` through the lifes
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
-from app.domain import Origin
+from app.domain import DNS_LABEL, DNS_SUBDOMAIN, LABEL_MAX, SUBDOMAIN_MAX, Origin
 from app.probe import wire
 from app.probe.attribution import Rule, RuleError, parse_rule
 from app.probe.targets import ProbeProtocol
@@ -85,7 +86,15 @@ class ProbeSpec:
     timeout_s: float = 2.0
     identity: str | None = None
     origin: Origin = Origin.DASHBOARD
-    exec_pod: str | None = None  # origin exec: the pod (in the Service's namespace) to run the client in
+    exec_pod: str | None = None  # origin exec: the pod to run the client in
+    exec_namespace: str | None = None  # origin exec: the pod's namespace (None: the Service's)
+    exec_container: str | None = None  # origin exec: the container (None: the pod's first)
+    node: str | None = None  # origin probe-pod: the node to run the probe pod on (None: the scheduler's pick)
+
+    @property
+    def exec_in(self) -> str:
+        """The namespace of the exec pod."""
+        return self.exec_namespace or self.namespace
 
     def validated(self, limits: Limits) -> ProbeSpec:
         if not 1 <= self.count <= limits.max_count:
@@ -95,11 +104,33 @@ class ProbeSpec:
         if not MIN_TIMEOUT_S <= self.timeout_s <= limits.max_timeout_s:
             raise SpecError(f"timeout_s must be between {MIN_TIMEOUT_S} and {limits.max_timeout_s}")
         method, path = checked_request(self.method, self.path)
+        exec_pod = _name("exec_pod", self.exec_pod, DNS_SUBDOMAIN, SUBDOMAIN_MAX)
+        exec_namespace = _name("exec_namespace", self.exec_namespace, DNS_LABEL, LABEL_MAX)
+        exec_container = _name("exec_container", self.exec_container, DNS_LABEL, LABEL_MAX)
+        node = _name("node", self.node, DNS_SUBDOMAIN, SUBDOMAIN_MAX)
+        if node and self.origin is not Origin.PROBE_POD:
+            raise SpecError("node applies to origin probe-pod only")
+        if (exec_pod or exec_namespace or exec_container) and self.origin is not Origin.EXEC:
+            raise SpecError("exec_pod, exec_namespace and exec_container apply to origin exec only")
         return replace(
             self,
+            exec_pod=exec_pod,
+            exec_namespace=exec_namespace,
+            exec_container=exec_container,
+            node=node,
             port=str(self.port).strip(),
             concurrency=min(self.concurrency, self.count),
             method=method,
             path=path,
             identity=(self.identity or "").strip() or None,
         )
+
+
+def _name(field: str, value: str | None, pattern: str, most: int) -> str | None:
+    """An optional Kubernetes name from a form or the API: stripped, None when empty, else checked."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if len(value) > most or not re.fullmatch(pattern, value):
+        raise SpecError(f"{field} {value[:80]!r} is not a valid name (lower-case letters, digits, '-')")
+    return value

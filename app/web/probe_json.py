@@ -40,6 +40,9 @@ class SpecOut(BaseModel):
     identity: str | None
     origin: str
     exec_pod: str | None
+    exec_namespace: str | None
+    exec_container: str | None
+    node: str | None
 
 
 class RoutingOut(BaseModel):
@@ -184,6 +187,9 @@ def _run_fields(run: Run, s: Summary) -> dict[str, object]:
             identity=spec.identity,
             origin=spec.origin.value,
             exec_pod=spec.exec_pod,
+            exec_namespace=spec.exec_in if spec.exec_pod else None,
+            exec_container=spec.exec_container,
+            node=spec.node,
         ),
         "client": ClientOut(pod=run.client_pod, ip=run.client_ip, node=run.client_node),
         "attribution": AttributionOut(

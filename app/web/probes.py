@@ -79,7 +79,15 @@ class ProbeRequest(BaseModel):
         Origin.DASHBOARD,
         description="dashboard (this process), probe-pod or exec — the last two only when enabled",
     )
-    exec_pod: PodName | None = Field(None, description="origin exec: the pod")
+    exec_pod: PodName | None = Field(
+        None,
+        description="origin exec: the pod (any running pod; it needs sh and curl, wget, nc, python3 or bash)",
+    )
+    exec_namespace: Name | None = Field(
+        None, description="origin exec: the pod's namespace (default: the Service's; must be writable)"
+    )
+    exec_container: Name | None = Field(None, description="origin exec: the container (default: the first)")
+    node: PodName | None = Field(None, description="origin probe-pod: the node to run the probe pod on")
 
     def spec(self) -> ProbeSpec:
         return ProbeSpec(
@@ -96,13 +104,20 @@ class ProbeRequest(BaseModel):
             identity=self.identity or None,
             origin=self.origin,
             exec_pod=self.exec_pod or None,
+            exec_namespace=self.exec_namespace or None,
+            exec_container=self.exec_container or None,
+            node=self.node or None,
         )
 
 
 class ProbeForm(ProbeRequest):
     model_config = ConfigDict(extra="ignore")  # csrf_token travels in the same form
     identity: str | None = Field(None, max_length=200)
+    # Empty form fields are "not given"; ProbeSpec.validated checks the names.
     exec_pod: str | None = Field(None, max_length=SUBDOMAIN_MAX)
+    exec_namespace: str | None = Field(None, max_length=SUBDOMAIN_MAX)
+    exec_container: str | None = Field(None, max_length=SUBDOMAIN_MAX)
+    node: str | None = Field(None, max_length=SUBDOMAIN_MAX)
 
 
 @dataclass(frozen=True, slots=True)

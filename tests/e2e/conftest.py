@@ -409,10 +409,13 @@ def start_client_pod(
     timeout: float = 60.0,
     node: str | None = None,
     image: str = ECHO_IMAGE,
+    command: str
+    | None = """[python3, -u, -c, "import time; print('e2e client ready'); time.sleep(86400)"]""",
 ) -> str:
     """An idle pod of the echo image (or ``image``; no echo Service selects it) to exec clients in, on `node`
-    if given; returns its name."""
+    if given; returns its name. ``command=None`` keeps the image's entrypoint (for images without python3)."""
     placement = f"nodeSelector: {{kubernetes.io/hostname: {node}}}" if node else ""
+    command_line = f"command: {command}" if command else ""
     cluster.apply(
         f"""\
         apiVersion: v1
@@ -428,7 +431,7 @@ def start_client_pod(
             - name: client
               image: {image}
               imagePullPolicy: Never
-              command: [python3, -u, -c, "import time; print('e2e client ready'); time.sleep(86400)"]
+              {command_line}
         """,
         namespace,
     )

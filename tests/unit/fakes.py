@@ -30,9 +30,11 @@ from app.domain import (
     TargetRef,
 )
 from app.echo import EchoServer, Identity, Mode, ServeConfig
+from app.kube.actions import ActionError
 from app.lifespan import limits_from
 from app.probe.runner import ProbeRunner
 from app.probe.spec import Limits
+from app.probe.toolclient import DETECT_TAG, detect_argv
 from app.probe.watchrun import WatchBounds
 from app.writepolicy import Write
 
@@ -325,13 +327,23 @@ def record_line(seq: int, identity: str | None = None, error: str | None = None,
 class FakeRemote:
     """The echo client in a pod: yields ``lines`` (after ``gate`` is set, if given), records its calls."""
 
-    def __init__(self, lines: Sequence[str], *, gate: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        lines: Sequence[str],
+        *,
+        gate: asyncio.Event | None = None,
+        tools: str | None = "python3 svcscope head od tr sleep date date-ns",
+    ) -> None:
         self.lines = list(lines)
         self.gate = gate
         self.calls: list[tuple[str | None, str | None, list[str]]] = []
         self.names: list[str | None] = []
         self.refused: dict[tuple[Write, str], str] = {}  # (write, namespace) -> reason
         self.closed = 0  # streams closed (cleanly or early): the pod deleted / the exec closed
+        self.nodes: list[str | None] = []
+        # What an exec's look for tools finds (None: the container has no shell); svcscope's image by default.
+        self.tools: str | None = tools
+        self.detections: list[tuple[str, str, str | None]] = []
 
     def refusal(self, write: Write, namespace: str, name: str) -> str | None:
         return self.refused.get((write, namespace))
@@ -346,14 +358,35 @@ class FakeRemote:
             self.closed += 1
 
     def probe_pod(
-        self, argv: Sequence[str], budget_s: float, *, name: str | None = None
+        self, argv: Sequence[str], budget_s: float, *, name: str | None = None, node: str | None = None
     ) -> AsyncGenerator[str, None]:
         self.names.append(name)
+        self.nodes.append(node)
         self.calls.append((None, None, list(argv)))
         return self._lines()
 
     def exec_in_pod(
-        self, namespace: str, pod: str, argv: Sequence[str], budget_s: float
+        self,
+        namespace: str,
+        pod: str,
+        argv: Sequence[str],
+        budget_s: float,
+        *,
+        container: str | None = None,
     ) -> AsyncGenerator[str, None]:
+        if list(argv) == detect_argv():  # the look for a client tool: answered by ``tools``
+            self.detections.append((namespace, pod, container))
+            return self._detected()
         self.calls.append((namespace, pod, list(argv)))
         return self._lines()
+
+    async def _detected(self) -> AsyncGenerator[str, None]:
+        if self.tools is None:
+            raise self.no_command()
+        yield f"{DETECT_TAG} {self.tools}"
+
+    @staticmethod
+    def no_command() -> Exception:
+        error = ActionError("exec into pod: the container has no 'sh' command")
+        error.command_not_found = True
+        return error

@@ -135,7 +135,9 @@ class FakeCore:
         phase = self.phases.pop(0) if len(self.phases) > 1 else self.phases[0]
         waiting = SimpleNamespace(reason=self.waiting) if self.waiting else None
         statuses = [SimpleNamespace(state=SimpleNamespace(waiting=waiting))]
-        return SimpleNamespace(status=SimpleNamespace(phase=phase, container_statuses=statuses))
+        return SimpleNamespace(
+            status=SimpleNamespace(phase=phase, container_statuses=statuses, conditions=None)
+        )
 
     async def read_namespaced_pod_log(self, name: str, namespace: str, **kw: Any) -> FakeResponse:
         assert kw["follow"] is True and kw["_preload_content"] is False
@@ -192,3 +194,37 @@ async def test_no_probe_pod_outside_the_policy(monkeypatch: pytest.MonkeyPatch) 
     assert err.value.refusal is Refusal.FORBIDDEN and core.created == []
     with pytest.raises(ActionError, match="not writable"):
         _ = [line async for line in refused.exec_in_pod("team-a", "web-0", ["x"], 1.0)]
+
+
+def test_a_probe_pod_can_be_pinned_to_a_node() -> None:
+    config = ProbePodConfig.from_settings(SETTINGS)
+    assert config.manifest("p", ["x"], 1.0, node="svcscope-dc-2")["spec"]["nodeName"] == "svcscope-dc-2"
+    assert "nodeName" not in config.manifest("p", ["x"], 1.0)["spec"]
+
+
+async def test_a_probe_pod_on_a_node_nobody_runs_fails_soon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The apiserver accepts any nodeName; a pod that no kubelet picks up never gets a condition."""
+    core = FakeCore(["Pending"], [])
+    monkeypatch.setattr(actions_module, "NODE_SILENT_S", 0.0)
+    stream = actions_with(core, monkeypatch).probe_pod(["x"], 600.0, name="p", node="no-such-node")
+    with pytest.raises(ActionError, match="not picked up by node no-such-node") as err:
+        _ = [line async for line in stream]
+    assert err.value.refusal is Refusal.NOT_FOUND and core.deleted == [("svcscope", "p")]
+    assert core.created[0]["spec"]["nodeName"] == "no-such-node"
+
+
+@pytest.mark.parametrize(
+    ("status", "errors", "missing"),
+    [
+        (
+            b'{"status":"Failure","message":"exec: \\"sh\\": executable file not found in $PATH"}',
+            b"",
+            True,
+        ),
+        (b'{"status":"Failure","message":"command terminated with non-zero exit code"}', b"boom\n", False),
+    ],
+)
+def test_an_exec_of_a_missing_command_is_told_apart(status: bytes, errors: bytes, missing: bool) -> None:
+    error = actions_module._exec_failure("exec into pod demo/web-0", errors, status, "sh")
+    assert error.command_not_found is missing
+    assert ("has no 'sh' command" in error.message) is missing
