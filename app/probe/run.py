@@ -172,6 +172,8 @@ class Run:
     # -- endpoints, re-read from the view so scaling mid-run is seen
     def current(self, max_age_s: float = 0.0) -> tuple[Backend, ...]:
         """The endpoints now; with ``max_age_s``, a copy at most that old (the per-request path)."""
+        if self.final is not None:  # frozen when the run ended: later changes are not this run's
+            return self._current
         t = self.clock()
         if self._view is None or (
             max_age_s and self._current_key is not None and t - self._read_at < max_age_s

@@ -125,3 +125,12 @@ async def test_unsaved_runs_keep_their_results(cluster: Cluster, monkeypatch: py
     runner = cluster.runner()  # no sink: nothing else has the results
     runs = [await finished(runner.start(spec(count=10))) for _ in range(3)]
     assert all(r.complete and len(r.results) == 10 for r in runs)
+
+
+async def test_endpoint_change_after_the_end_leaves_the_frozen_run_alone(cluster: Cluster) -> None:
+    run = await finished(cluster.runner().start(spec(count=30)))
+    assert run.final is not None and not run.endpoints_changed
+    before = run.current()
+    cluster.view.set_endpoints(WEB, [("web-0", "198.18.0.10")], SLICE_PORTS)
+    assert run.current() == before  # whoever asks later (a page, a late worker) gets the frozen set
+    assert not run.endpoints_changed and run.summary() is run.final
