@@ -5,9 +5,12 @@ writer, as SQLite wants); at most ``max_pending`` writes wait at a time, so a sl
 down instead of queueing without bound. Reads run with ``asyncio.to_thread`` on their own connections.
 
 ``RunRecorder`` is what a running run talks to. Its ``add`` is a plain, cheap call on the hot path (a list
-append); a background task writes what gathered every ``flush_s`` seconds, or as soon as ``flush_outcomes``
-wait, so a 10,000-request run costs a handful of transactions. A failed write never fails the run: the
-recorder keeps the error in ``failed`` (to show "not saved: ...") and stops writing.
+append); a background task writes the first result as soon as it comes, then what gathered at most every
+``flush_s`` seconds (sooner when ``flush_outcomes`` wait), so a 10,000-request run costs a handful of
+transactions. What a SIGKILL loses is what came in since the last write: under ``flush_s`` seconds of results,
+never a run's first ones (a run killed early must not read "interrupted at 0/N" after it had sent requests).
+A failed write never fails the run: the recorder keeps the error in ``failed`` (to show "not saved: ...") and
+stops writing.
 """
 
 from __future__ import annotations
@@ -152,8 +155,8 @@ class RunRecorder:
         self._changed: bool | None = None
         self._attribution: AttributionNote | None = None
         self._started: float | None = None
-        self._dirty = False
-        self._due = asyncio.Event()
+        self._due = asyncio.Event()  # something waits to be written
+        self._full = asyncio.Event()  # flush_outcomes wait: write without waiting out the interval
         self._written = asyncio.Condition()
         self._lock = asyncio.Lock()  # one flush at a time, so batches reach the writer in order
         self._task: asyncio.Task[None] | None = None
@@ -169,19 +172,22 @@ class RunRecorder:
         self._seconds.add(outcome)
         if sample is not None:
             self._samples.setdefault(*sample)
-        self._dirty = True
+        self._due.set()
         if len(self._outcomes) >= self._flush_outcomes:
-            self._due.set()
+            self._full.set()
 
     def note_endpoints(self, endpoints: FrozenEndpoints, changed: bool) -> None:
         """The endpoint sets as they are now (written with the next batch, so an interrupted run has them)."""
-        self._endpoints, self._changed, self._dirty = endpoints, changed, True
+        self._endpoints, self._changed = endpoints, changed
+        self._due.set()
 
     def note_attribution(self, attribution: AttributionNote) -> None:
-        self._attribution, self._dirty = attribution, True
+        self._attribution = attribution
+        self._due.set()
 
     def note_started(self, wall_time: float) -> None:
-        self._started, self._dirty = wall_time, True
+        self._started = wall_time
+        self._due.set()
 
     # -- writing
     def start(self) -> None:
@@ -191,14 +197,18 @@ class RunRecorder:
 
     async def _loop(self) -> None:
         while not self._closing and self.failed is None:
-            # Whichever comes first: enough outcomes, or the interval.
+            # Idle until something comes, then write it at once: the first results of a run (or the first
+            # after a quiet spell) reach the file without waiting for an interval to run out.
+            await self._due.wait()
+            await self.flush()
+            if self._closing:  # finish writes the rest (the flush above may have cleared its wake-up)
+                break
+            # Then gather for the interval (or until enough outcomes wait), so a busy run writes in batches.
             try:
                 async with asyncio.timeout(self._flush_s):
-                    await self._due.wait()
+                    await self._full.wait()
             except TimeoutError:
                 pass
-            self._due.clear()
-            await self.flush()
 
     def _take(self, closing: bool) -> Batch:
         seconds = self._seconds.take_all() if closing else self._seconds.take_closed()
@@ -213,13 +223,14 @@ class RunRecorder:
         )
         self._outcomes, self._samples = [], {}
         self._endpoints = self._changed = self._attribution = self._started = None
-        self._dirty = False
+        self._due.clear()
+        self._full.clear()
         return batch
 
     async def flush(self) -> None:
         """Write what gathered since the last write (nothing if nothing did)."""
         async with self._lock:
-            if not self._dirty or self.failed is not None:
+            if not self._due.is_set() or self.failed is not None:
                 return
             batch = self._take(closing=False)
             if batch.empty:
@@ -237,6 +248,7 @@ class RunRecorder:
         # Let the background task finish its current write instead of cancelling it mid-way.
         self._closing = True
         self._due.set()
+        self._full.set()
         if self._task is not None:
             await self._task
         async with self._lock:

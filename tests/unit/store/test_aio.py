@@ -52,7 +52,8 @@ async def test_a_10000_request_run_is_written_in_a_handful_of_transactions(store
     assert got.summary() == final_summary(results, FrozenEndpoints(PODS_ABC, PODS_ABC))
     assert set(got.record.samples) == {"echo-a", "echo-b", "echo-c", "unattributed"}
     assert sum(s.requests for s in await store.seconds("r1")) == 10_000
-    # Every write but the last carries at least 1000 outcomes: at most 10 of them, plus the end.
+    # The first results go at once; every later write but the last carries at least 1000 outcomes: at most
+    # 1 + 9 writes, plus the end.
     assert 2 <= store.store.transactions - before <= 11
     assert rec.written == 10_000 and rec.failed is None
 
@@ -101,13 +102,13 @@ async def test_a_run_cut_short_reads_back_as_interrupted_at_what_was_written(tmp
     results = outcomes(100)
     await store.begin(start(total=100))
     rec = RunRecorder(store, "r1", timeout_s=2.0, flush_s=3600, flush_outcomes=1000)
-    rec.start()
     for o in results[:40]:
         rec.add(o)
     rec.note_endpoints(FrozenEndpoints(PODS_ABC[:2], PODS_ABC), changed=True)
-    await rec.flush()
+    rec.start()  # its first write takes all of that at once; then it gathers for the interval
+    await asyncio.wait_for(rec.wait_written(40), timeout=10)
     for o in results[40:55]:
-        rec.add(o)  # never written: the process dies before the next write
+        rec.add(o)  # never written: the process dies within the interval, before the next write
     await store.aclose()
 
     store = await AsyncRunStore.open(config)
