@@ -239,8 +239,9 @@ async def test_attribution_cache_forgets_on_endpoint_change(cluster: Cluster) ->
     from app.probe.attribution import Reply
 
     now = [0.0]
-    run = cluster.runner(clock=lambda: now[0]).start(spec(count=1, concurrency=1))
-    await finished(run)
+    done = await finished(cluster.runner().start(spec(count=1, concurrency=1)))
+    # A run still going (a finished one keeps its endpoints frozen), on the test's clock.
+    run = Run("0123456789ab", done.spec, done.target, None, cluster.view, clock=lambda: now[0])
     reply = Reply(body=b'{"pod": "web-7"}', status=200)
     assert run.attribute(reply).pod is None  # no such endpoint yet
     assert run.attribute(reply) is run.attribute(reply)  # remembered
