@@ -14,10 +14,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 
 def json_response_messages(
@@ -194,5 +198,13 @@ class StreamLimitMiddleware:
         self.slots.acquire(client)
         try:
             await self.app(scope, receive, send)
+        except BaseExceptionGroup as group:
+            # A viewer that goes away while FastAPI's SSE keep-alive task is handing on an event: the
+            # response closes the stream that task writes to, and the task group reports the write as
+            # BrokenResourceError. The viewer left; there is nothing to answer and nothing to log.
+            _, rest = group.split((anyio.BrokenResourceError, anyio.ClosedResourceError))
+            if rest is not None:
+                raise rest from None
+            log.debug("stream %s: the viewer went away mid-event", scope["path"])
         finally:
             self.slots.release(client)
