@@ -18,6 +18,7 @@ interface (``begin`` / ``append`` / ``finish`` / ``mark_interrupted`` / ``prune`
 from app.store.aio import AsyncRunStore, RunRecorder
 from app.store.config import StoreConfig
 from app.store.db import NewerSchema, NotAStore, RunStore, StoreError, StoreLocked
+from app.store.events import WatchEvents
 from app.store.records import (
     AttributionNote,
     Batch,
@@ -28,7 +29,6 @@ from app.store.records import (
     RunEnd,
     RunRecord,
     RunStart,
-    SecondAggregate,
     Status,
     StoredRun,
     TargetFacts,
@@ -51,7 +51,6 @@ __all__ = [
     "RunRecorder",
     "RunStart",
     "RunStore",
-    "SecondAggregate",
     "Status",
     "StoreConfig",
     "StoreError",
@@ -59,5 +58,6 @@ __all__ = [
     "StoredRun",
     "TargetFacts",
     "Tombstone",
+    "WatchEvents",
     "spec_fields",
 ]
