@@ -427,7 +427,7 @@ def measure(
             lasts.append(Lag(e.pod, e.at_s, series.last_hit.get(e.pod)))
     windows = [(e.at_s, e.at_s + change_window_s) for e in events]
     errors: Counter[str] = Counter()
-    for sec in series.seconds():
+    for sec in series.seconds() if windows else ():  # nothing changed: no second to look at
         if any(lo - 1 < sec.second + 1 and sec.second <= hi for lo, hi in windows):
             errors.update(dict(sec.errors))
     return Measurements(

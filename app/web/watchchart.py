@@ -185,7 +185,7 @@ class Feed:
         self._columns: OrderedDict[int, tuple[Second, int, int, str]] = OrderedDict()
         self._version = 0
         self._upto = -1  # columns drawn for the seconds up to this one
-        self._tick: int | None = None  # the watch second the feed was last brought up to date in
+        self._tick: tuple[str, int] | None = None  # (status, second) the feed was last brought up to date in
         self._panels = ""
         self._final: str | None = None
         self.renders = 0  # columns and panels drawn (for tests and the bench)
@@ -201,7 +201,7 @@ class Feed:
     def update(self) -> None:
         """Bring the feed up to the watch's current second (nothing to do if already there)."""
         w = self.watch
-        tick = math.floor(w.elapsed_s)
+        tick = (w.status.value, math.floor(w.elapsed_s))
         if tick == self._tick:
             return
         self._tick = tick

@@ -120,6 +120,7 @@ class WatchView:
     events: tuple[Event, ...]
     events_dropped: int
     saved: bool
+    saved_final: bool  # its end is in the run store too (a restart keeps it as it ended)
     not_saved: str | None
     stored: bool  # read back from the run store (first and last hits known to the second only)
 
@@ -135,6 +136,7 @@ class WatchView:
 
 
 def live_view(w: Watch, manager: WatchManager) -> WatchView:
+    saved = manager.store is not None and w.id not in manager.not_saved
     return WatchView(
         id=w.id,
         spec=w.spec,
@@ -151,7 +153,8 @@ def live_view(w: Watch, manager: WatchManager) -> WatchView:
         series=w.series,
         events=tuple(w.events),
         events_dropped=w.events_dropped,
-        saved=manager.store is not None and w.id not in manager.not_saved,
+        saved=saved,
+        saved_final=saved and w.task is not None and w.task.done(),
         not_saved=manager.not_saved.get(w.id),
         stored=False,
     )
@@ -182,6 +185,7 @@ def stored_view(record: RunRecord, seconds: Sequence[Second], events: WatchEvent
         events=events.events,
         events_dropped=events.dropped,
         saved=True,
+        saved_final=record.is_finished,
         not_saved=None,
         stored=True,
     )
@@ -308,6 +312,7 @@ def watch_json(v: WatchView, *, seconds: bool = True) -> dict[str, Any]:
         "events_dropped": v.events_dropped,
         "measurements": _measurements_json(v.measurements()),
         "saved": v.saved,
+        "saved_final": v.saved_final,
         "not_saved": v.not_saved,
     }
     if seconds:

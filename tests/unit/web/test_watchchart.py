@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 from app.main import create_templates
 from app.probe.stats import Outcome
 from app.probe.watch import Event, EventKind, Second, Series
-from app.probe.watchrun import Watch, WatchSpec
+from app.probe.watchrun import Watch, WatchSpec, WatchStatus
 from app.web.watchchart import (
     BARS_H,
     CHART_S,
@@ -87,6 +87,7 @@ class FakeWatch:
 
     id: str = "w1"
     spec: WatchSpec = SPEC
+    status: WatchStatus = WatchStatus.RUNNING
     elapsed_s: float = 0.0
     finished: bool = False
     series: Series = field(default_factory=lambda: Series(600))
