@@ -226,7 +226,7 @@ async def bench(
         "rss_base_mib": base / 1024,
         "rss_min_max_mib": (min(after) / 1024, max(after) / 1024),
         "rss_drift_pct": (max(abs(k - base) for k in after) / base * 100) if after else 0.0,
-        "updates_per_viewer": (min(updates), max(updates)),
+        "updates_per_viewer": (min(updates, default=0), max(updates, default=0)),
         "lag_p50_s": statistics.median(lags) if lags else None,
         "lag_max_s": max(lags) if lags else None,
         "gap_max_s": max(gaps) if gaps else None,
@@ -267,9 +267,10 @@ def main() -> None:
     print(f"| RSS drift after warm-up | {result['rss_drift_pct']:.1f} % |")
     low, high = result["updates_per_viewer"]
     print(f"| timeline updates per viewer | {low} to {high} |")
-    print(f"| timeline lag p50 / max | {result['lag_p50_s']:.2f} s / {result['lag_max_s']:.2f} s |")
-    print(f"| longest gap between updates | {result['gap_max_s']:.2f} s |")
-    print(f"| timeline update size (median, per viewer) | {result['update_bytes_median']:.0f} bytes |")
+    if args.viewers:
+        print(f"| timeline lag p50 / max | {result['lag_p50_s']:.2f} s / {result['lag_max_s']:.2f} s |")
+        print(f"| longest gap between updates | {result['gap_max_s']:.2f} s |")
+        print(f"| timeline update size (median, per viewer) | {result['update_bytes_median']:.0f} bytes |")
     print(
         f"| CPU per request: watch (with viewers) / normal run ({result['run_count']} requests) | "
         f"{result['watch_cpu_us_per_request']:.0f} µs / {result['run_cpu_us_per_request']:.0f} µs "
