@@ -1,5 +1,6 @@
 """Watches of this process: admits them (bounds, enabled target), keeps the recent ones, stops them, and
-stores each one's per-second aggregates in the run store when there is one (memory only when not).
+stores each one's per-second aggregates and cluster events in the run store when there is one (memory only
+when not).
 
 A watch runs as a task of its own: it does not depend on anyone viewing it, so it survives the browser
 closing, and several viewers read the same ``Watch``. ``aclose`` stops them all on shutdown.
@@ -38,6 +39,37 @@ STORED_STATUS = {
     WatchStatus.STOPPED: "cancelled",
     WatchStatus.FAILED: "failed",
 }
+
+
+EVENTS_FLUSH_S = 1.0
+
+
+class EventWriter:
+    """Writes a running watch's new cluster events to the store, about once a second (nothing when none
+    came); a failed write is logged and ends the writing, never the watch."""
+
+    def __init__(self, store: AsyncRunStore, watch: Watch) -> None:
+        self._store = store
+        self._watch = watch
+        self.written = 0  # events numbered below this are stored
+        self.failed: str | None = None
+
+    async def run(self) -> None:
+        while self.failed is None:
+            await asyncio.sleep(EVENTS_FLUSH_S)
+            await self.flush()
+
+    async def flush(self) -> None:
+        new = self._watch.events_since(self.written)
+        if not new or self.failed is not None:
+            return
+        try:
+            await self._store.add_events(self._watch.id, new)
+        except StoreError as exc:
+            log.error("watch %s: its events are no longer saved: %s", self._watch.id, exc.message)
+            self.failed = exc.message
+            return
+        self.written = new[-1][0] + 1
 
 
 class WatchManager:
@@ -115,10 +147,17 @@ class WatchManager:
 
     async def _execute(self, watch: Watch) -> None:
         recorder = await self._begin(watch)
+        events = EventWriter(self.store, watch) if recorder is not None and self.store is not None else None
+        writing = asyncio.create_task(events.run(), name=f"watch-events-{watch.id}") if events else None
         try:
             await watch.execute(self._dial, recorder)
         finally:
+            if writing is not None:
+                writing.cancel()
+                await asyncio.gather(writing, return_exceptions=True)
             if recorder is not None:
+                if events is not None:
+                    await asyncio.shield(events.flush())  # before the end: an ended run takes no more rows
                 await asyncio.shield(self._end(watch, recorder))
 
     async def _begin(self, watch: Watch) -> RunRecorder | None:

@@ -253,6 +253,23 @@
     evt.preventDefault();
   });
 
+  // -- the watch timeline: the stream appends seconds; keep the newest data-max (a second sent again after a
+  //    reconnect replaces the copy the strip has), so a long watch cannot grow the page without bound.
+
+  document.addEventListener("htmx:sseMessage", function (evt) {
+    var strip = evt.target;
+    if (!strip.classList || !strip.classList.contains("watch-strip")) { return; }
+    var seen = {};
+    for (var col = strip.lastElementChild; col; ) {
+      var prev = col.previousElementSibling;
+      if (col.id && seen[col.id]) { strip.removeChild(col); } else { seen[col.id] = true; }
+      col = prev;
+    }
+    var max = Number(strip.dataset.max) || 120;
+    while (strip.children.length > max) { strip.removeChild(strip.firstElementChild); }
+    if (strip.scrollWidth > strip.clientWidth) { strip.scrollLeft = strip.scrollWidth; }
+  });
+
   // -- the list: the namespace dropdown follows namespaces as they come and go -----------------------
 
   document.addEventListener("htmx:sseBeforeMessage", function (evt) {

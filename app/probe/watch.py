@@ -28,30 +28,76 @@ LATENCY_SAMPLES = 400  # per second, enough for p95 at 200 req/s; beyond, every 
 # -- per second --------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Bucket:
-    requests: int = 0
-    unattributed: int = 0
-    hits: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)
-
-
 @dataclass(frozen=True, slots=True)
 class Second:
-    """One second of a watch (by request start)."""
+    """One second of a watch or a run (by request start): what a timeline shows and the run store keeps,
+    without the individual requests."""
 
-    second: int
+    second: int  # whole seconds since the first request
     requests: int
     unattributed: int
     hits: tuple[tuple[str, int], ...]  # (pod, replies), sorted by pod
     errors: tuple[tuple[str, int], ...]  # (kind, count), sorted by kind
-    p50_ms: float | None
+    p50_ms: float | None  # latency of the replies started in this second (from at most LATENCY_SAMPLES)
     p95_ms: float | None
 
     @property
     def error_count(self) -> int:
         return sum(n for _, n in self.errors)
+
+
+@dataclass(slots=True)
+class SecondBucket:
+    """One second being filled: the counts so far and a bounded latency sample. ``close`` gives its
+    ``Second`` (kept until the next ``add``, so reading an unchanged second again costs nothing)."""
+
+    requests: int = 0
+    unattributed: int = 0
+    hits: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    _closed: Second | None = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, second: Second) -> SecondBucket:
+        """A second that is already closed (read back from the store): its counts, no latency sample."""
+        bucket = cls(
+            second.requests, second.unattributed, Counter(dict(second.hits)), Counter(dict(second.errors))
+        )
+        bucket._closed = second
+        return bucket
+
+    def add(self, o: Outcome) -> None:
+        self._closed = None
+        self.requests += 1
+        if o.error is not None:
+            self.errors[o.error] += 1
+            return
+        # Latency of replies only, as in the run summary (a failed request's time is its timeout).
+        if o.latency_ms is not None:
+            if len(self.latencies) < LATENCY_SAMPLES:
+                self.latencies.append(o.latency_ms)
+            else:  # a busy second: overwrite in turn, so the sample spans the whole second
+                self.latencies[self.requests % LATENCY_SAMPLES] = o.latency_ms
+        if o.pod is None:
+            self.unattributed += 1
+        else:
+            self.hits[o.pod] += 1
+
+    def close(self, second: int) -> Second:
+        closed = self._closed
+        if closed is None or closed.second != second:
+            lat = sorted(self.latencies)
+            closed = self._closed = Second(
+                second=second,
+                requests=self.requests,
+                unattributed=self.unattributed,
+                hits=tuple(sorted(self.hits.items())),
+                errors=tuple(sorted(self.errors.items())),
+                p50_ms=quantile(lat, 0.5),
+                p95_ms=quantile(lat, 0.95),
+            )
+        return closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +131,7 @@ class Series:
     def __init__(self, ring_s: int = 600, *, max_pods: int = MAX_PODS) -> None:
         self.ring_s = ring_s
         self._max_pods = max_pods
-        self._ring: deque[tuple[int, _Bucket]] = deque()
+        self._ring: deque[tuple[int, SecondBucket]] = deque()
         self.requests = 0
         self.unattributed = 0
         self.hits: Counter[str] = Counter()
@@ -94,6 +140,31 @@ class Series:
         self.last_hit: dict[str, float] = {}
         self.repicks: deque[Repick] = deque(maxlen=MAX_REPICKS)
         self._last_reply: tuple[str, float] | None = None  # (pod, at) of the latest-starting reply
+
+    @classmethod
+    def restored(cls, seconds: Iterable[Second]) -> Series:
+        """A watch's series read back from its stored seconds (all of them in the ring): the totals are
+        exact, first and last hits are known to the second only, and ClientIP re-picks are not kept."""
+        kept = sorted(seconds, key=lambda s: s.second)
+        series = cls(max(1, len(kept)))
+        for sec in kept:
+            series.requests += sec.requests
+            series.unattributed += sec.unattributed
+            series.hits.update(dict(sec.hits))
+            series.errors.update(dict(sec.errors))
+            for pod, _ in sec.hits:
+                if pod in series.first_hit or len(series.first_hit) < series._max_pods:
+                    series.first_hit.setdefault(pod, float(sec.second))
+                    series.last_hit[pod] = float(sec.second)
+            series._ring.append((sec.second, SecondBucket.of(sec)))
+        return series
+
+    def pod_order(self) -> list[str]:
+        """Pods in the order they first answered (to the second, then by name): a pod keeps its place, and
+        so its colour, as others appear later."""
+        first = self.first_hit
+        known = sorted(first, key=lambda p: (math.floor(first[p]), p))
+        return known + sorted(p for p in self.hits if p not in first)
 
     def add(self, o: Outcome, *, affinity: str = "None", timeout_s: int | None = None) -> None:
         at = o.at_ms / 1000.0
@@ -109,21 +180,8 @@ class Series:
                 self.last_hit[o.pod] = max(self.last_hit.get(o.pod, at), at)
             self._note_pick(o.pod, at, affinity, timeout_s)
         bucket = self._bucket(max(0, math.floor(at)))
-        if bucket is None:
-            return  # older than the ring: in the totals only
-        bucket.requests += 1
-        if o.error is not None:
-            bucket.errors[o.error] += 1
-            return
-        if o.latency_ms is not None:
-            if len(bucket.latencies) < LATENCY_SAMPLES:
-                bucket.latencies.append(o.latency_ms)
-            else:  # a busy second: overwrite in turn, so the sample spans the whole second
-                bucket.latencies[bucket.requests % LATENCY_SAMPLES] = o.latency_ms
-        if o.pod is None:
-            bucket.unattributed += 1
-        else:
-            bucket.hits[o.pod] += 1
+        if bucket is not None:  # None: older than the ring, in the totals only
+            bucket.add(o)
 
     def _note_pick(self, pod: str, at: float, affinity: str, timeout_s: int | None) -> None:
         last = self._last_reply
@@ -136,7 +194,7 @@ class Series:
         timeout = timeout_s if timeout_s is not None else 10800
         self.repicks.append(Repick(round(at, 3), last[0], pod, round(gap, 3), gap > timeout))
 
-    def _bucket(self, second: int) -> _Bucket | None:
+    def _bucket(self, second: int) -> SecondBucket | None:
         ring = self._ring
         if ring and second <= ring[-1][0]:
             for s, b in reversed(ring):  # usually the last or the one before
@@ -148,13 +206,13 @@ class Series:
                 return None
             # A second with no request so far in the middle of the ring (a pause): insert in order.
             items = list(ring)
-            b = _Bucket()
+            b = SecondBucket()
             items.append((second, b))
             items.sort(key=lambda x: x[0])
             ring.clear()
             ring.extend(items)
             return b
-        b = _Bucket()
+        b = SecondBucket()
         ring.append((second, b))
         while ring and ring[0][0] <= second - self.ring_s:
             ring.popleft()
@@ -162,7 +220,7 @@ class Series:
 
     def seconds(self, after: int = -1) -> list[Second]:
         """The kept seconds after ``after`` (all with -1), oldest first."""
-        return [_second(s, b) for s, b in self._ring if s > after]
+        return [b.close(s) for s, b in self._ring if s > after]
 
     def window(self, now_s: float, span_s: float) -> Distribution:
         """Hits per pod of the requests started in the last ``span_s`` seconds before ``now_s``."""
@@ -181,19 +239,6 @@ class Series:
 
     def total(self) -> Distribution:
         return _distribution(self.requests, self.hits, self.errors, self.unattributed)
-
-
-def _second(s: int, b: _Bucket) -> Second:
-    lat = sorted(b.latencies)
-    return Second(
-        second=s,
-        requests=b.requests,
-        unattributed=b.unattributed,
-        hits=tuple(sorted(b.hits.items())),
-        errors=tuple(sorted(b.errors.items())),
-        p50_ms=quantile(lat, 0.5),
-        p95_ms=quantile(lat, 0.95),
-    )
 
 
 def _distribution(requests: int, hits: Counter[str], errors: Counter[str], unattributed: int) -> Distribution:
@@ -382,7 +427,7 @@ def measure(
             lasts.append(Lag(e.pod, e.at_s, series.last_hit.get(e.pod)))
     windows = [(e.at_s, e.at_s + change_window_s) for e in events]
     errors: Counter[str] = Counter()
-    for sec in series.seconds():
+    for sec in series.seconds() if windows else ():  # nothing changed: no second to look at
         if any(lo - 1 < sec.second + 1 and sec.second <= hi for lo, hi in windows):
             errors.update(dict(sec.errors))
     return Measurements(

@@ -182,6 +182,16 @@ class Watch:
             return int(value) if value.isdigit() else None
         return self.target.affinity_timeout_s
 
+    @property
+    def event_count(self) -> int:
+        """Events seen so far, the dropped ones included (event ``i`` is the ``i``-th seen, from 0)."""
+        return self.events_dropped + len(self.events)
+
+    def events_since(self, count: int) -> list[tuple[int, Event]]:
+        """The kept events numbered ``count`` or later, with their numbers."""
+        first = self.events_dropped
+        return [(first + i, e) for i, e in enumerate(self.events) if first + i >= count]
+
     def measurements(self) -> Measurements:
         return measure(self.series, self.events)
 

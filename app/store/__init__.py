@@ -18,6 +18,7 @@ interface (``begin`` / ``append`` / ``finish`` / ``mark_interrupted`` / ``prune`
 from app.store.aio import AsyncRunStore, RunRecorder
 from app.store.config import StoreConfig
 from app.store.db import NewerSchema, NotAStore, RunStore, StoreError, StoreLocked
+from app.store.events import WatchEvents
 from app.store.records import (
     AttributionNote,
     Batch,
@@ -30,7 +31,6 @@ from app.store.records import (
     RunPage,
     RunRecord,
     RunStart,
-    SecondAggregate,
     Status,
     StoredRun,
     TargetFacts,
@@ -55,7 +55,6 @@ __all__ = [
     "RunRecorder",
     "RunStart",
     "RunStore",
-    "SecondAggregate",
     "Status",
     "StoreConfig",
     "StoreError",
@@ -63,5 +62,6 @@ __all__ = [
     "StoredRun",
     "TargetFacts",
     "Tombstone",
+    "WatchEvents",
     "spec_fields",
 ]

@@ -1,4 +1,5 @@
-"""Per-second aggregates of a run's outcomes (pure): hits per pod, errors by kind, latency p50/p95.
+"""Per-second aggregates of a run's outcomes (pure): hits per pod, errors by kind, latency p50/p95, in the
+probe layer's ``SecondBucket`` / ``Second`` (the same per-second type a live watch folds its outcomes into).
 
 A second is keyed by when its requests *started*. A request that started in second ``s`` reports at the
 latest ``timeout`` later, so second ``s`` is closed (can no longer change) once an outcome has reported
@@ -10,39 +11,16 @@ opens that second again; the store adds its counts to the stored row.
 from __future__ import annotations
 
 import math
-from collections import Counter
-from dataclasses import dataclass, field
 
-from app.probe.stats import Outcome, quantile
-from app.store.records import SecondAggregate
-
-
-@dataclass(slots=True)
-class _Open:
-    requests: int = 0
-    unattributed: int = 0
-    hits: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)
-
-    def close(self, second: int) -> SecondAggregate:
-        lat = sorted(self.latencies)
-        return SecondAggregate(
-            second=second,
-            requests=self.requests,
-            unattributed=self.unattributed,
-            hits=tuple(sorted(self.hits.items())),
-            errors=tuple(sorted(self.errors.items())),
-            p50_ms=quantile(lat, 0.5),
-            p95_ms=quantile(lat, 0.95),
-        )
+from app.probe.stats import Outcome
+from app.probe.watch import Second, SecondBucket
 
 
 class SecondAggregator:
     def __init__(self, grace_s: float) -> None:
         """``grace_s``: the longest a request may take to report (its timeout plus a margin)."""
         self._grace_ms = grace_s * 1000.0
-        self._open: dict[int, _Open] = {}
+        self._open: dict[int, SecondBucket] = {}
         self._latest_ms = 0.0  # the latest report time seen (run-relative)
 
     @property
@@ -53,26 +31,16 @@ class SecondAggregator:
         second = max(0, math.floor(o.at_ms / 1000.0))
         bucket = self._open.get(second)
         if bucket is None:
-            bucket = self._open[second] = _Open()
-        bucket.requests += 1
-        if o.error is not None:
-            bucket.errors[o.error] += 1
-        else:
-            # Latency of replies only, as in the run summary (a failed request's time is its timeout).
-            if o.latency_ms is not None:
-                bucket.latencies.append(o.latency_ms)
-            if o.pod is None:
-                bucket.unattributed += 1
-            else:
-                bucket.hits[o.pod] += 1
+            bucket = self._open[second] = SecondBucket()
+        bucket.add(o)
         self._latest_ms = max(self._latest_ms, o.at_ms + (o.latency_ms or 0.0))
 
-    def take_closed(self) -> list[SecondAggregate]:
+    def take_closed(self) -> list[Second]:
         """The seconds that no request still under way can change, removed from the open set."""
         done = [s for s in self._open if (s + 1) * 1000.0 + self._grace_ms <= self._latest_ms]
         return [self._open.pop(s).close(s) for s in sorted(done)]
 
-    def take_all(self) -> list[SecondAggregate]:
+    def take_all(self) -> list[Second]:
         """Every open second (the run ended: nothing more will report)."""
         out = [self._open[s].close(s) for s in sorted(self._open)]
         self._open.clear()

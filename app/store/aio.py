@@ -19,14 +19,16 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from app.probe.stats import Outcome
+from app.probe.watch import Event, Second
 from app.store.aggregate import SecondAggregator
 from app.store.config import StoreConfig
 from app.store.db import RunStore, StoreError
+from app.store.events import WatchEvents
 from app.store.records import (
     NEWEST,
     NO_BATCH,
@@ -40,7 +42,6 @@ from app.store.records import (
     RunPage,
     RunRecord,
     RunStart,
-    SecondAggregate,
     StoredRun,
     Tombstone,
 )
@@ -93,6 +94,9 @@ class AsyncRunStore:
 
         return await self._write(finish_and_prune)
 
+    async def add_events(self, run_id: str, events: Sequence[tuple[int, Event]]) -> None:
+        await self._write(self.store.add_events, run_id, events)
+
     async def mark_interrupted(self) -> list[Interrupted]:
         return await self._write(self.store.mark_interrupted)
 
@@ -116,8 +120,11 @@ class AsyncRunStore:
     async def page(self, query: PageQuery = NEWEST) -> RunPage | Missing:
         return await asyncio.to_thread(self.store.page, query)
 
-    async def seconds(self, run_id: str, after: int = -1) -> list[SecondAggregate]:
+    async def seconds(self, run_id: str, after: int = -1) -> list[Second]:
         return await asyncio.to_thread(self.store.seconds, run_id, after)
+
+    async def events(self, run_id: str) -> WatchEvents:
+        return await asyncio.to_thread(self.store.events, run_id)
 
     async def used_bytes(self) -> int:
         return await asyncio.to_thread(self.store.used_bytes)

@@ -16,12 +16,14 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from app.probe.watch import Event, Second
 from app.store.codec import encode_summary
 from app.store.config import StoreConfig
 from app.store.errors import MIN_SQLITE, NO_SUCH_RUN, NewerSchema, NotAStore, StoreError, StoreLocked, _span
+from app.store.events import NO_EVENTS, WatchEvents, load_events, put_events
 from app.store.records import (
     NEWEST,
     NO_BATCH,
@@ -33,7 +35,6 @@ from app.store.records import (
     RunPage,
     RunRecord,
     RunStart,
-    SecondAggregate,
     Status,
     StoredRun,
     Tombstone,
@@ -233,6 +234,11 @@ class RunStore:
                 ),
             )
 
+    def add_events(self, run_id: str, events: Sequence[tuple[int, Event]]) -> None:
+        """A running watch's new cluster events, numbered (``app.store.events``)."""
+        with self._write("store watch events") as db:
+            put_events(db, _run_key(db, run_id), events)
+
     def mark_interrupted(self) -> list[Interrupted]:
         """Runs still ``running`` in the file were cut short by the process dying: mark them interrupted.
 
@@ -362,13 +368,19 @@ class RunStore:
         records = tuple(_record(r) for r in rows[: query.limit])
         return RunPage(records, records[-1].id if len(rows) > query.limit else None)
 
-    def seconds(self, run_id: str, after: int = -1) -> list[SecondAggregate]:
+    def seconds(self, run_id: str, after: int = -1) -> list[Second]:
         """A run's per-second aggregates with ``second > after``, in order (a timeline's new points)."""
         with self._read() as db:
             row = db.execute("SELECT n FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 return []
             return _seconds(db, row[0], after)
+
+    def events(self, run_id: str) -> WatchEvents:
+        """A watch's stored cluster events (none for a run or an unknown id)."""
+        with self._read() as db:
+            row = db.execute("SELECT n FROM runs WHERE id = ?", (run_id,)).fetchone()
+            return load_events(db, row[0]) if row is not None else NO_EVENTS
 
     def used_bytes(self) -> int:
         """Bytes of data (what ``max_bytes`` bounds; the file keeps freed pages for reuse)."""

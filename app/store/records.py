@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from app.probe.stats import Outcome, RunShape, Summary, summarize
 from app.probe.targets import Backend, ProbeTarget
+from app.probe.watch import Second
 
 # Values of a spec as stored (JSON scalars).
 SpecValue = str | int | float | bool | None
@@ -94,19 +95,6 @@ class AttributionNote:
 
 
 @dataclass(frozen=True, slots=True)
-class SecondAggregate:
-    """One second of a run (by request start): what a timeline shows, without the individual requests."""
-
-    second: int  # whole seconds since the run's first request
-    requests: int
-    unattributed: int
-    hits: tuple[tuple[str, int], ...]  # (pod, replies), sorted by pod
-    errors: tuple[tuple[str, int], ...]  # (kind, count), sorted by kind
-    p50_ms: float | None  # latency of the replies started in this second
-    p95_ms: float | None
-
-
-@dataclass(frozen=True, slots=True)
 class RunStart:
     id: str
     created: float  # wall-clock time (epoch seconds)
@@ -127,7 +115,7 @@ class Batch:
     """What a run produced since the last write; stored in one transaction."""
 
     outcomes: tuple[Outcome, ...] = ()
-    seconds: tuple[SecondAggregate, ...] = ()
+    seconds: tuple[Second, ...] = ()
     samples: Mapping[str, str] = field(default_factory=dict)  # added to those stored (first one per key wins)
     endpoints: FrozenEndpoints | None = None  # replaces the stored sets when given
     endpoints_changed: bool | None = None

@@ -9,6 +9,7 @@ from typing import Any
 
 from app.probe.stats import Outcome
 from app.probe.targets import Backend
+from app.probe.watch import Second
 from app.store.codec import decode_summary
 from app.store.errors import NO_SUCH_RUN, StoreError
 from app.store.records import (
@@ -17,7 +18,6 @@ from app.store.records import (
     FrozenEndpoints,
     Missing,
     RunRecord,
-    SecondAggregate,
     Status,
     StoredRun,
     TargetFacts,
@@ -70,7 +70,7 @@ def _put_batch(db: sqlite3.Connection, n: int, batch: Batch, cap: int) -> int:
     return stored
 
 
-def _put_seconds(db: sqlite3.Connection, n: int, seconds: Sequence[SecondAggregate]) -> None:
+def _put_seconds(db: sqlite3.Connection, n: int, seconds: Sequence[Second]) -> None:
     # A second stored before gets the late requests added; its quantiles stay those computed when it closed.
     db.executemany(
         """INSERT INTO seconds VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run, second) DO UPDATE SET
@@ -178,7 +178,7 @@ def _load(db: sqlite3.Connection, run_id: str) -> StoredRun | None:
     return StoredRun(record, outcomes, FrozenEndpoints(tuple(sets["current"]), tuple(sets["known"])))
 
 
-def _seconds(db: sqlite3.Connection, n: int, after: int) -> list[SecondAggregate]:
+def _seconds(db: sqlite3.Connection, n: int, after: int) -> list[Second]:
     hits: dict[int, list[tuple[str, int]]] = {}
     for second, pod, count in db.execute(
         "SELECT second, pod, hits FROM second_hits WHERE run = ? AND second > ? ORDER BY second, pod",
@@ -192,7 +192,7 @@ def _seconds(db: sqlite3.Connection, n: int, after: int) -> list[SecondAggregate
     ):
         errors.setdefault(second, []).append((kind, count))
     return [
-        SecondAggregate(
+        Second(
             second,
             requests,
             unattributed,

@@ -110,5 +110,23 @@ _V1 = (
     "CREATE INDEX tombstones_at ON tombstones (at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# -- watch events: the cluster's changes a watch saw (endpoints added, Ready, terminating, removed; Service
+# spec fields), so a stored watch shows its markers after a restart. ``idx`` numbers a watch's events from 0
+# in the order seen; only the newest ``app.probe.watch.MAX_EVENTS`` per watch are kept (``app.store.events``).
+_WATCH_EVENTS = (
+    """CREATE TABLE watch_events (
+        run INTEGER NOT NULL REFERENCES runs (n) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        at_s REAL NOT NULL,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL,
+        pod TEXT,
+        field TEXT,
+        before_value TEXT,
+        after_value TEXT,
+        PRIMARY KEY (run, idx)
+    ) STRICT, WITHOUT ROWID""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WATCH_EVENTS)
 VERSION = len(MIGRATIONS)

@@ -1,23 +1,25 @@
 """Watches over the web: JSON API, CSV of the per-second series, the live page and its SSE stream.
 
 Thin: validation of the wire format here, the watch itself in ``app.probe.watchrun`` / ``app.watching``.
-The timeline is inline SVG drawn by a template from the geometry computed here (no chart library); the
-stream sends it again at most once per second, and a reload renders the same SVG without JavaScript.
-Pod names, event texts and error kinds reach the page only through auto-escaped templates.
+The timeline is a strip of small inline SVGs, one per second (``app.web.watchchart``: no chart library);
+the stream appends each new second once a second, drawn once for all viewers, and a reload renders the same
+strip without JavaScript. A watch no longer in memory (a restarted dashboard) is shown from the run store:
+its per-second series and its cluster events. Pod names, event texts and error kinds reach the page only
+through auto-escaped templates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
-import time
-import weakref
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.templating import Jinja2Templates
@@ -25,20 +27,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.probe.spec import Method
 from app.probe.targets import ProbeProtocol
-from app.probe.watch import Distribution, Event, EventKind, Measurements, Second
+from app.probe.watch import Distribution, Event, EventKind, Measurements, Second, Series, measure
 from app.probe.watchrun import Watch, WatchSpec
-from app.store import Kind, Missing, RunRecord, SecondAggregate
+from app.store import Kind, Missing, RunRecord, WatchEvents
 from app.watching import WatchManager
 from app.web.deps import StateDep, TemplatesDep
 from app.web.params import Name, RunIdPath
 from app.web.render import fragment, page
 from app.web.security import csrf_token
+from app.web.watchchart import CHART_S, GEOMETRY, Column, Feed, Scale, colors_of, columns, feed_of
 
 router = APIRouter()
 
-PALETTE = 12
-CHART_S = 120  # seconds the live chart shows (the JSON and CSV have every kept second)
-UPDATE_S = 1.0  # the stream sends the timeline at most this often
+BEAT_DELAY_S = 0.05  # after a whole second of the watch, before its column is drawn (its last starts)
+MIN_WAIT_S = 0.2
 CSV_COLUMNS = ("second", "requests", "pod", "hits", "error", "errors", "unattributed", "p50_ms", "p95_ms")
 
 
@@ -97,10 +99,132 @@ def _watch_or_404(manager: WatchManager, watch_id: str) -> Watch:
     return watch
 
 
+# -- what a page and the JSON show, from memory or from the store -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WatchView:
+    id: str
+    spec: WatchSpec
+    target: str  # address:port/protocol
+    client_pod: str | None
+    status: str
+    finished: bool
+    error: str | None
+    elapsed_s: float
+    in_flight: int
+    skipped: int
+    affinity: str
+    attribution: str  # the attribution mode
+    series: Series
+    events: tuple[Event, ...]
+    events_dropped: int
+    saved: bool
+    saved_final: bool  # its end is in the run store too (a restart keeps it as it ended)
+    not_saved: str | None
+    stored: bool  # read back from the run store (first and last hits known to the second only)
+
+    @property
+    def requests(self) -> int:
+        return self.series.requests
+
+    def measurements(self) -> Measurements:
+        return measure(self.series, self.events)
+
+    def rolling(self) -> Distribution:
+        return self.series.window(self.elapsed_s, self.spec.window_s)
+
+
+def live_view(w: Watch, manager: WatchManager) -> WatchView:
+    saved = manager.store is not None and w.id not in manager.not_saved
+    return WatchView(
+        id=w.id,
+        spec=w.spec,
+        target=w.target.label,
+        client_pod=w.client_pod,
+        status=w.status.value,
+        finished=w.finished,
+        error=w.error,
+        elapsed_s=w.elapsed_s,
+        in_flight=w.in_flight,
+        skipped=w.skipped,
+        affinity=w.affinity,
+        attribution=w.run.calibration.mode.value,
+        series=w.series,
+        events=tuple(w.events),
+        events_dropped=w.events_dropped,
+        saved=saved,
+        saved_final=saved and w.task is not None and w.task.done(),
+        not_saved=manager.not_saved.get(w.id),
+        stored=False,
+    )
+
+
+def stored_view(record: RunRecord, seconds: Sequence[Second], events: WatchEvents) -> WatchView:
+    series = Series.restored(seconds)
+    last = max((s.second for s in seconds), default=-1)
+    affinity = record.target.session_affinity
+    for e in events.events:
+        if e.kind == EventKind.SERVICE and e.field == "sessionAffinity" and e.after:
+            affinity = e.after
+    t = record.target
+    return WatchView(
+        id=record.id,
+        spec=_spec_of(record),
+        target=f"{t.address}:{t.port}/{t.protocol}",
+        client_pod=record.client_pod,
+        status=record.status,
+        finished=True,
+        error=record.error,
+        elapsed_s=record.elapsed_s if record.elapsed_s is not None else float(last + 1),
+        in_flight=0,
+        skipped=0,
+        affinity=affinity,
+        attribution=record.attribution.mode if record.attribution else "none",
+        series=series,
+        events=events.events,
+        events_dropped=events.dropped,
+        saved=True,
+        saved_final=record.is_finished,
+        not_saved=None,
+        stored=True,
+    )
+
+
+def _spec_of(record: RunRecord) -> WatchSpec:
+    """The watch's spec as stored (fields this version does not know are ignored; missing ones default)."""
+    t = record.target
+    names = {f.name for f in dataclasses.fields(WatchSpec)}
+    values: dict[str, Any] = {k: v for k, v in record.spec.items() if k in names and v is not None}
+    values.update(namespace=t.namespace, service=t.service)
+    values.setdefault("port", t.port_name or str(t.port))
+    try:
+        values["protocol"] = ProbeProtocol(str(values.get("protocol", t.protocol)))
+    except ValueError:
+        values["protocol"] = ProbeProtocol.TCP
+    return WatchSpec(**values)
+
+
+async def view_of(manager: WatchManager, watch_id: str) -> WatchView:
+    """The watch in memory, else as the run store kept it; 404 when neither has it."""
+    w = manager.get(watch_id)
+    if w is not None:
+        return live_view(w, manager)
+    store = manager.store
+    if store is not None:
+        record = await store.record(watch_id)
+        if isinstance(record, RunRecord) and record.kind == Kind.WATCH:
+            seconds, events = await asyncio.gather(store.seconds(watch_id), store.events(watch_id))
+            return stored_view(record, seconds, events)
+        if isinstance(record, Missing) and record.since is not None:
+            raise HTTPException(404, f"watch {watch_id}: {record.reason}")
+    raise HTTPException(404, f"watch {watch_id} not found (only the last {manager.bounds.kept} are kept)")
+
+
 # -- JSON ---------------------------------------------------------------------------------------
 
 
-def _second_json(s: Second | SecondAggregate) -> dict[str, Any]:
+def _second_json(s: Second) -> dict[str, Any]:
     return {
         "second": s.second,
         "requests": s.requests,
@@ -153,17 +277,17 @@ def _measurements_json(m: Measurements) -> dict[str, Any]:
     }
 
 
-def watch_json(w: Watch, manager: WatchManager, *, seconds: bool = True) -> dict[str, Any]:
-    spec = w.spec
-    cal = w.run.calibration
+def watch_json(v: WatchView, *, seconds: bool = True) -> dict[str, Any]:
+    spec = v.spec
     out: dict[str, Any] = {
-        "id": w.id,
-        "status": w.status.value,
-        "error": w.error,
-        "url": f"/watches/{w.id}",
+        "id": v.id,
+        "status": v.status,
+        "error": v.error,
+        "url": f"/watches/{v.id}",
+        "stored": v.stored,  # read back from the run store: first and last hits to the second only
         "namespace": spec.namespace,
         "service": spec.service,
-        "target": w.target.label,
+        "target": v.target,
         "spec": {
             "port": spec.port,
             "protocol": spec.protocol.value,
@@ -175,55 +299,25 @@ def watch_json(w: Watch, manager: WatchManager, *, seconds: bool = True) -> dict
             "timeout_s": spec.timeout_s,
             "identity": spec.identity,
         },
-        "client_pod": w.client_pod,
-        "session_affinity": w.affinity,
-        "attribution": {"mode": cal.mode.value, "note": cal.note},
-        "elapsed_s": round(w.elapsed_s, 3),
-        "requests": w.series.requests,
-        "in_flight": w.in_flight,
-        "skipped": w.skipped,
-        "total": _dist_json(w.series.total()),
-        "rolling": _dist_json(w.series.window(w.elapsed_s, spec.window_s)),
-        "events": [_event_json(e) for e in w.events],
-        "events_dropped": w.events_dropped,
-        "measurements": _measurements_json(w.measurements()),
-        "saved": w.id not in manager.not_saved and manager.store is not None,
-        "not_saved": manager.not_saved.get(w.id),
+        "client_pod": v.client_pod,
+        "session_affinity": v.affinity,
+        "attribution": {"mode": v.attribution},
+        "elapsed_s": round(v.elapsed_s, 3),
+        "requests": v.requests,
+        "in_flight": v.in_flight,
+        "skipped": v.skipped,
+        "total": _dist_json(v.series.total()),
+        "rolling": _dist_json(v.rolling()),
+        "events": [_event_json(e) for e in v.events],
+        "events_dropped": v.events_dropped,
+        "measurements": _measurements_json(v.measurements()),
+        "saved": v.saved,
+        "saved_final": v.saved_final,
+        "not_saved": v.not_saved,
     }
     if seconds:
-        out["seconds"] = [_second_json(s) for s in w.series.seconds()]
+        out["seconds"] = [_second_json(s) for s in v.series.seconds()]
     return out
-
-
-async def stored_watch(manager: WatchManager, watch_id: str) -> tuple[RunRecord, list[SecondAggregate]]:
-    """A watch no longer in memory (e.g. from before a restart) as the run store kept it: its record and
-    per-second series (events and derived numbers are not stored). 404 when neither has it."""
-    store = manager.store
-    if store is not None:
-        record = await store.record(watch_id)
-        if isinstance(record, RunRecord) and record.kind == Kind.WATCH:
-            return record, await store.seconds(watch_id)
-        if isinstance(record, Missing) and record.since is not None:
-            raise HTTPException(404, f"watch {watch_id}: {record.reason}")
-    raise HTTPException(404, f"watch {watch_id} not found (only the last {manager.bounds.kept} are kept)")
-
-
-def stored_json(record: RunRecord, seconds: Sequence[SecondAggregate]) -> dict[str, Any]:
-    t = record.target
-    return {
-        "id": record.id,
-        "status": record.status,
-        "error": record.error,
-        "stored": True,  # from the run store: the per-second series only
-        "namespace": t.namespace,
-        "service": t.service,
-        "target": f"{t.address}:{t.port}/{t.protocol}",
-        "spec": dict(record.spec),
-        "client_pod": record.client_pod,
-        "elapsed_s": record.elapsed_s,
-        "requests": sum(s.requests for s in seconds),
-        "seconds": [_second_json(s) for s in seconds],
-    }
 
 
 class StartedWatch(BaseModel):
@@ -244,16 +338,13 @@ async def start_watch(body: WatchRequest, state: StateDep) -> StartedWatch:
 async def list_watches(state: StateDep) -> list[dict[str, Any]]:
     """The kept watches, newest first (without the per-second series)."""
     manager = get_manager(state)
-    return [watch_json(w, manager, seconds=False) for w in manager.watches()]
+    return [watch_json(live_view(w, manager), seconds=False) for w in manager.watches()]
 
 
 @router.get("/api/v1/watches/{watch_id}.csv", tags=["watches"], response_class=Response)
 async def watch_csv(watch_id: RunIdPath, state: StateDep) -> Response:
     """The per-second series, one row per (second, pod) and per (second, error kind)."""
-    manager = get_manager(state)
-    w = manager.get(watch_id)
-    seconds: Sequence[Second | SecondAggregate]
-    seconds = w.series.seconds() if w is not None else (await stored_watch(manager, watch_id))[1]
+    seconds = (await view_of(get_manager(state), watch_id)).series.seconds()
     buf = io.StringIO()
     out = csv.writer(buf)
     out.writerow(CSV_COLUMNS)
@@ -285,11 +376,7 @@ def csv_cell(value: object) -> str:
 @router.get("/api/v1/watches/{watch_id}", tags=["watches"])
 async def get_watch(watch_id: RunIdPath, state: StateDep) -> dict[str, Any]:
     """Status, whole-run and rolling distributions, events, derived measurements and the per-second series."""
-    manager = get_manager(state)
-    w = manager.get(watch_id)
-    if w is None:
-        return stored_json(*await stored_watch(manager, watch_id))
-    return watch_json(w, manager)
+    return watch_json(await view_of(get_manager(state), watch_id))
 
 
 class StopOut(BaseModel):
@@ -308,141 +395,41 @@ async def stop_watch(watch_id: RunIdPath, request: Request, state: StateDep) -> 
     return StopOut(id=w.id, stopped=stopped, status=w.status.value)
 
 
-# -- the timeline -----------------------------------------------------------------------------------
+# -- pages and the stream --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Rect:
-    x: float
-    y: float
-    w: float
-    h: float
-    cls: str
-    title: str
-
-
-@dataclass(frozen=True, slots=True)
-class Marker:
-    x: float
-    cls: str
-    title: str
-
-
-@dataclass(frozen=True, slots=True)
-class Chart:
-    width: int
-    bars_h: int
-    errors_y: int
-    errors_h: int
-    latency_y: int
-    latency_h: int
-    height: int
-    first: int  # the first second shown
-    last: int
-    max_requests: int
-    max_latency: float
-    bars: tuple[Rect, ...]
-    errors: tuple[Rect, ...]
-    p50: str  # polyline points
-    p95: str
-    markers: tuple[Marker, ...]
-    ticks: tuple[tuple[float, int], ...]  # (x, second)
-
-
-def colors_of(w: Watch) -> dict[str, int]:
-    names = sorted(set(w.series.hits) | set(w.run.known))
-    return {name: i % PALETTE for i, name in enumerate(names)}
-
-
-def chart(w: Watch, colors: dict[str, int], span: int = CHART_S) -> Chart:
-    width, bars_h, errors_h, latency_h, gap = 900, 160, 30, 70, 8
-    errors_y = bars_h + gap
-    latency_y = errors_y + errors_h + gap
-    height = latency_y + latency_h + 14
-    now = max(0, int(w.elapsed_s))
-    first = max(0, now - span + 1)
-    seconds: Sequence[Second] = w.series.seconds(after=first - 1)
-    bw = width / span
-    max_req = max((s.requests for s in seconds), default=1) or 1
-    max_err = max((s.error_count for s in seconds), default=1) or 1
-    max_lat = max((s.p95_ms or 0.0 for s in seconds), default=0.0) or 1.0
-    bars: list[Rect] = []
-    errors: list[Rect] = []
-    p50: list[str] = []
-    p95: list[str] = []
-    for s in seconds:
-        x = (s.second - first) * bw
-        y = float(bars_h)
-        for pod, n in s.hits:
-            h = n / max_req * bars_h
-            y -= h
-            bars.append(Rect(x, y, bw * 0.9, h, f"f{colors.get(pod, 0)}", f"second {s.second}: {pod} {n}"))
-        if s.unattributed:
-            h = s.unattributed / max_req * bars_h
-            y -= h
-            bars.append(Rect(x, y, bw * 0.9, h, "funk", f"second {s.second}: unattributed {s.unattributed}"))
-        if s.errors:
-            h = s.error_count / max_err * errors_h
-            text = ", ".join(f"{k} {n}" for k, n in s.errors)
-            errors.append(Rect(x, errors_y + errors_h - h, bw * 0.9, h, "ferr", f"second {s.second}: {text}"))
-        cx = x + bw * 0.45
-        for points, value in ((p50, s.p50_ms), (p95, s.p95_ms)):
-            if value is not None:
-                points.append(f"{cx:.1f},{latency_y + latency_h - value / max_lat * latency_h:.1f}")
-    markers = tuple(
-        Marker((e.at_s - first) * bw, _marker_class(e), f"{e.at_s:.1f} s: {e.text}")
-        for e in w.events
-        if e.at_s >= first
-    )
-    step = 10 if span <= 120 else 60
-    ticks = tuple(((t - first) * bw, t) for t in range((first + step - 1) // step * step, first + span, step))
-    return Chart(
-        width,
-        bars_h,
-        errors_y,
-        errors_h,
-        latency_y,
-        latency_h,
-        height,
-        first,
-        now,
-        max_req,
-        max_lat,
-        tuple(bars),
-        tuple(errors),
-        " ".join(p50),
-        " ".join(p95),
-        markers,
-        ticks,
-    )
-
-
-def _marker_class(e: Event) -> str:
-    if e.kind == EventKind.SERVICE or e.kind == EventKind.GONE:
-        return "mk-svc"
-    if e.kind in (EventKind.READY, EventKind.ADDED):
-        return "mk-up"
-    return "mk-down"
-
-
-def watch_context(w: Watch, manager: WatchManager, token: str) -> dict[str, Any]:
-    colors = colors_of(w)
+def view_context(v: WatchView, token: str) -> dict[str, Any]:
+    """Everything ``_watch_block.html`` needs: a running watch shows the strip's last ``CHART_S`` seconds
+    that are over; a finished one every kept second."""
+    kept = v.series.seconds()
+    if v.finished:
+        first = kept[0].second if kept else 0
+        last = max(math.ceil(v.elapsed_s) - 1, kept[-1].second if kept else -1)
+    else:
+        last = math.floor(v.elapsed_s) - 1
+        first = max(0, last - CHART_S + 1)
     return {
-        "w": w,
-        "chart": chart(w, colors),
-        "colors": colors,
-        "total": w.series.total(),
-        "rolling": w.series.window(w.elapsed_s, w.spec.window_s),
-        "m": w.measurements(),
-        "events": list(w.events)[-50:],
-        "not_saved": manager.not_saved.get(w.id),
-        "saved": manager.store is not None and w.id not in manager.not_saved,
+        "v": v,
+        "columns": columns(v.series, v.events, v.spec, first, last),
+        "after": last,
+        "g": GEOMETRY,
+        "scale": Scale.of(v.spec),
+        "chart_max": CHART_S,
+        **panels_context(v),
         "csrf_token": token,
     }
 
 
-def _token(request: Request) -> str:
-    return csrf_token(request)
+def panels_context(v: WatchView) -> dict[str, Any]:
+    colors = colors_of(v.series)
+    return {
+        "v": v,
+        "colors": colors,
+        "total": v.series.total(),
+        "rolling": v.rolling(),
+        "m": v.measurements(),
+        "events": list(v.events)[-50:],
+    }
 
 
 @router.post("/watches", include_in_schema=False, response_model=None)
@@ -454,50 +441,54 @@ async def start_watch_form(form: Annotated[WatchForm, Form()], state: StateDep) 
 
 @router.get("/watches/{watch_id}", response_class=HTMLResponse, include_in_schema=False)
 async def watch_page(request: Request, watch_id: RunIdPath, state: StateDep) -> HTMLResponse:
-    manager = get_manager(state)
-    w = _watch_or_404(manager, watch_id)
-    return page(request, "pages/watch.html", **watch_context(w, manager, _token(request)))
+    v = await view_of(get_manager(state), watch_id)
+    return page(request, "pages/watch.html", **view_context(v, csrf_token(request)))
 
 
-# The live fragment of each watch, rendered at most once per FRAME_S however many viewers follow it (they
-# all get the same HTML). Weak keys: a watch the manager forgot takes its frame with it.
-_frames: weakref.WeakKeyDictionary[Watch, tuple[float, str]] = weakref.WeakKeyDictionary()
-FRAME_S = 0.5
+def live_feed(w: Watch, manager: WatchManager, templates: Jinja2Templates) -> Feed:
+    def render_column(watch_id: str, c: Column) -> str:
+        return fragment(templates, "partials/_watch_second.html", wid=watch_id, c=c, g=GEOMETRY)
 
+    def render_panels(w: Watch) -> str:
+        return fragment(templates, "partials/_watch_tick.html", **panels_context(live_view(w, manager)))
 
-def live_frame(w: Watch, manager: WatchManager, templates: Jinja2Templates, token: str) -> str:
-    now = time.monotonic()
-    frame = _frames.get(w)
-    if frame is None or now - frame[0] >= FRAME_S:
-        # The fragment has no form (the stop button is outside it), so one token serves every viewer.
-        frame = (now, fragment(templates, "partials/_watch_live.html", **watch_context(w, manager, token)))
-        _frames[w] = frame
-    return frame[1]
+    return feed_of(w, render_column, render_panels)
 
 
 @router.get("/watches/{watch_id}/stream", include_in_schema=False, response_class=EventSourceResponse)
 async def watch_stream(
-    request: Request, watch_id: RunIdPath, state: StateDep, templates: TemplatesDep
+    request: Request,
+    watch_id: RunIdPath,
+    state: StateDep,
+    templates: TemplatesDep,
+    after: Annotated[int, Query(ge=-1, le=10**6, description="the last second the page shows")] = -1,
 ) -> AsyncIterator[ServerSentEvent]:
-    """The live timeline (event ``timeline``) once per second on a steady schedule; ``done`` with the final
+    """Event ``timeline`` just after each whole second of the watch: the seconds this viewer lacks (to append
+    to the strip), recent ones drawn again (out of band) and the status and panels; ``done`` with the final
     block when the watch ends. The hub's closing (shutdown) ends the stream too."""
     manager = get_manager(state)
     w = _watch_or_404(manager, watch_id)
-    token = _token(request)
-    loop = asyncio.get_running_loop()
+    feed = live_feed(w, manager, templates)
+    have, since = after, -1
     with state.hub.subscribe(lambda _: False) as sub:  # counted as an SSE client; closed on shutdown
-        due = loop.time()
         while not sub.closed:
             if w.finished:
-                ctx = watch_context(w, manager, token)
-                yield ServerSentEvent(
-                    raw_data=fragment(templates, "partials/_watch_block.html", **ctx), event="done"
-                )
+                block = feed.final(lambda: final_block(w, manager, templates))
+                yield ServerSentEvent(raw_data=block, event="done")
                 return
-            yield ServerSentEvent(raw_data=live_frame(w, manager, templates, token), event="timeline")
-            due = max(due + UPDATE_S, loop.time())  # a steady beat: no drift from render time
+            feed.update()
+            html, have, since = feed.message(have, since)
+            yield ServerSentEvent(raw_data=html, event="timeline")
+            # Wake just after the watch's next whole second, when that second's column can be drawn.
+            elapsed = w.elapsed_s
+            wait = max(MIN_WAIT_S, math.floor(elapsed) + 1 + BEAT_DELAY_S - elapsed)
             try:
-                async with asyncio.timeout(due - loop.time()):
+                async with asyncio.timeout(wait):
                     await w.done.wait()
             except TimeoutError:
                 pass
+
+
+def final_block(w: Watch, manager: WatchManager, templates: Jinja2Templates) -> str:
+    # A finished watch's block has no form, so it needs no viewer's own token.
+    return fragment(templates, "partials/_watch_block.html", **view_context(live_view(w, manager), ""))

@@ -20,6 +20,7 @@ import pytest
 from scripts import demo
 from tests.chart.release import Release, port_forward
 from tests.e2e.conftest import Cluster, EchoApp, deploy_echo_app
+from tests.e2e.test_persist import Dash, _restarts, _sigkill
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -103,6 +104,10 @@ def accounted(data: dict[str, Any]) -> int:
 def serving(app: EchoApp, pods: int) -> Any:
     """All ``pods`` answered within the rolling window (kube-proxy has programmed the Service)."""
     return lambda d: len(d["rolling"]["hits"]) >= pods
+
+
+def first_hit(data: dict[str, Any]) -> bool:
+    return any(x["lag_s"] is not None for x in data["measurements"]["ready_to_first_hit"])
 
 
 def test_scale_up_new_pods_get_traffic_after_ready(
@@ -209,3 +214,65 @@ def test_affinity_flip_converges_on_one_pod(cluster: Cluster, dashboard: httpx.C
     _record("clientip_converged_after_s", c["converged_after_s"])
     data = stop(dashboard, watch_id)
     assert accounted(data) == data["requests"]
+
+
+def test_a_stored_watch_shows_its_markers_after_the_dashboard_restarts(
+    cluster: Cluster, watch_ns: str
+) -> None:
+    """Two watches of one Service while it scales up; one is stopped, the other still runs when the
+    dashboard's process is SIGKILLed. The restarted dashboard (same pod, its emptyDir store) shows both from
+    the store: the timeline with the new pod's markers, the Ready → first hit number, JSON and CSV."""
+    demo.build_image()
+    release = Release(
+        namespace=watch_ns,
+        kubectl=cluster.kubectl,
+        helm_base=[str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig)],
+        name="restart",
+    )
+    app = deploy_echo_app(cluster, watch_ns, "kept", replicas=2)
+    dash = Dash(cluster, release)
+    try:
+        release.install(f"rbac.namespaces={{{watch_ns}}}")
+        c = dash.connect()
+        stopped, running = start(c, app, window_s=5), start(c, app, window_s=5)
+        for watch_id in (stopped, running):
+            poll(c, watch_id, serving(app, 2), 60, "traffic on the 2 pods")
+        cluster.kubectl("scale", "deployment", app.name, "-n", watch_ns, "--replicas=3")
+        live = {w: poll(c, w, first_hit, 120, "the new pod's first hit") for w in (stopped, running)}
+        (new_pod,) = {x["pod"] for x in live[stopped]["measurements"]["ready_to_first_hit"]}
+        live[stopped] = stop(c, stopped)
+        poll(c, stopped, lambda d: d["saved_final"], 30, "the stopped watch's end in the store")
+        csv = c.get(f"/api/v1/watches/{stopped}.csv").text
+        # The running watch's seconds reach the store once no request still under way can change them (the
+        # timeout plus a margin after they end), a few at a time: wait on its own clock until the new pod's
+        # first second is well past that.
+        hit_s = min(x["first_hit_s"] for x in live[running]["measurements"]["ready_to_first_hit"])
+        poll(c, running, lambda d: d["elapsed_s"] > hit_s + 8, 60, "the running watch to go on")
+        pod = dash.pod()
+        started = time.monotonic()
+        _sigkill(cluster, pod)
+        dash.wait_replaced(pod["metadata"]["uid"], _restarts(pod))
+        back_after = round(time.monotonic() - started, 1)
+        results: dict[str, Any] = {"back_after_s": back_after}
+        for watch_id, status in ((stopped, "cancelled"), (running, "interrupted")):
+            r = dash.get(f"/api/v1/watches/{watch_id}")
+            assert r.status_code == 200, r.text
+            data = r.json()
+            assert data["stored"] is True and data["status"] == status, data["status"]
+            events = {(e["kind"], e["pod"]) for e in data["events"]}
+            assert ("ready", new_pod) in events, data["events"]
+            (lag,) = [x for x in data["measurements"]["ready_to_first_hit"] if x["pod"] == new_pod]
+            assert lag["lag_s"] is not None and -1 < lag["lag_s"] < 10, lag
+            page = dash.get(f"/watches/{watch_id}")
+            assert page.status_code == 200 and "from the run store" in page.text
+            assert f"s: endpoint {new_pod} (" in page.text  # the marker's hover text
+            assert f": {new_pod} " in page.text  # a bar of the new pod
+            assert "sse-connect" not in page.text
+            results[status] = {"requests": data["requests"], "seconds": len(data["seconds"]), "lag_s": lag}
+        assert dash.get(f"/api/v1/watches/{stopped}.csv").text == csv
+        stored = dash.get(f"/api/v1/watches/{stopped}").json()
+        assert stored["requests"] == live[stopped]["requests"] and stored["total"] == live[stopped]["total"]
+        _record("restart", results)
+    finally:
+        dash.close()
+        release.uninstall(wait=False)

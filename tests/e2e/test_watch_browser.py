@@ -1,6 +1,7 @@
 """A watch in a real browser (Debian's Chromium driven by Playwright) through the installed chart and
 `kubectl port-forward`: started from the Service page's form, the timeline updates in place at least once per
-second without a reload, and a reload after it stopped shows the same data.
+second without a reload (new seconds are appended to the strip, the columns already there stay, and the
+strip keeps at most its ring of columns), and a reload after it stopped shows the same data.
 """
 
 from __future__ import annotations
@@ -37,6 +38,24 @@ RECORD_JS = """
   new MutationObserver(record).observe(document.querySelector('.watch'), {subtree: true, childList: true});
 }
 """
+
+# The strip's columns: how many, their seconds in order, and whether the column tagged earlier is still the
+# same DOM node (appended to, not redrawn).
+STRIP_JS = """
+() => {
+  const strip = document.querySelector('.watch-strip');
+  const cols = Array.from(strip.children);
+  return {
+    n: cols.length,
+    seconds: cols.map(c => Number(c.dataset.second)),
+    tagged: !!(window.__watch_tagged && window.__watch_tagged.isConnected),
+  };
+}
+"""
+
+
+def contiguous(seconds: list[int]) -> bool:
+    return seconds == list(range(seconds[0], seconds[0] + len(seconds)))
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +114,28 @@ def watch_live_then_reload(
     pg.fill("#watch-form input[name=duration_s]", "120")
     pg.click("#watch-form button[type=submit]")
     pg.wait_for_url("**/watches/*")
-    pg.wait_for_selector(".watch[data-status] svg")
+    pg.wait_for_selector(".watch[data-status] .watch-strip")
     pg.evaluate(RECORD_JS)
-    # Eight seconds of live updates (the page's own clock), then stop with the page's button.
+    # The strip grows by appended seconds: the column tagged now is still the same node later.
+    pg.wait_for_function("() => document.querySelectorAll('.watch-strip .wsec').length >= 2", timeout=30_000)
+    pg.evaluate("() => { window.__watch_tagged = document.querySelector('.watch-strip').lastElementChild; }")
+    before = pg.evaluate(STRIP_JS)
+    pg.wait_for_function(
+        f"() => document.querySelector('.watch-strip').children.length >= {before['n'] + 3}", timeout=30_000
+    )
+    grown = pg.evaluate(STRIP_JS)
+    assert grown["tagged"] and contiguous(grown["seconds"]), grown
+    assert grown["seconds"][: before["n"]] == before["seconds"], (before, grown)
+    # The ring: with room for 5 columns, the strip drops its oldest as new seconds come.
+    pg.evaluate("() => { document.querySelector('.watch-strip').dataset.max = '5'; }")
+    last = grown["seconds"][-1]
+    pg.wait_for_function(
+        f"() => Number(document.querySelector('.watch-strip').lastElementChild.dataset.second) >= {last + 3}",
+        timeout=30_000,
+    )
+    ring = pg.evaluate(STRIP_JS)
+    assert ring["n"] == 5 and contiguous(ring["seconds"]) and ring["seconds"][-1] >= last + 3, ring
+    # Eight updates of the status line in all (the page's own clock), then stop with the page's button.
     pg.wait_for_function("() => window.__watch_seen.length >= 8", timeout=30_000)
     _shot(pg, f"{shot}-running")
     seen: list[list[Any]] = pg.evaluate("() => window.__watch_seen")
@@ -110,11 +148,11 @@ def watch_live_then_reload(
     pg.click(".watch form button[type=submit]")  # Stop
     pg.wait_for_selector('.watch[data-status="stopped"]', timeout=30_000)
     stopped_text = pg.locator(".watch .watch-status").inner_text()
-    bars = pg.locator(".watch-chart .bars rect").count()
+    bars = pg.locator(".watch-strip rect[class^=f]").count()
     assert bars > 0 and "stopped" in stopped_text
     pg.reload()
     pg.wait_for_selector('.watch[data-status="stopped"] svg')
     assert pg.locator(".watch .watch-status").inner_text() == stopped_text
-    assert pg.locator(".watch-chart .bars rect").count() == bars
+    assert pg.locator(".watch-strip rect[class^=f]").count() == bars
     _shot(pg, f"{shot}-reloaded")
     assert not console.errors, console.errors

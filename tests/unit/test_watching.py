@@ -194,3 +194,30 @@ async def test_a_watch_stopped_before_it_ran_ends_stopped(cluster: Cluster) -> N
     await until(lambda: w.task is not None and w.task.done(), "the task to end")
     assert w.status is WatchStatus.STOPPED and w.finished and manager.active == 0
     assert w.series.requests == 0
+
+
+async def test_cluster_events_reach_the_store_while_the_watch_runs(cluster: Cluster, tmp_path: Path) -> None:
+    store = await AsyncRunStore.open(StoreConfig(tmp_path / "runs.db"))
+    try:
+        manager = WatchManager(cluster.view, BOUNDS, dial=cluster.dial, store=store)
+        w = manager.start(spec(duration_s=30))
+        await until(lambda: w.series.requests > 5, "traffic")
+        key = ObjectKey("demo", "web")
+        cluster.view.services[key] = dataclasses.replace(
+            cluster.view.services[key], session_affinity="ClientIP"
+        )
+        await until(lambda: w.event_count == 1, "the flip to be seen")
+        # Written while the watch goes on, so a dashboard that dies mid-watch still has them.
+        stored = None
+        for _ in range(300):  # bounded: 3 s of 10 ms polls (the writer flushes every second)
+            stored = await store.events(w.id)
+            if stored.events:
+                break
+            await asyncio.sleep(0.01)
+        assert stored is not None and stored.events == tuple(w.events) and not w.finished
+        manager.stop(w.id)
+        await until(lambda: w.task is not None and w.task.done(), "the end to be stored")
+        assert (await store.events(w.id)).events == tuple(w.events)
+        await manager.aclose()
+    finally:
+        await store.aclose()

@@ -9,6 +9,7 @@ import pytest
 from app.probe.stats import Outcome
 from app.probe.targets import Backend
 from app.probe.watch import (
+    LATENCY_SAMPLES,
     EventKind,
     Series,
     diff,
@@ -191,3 +192,35 @@ def test_clientip_repicks_after_idle_gap() -> None:
         ("a", "b", 7.0, True),
         ("b", "c", 1.0, False),
     ]
+
+
+def test_a_series_read_back_from_its_seconds_has_the_same_totals_and_timeline() -> None:
+    live = Series()
+    for o in [
+        hit(0.2, "b"),
+        hit(0.7, "a"),
+        hit(1.1, "a"),
+        err(1.5, "timeout"),
+        hit(3.4, "c"),
+        hit(3.6, None),
+    ]:
+        live.add(o)
+    back = Series.restored(live.seconds())
+    assert back.seconds() == live.seconds() and back.total() == live.total()
+    assert back.first_hit == {"a": 0.0, "b": 0.0, "c": 3.0} and back.last_hit == {
+        "a": 1.0,
+        "b": 0.0,
+        "c": 3.0,
+    }
+    assert back.window(4.0, 3) == live.window(4.0, 3)
+    # Colours follow the order pods first answered, to the second: the same live and read back.
+    assert live.pod_order() == back.pod_order() == ["a", "b", "c"]
+
+
+def test_a_busy_second_keeps_a_bounded_latency_sample() -> None:
+    s = Series()
+    for i in range(LATENCY_SAMPLES * 3):
+        s.add(hit(i / (LATENCY_SAMPLES * 3), "a", latency=float(i % 100)))
+    (only,) = s.seconds()
+    assert only.requests == LATENCY_SAMPLES * 3 and len(s._ring[0][1].latencies) == LATENCY_SAMPLES
+    assert only.p50_ms is not None and 40 <= only.p50_ms <= 60

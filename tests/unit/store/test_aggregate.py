@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from app.probe.stats import Outcome
+from app.probe.watch import Second
 from app.store.aggregate import SecondAggregator
-from app.store.records import SecondAggregate
 
 
 def reply(seq: int, at_ms: float, pod: str | None, latency: float = 1.0) -> Outcome:
@@ -18,7 +18,7 @@ def error(seq: int, at_ms: float, kind: str, latency: float = 2000.0) -> Outcome
 CASES = [
     pytest.param(
         [reply(1, 10, "a", 1.0), reply(2, 500, "b", 3.0), reply(3, 999.9, "a", 2.0)],
-        [SecondAggregate(0, 3, 0, (("a", 2), ("b", 1)), (), 2.0, 3.0)],
+        [Second(0, 3, 0, (("a", 2), ("b", 1)), (), 2.0, 3.0)],
         id="one-second",
     ),
     pytest.param(
@@ -29,30 +29,30 @@ CASES = [
             error(4, 1300, "refused", 0.2),
         ],
         [
-            SecondAggregate(0, 1, 0, (("a", 1),), (), 1.0, 1.0),
+            Second(0, 1, 0, (("a", 1),), (), 1.0, 1.0),
             # Errors count as requests but their latency (the timeout) is not a reply's latency.
-            SecondAggregate(1, 3, 1, (), (("refused", 1), ("timeout", 1)), 5.0, 5.0),
+            Second(1, 3, 1, (), (("refused", 1), ("timeout", 1)), 5.0, 5.0),
         ],
         id="errors-and-unattributed",
     ),
     pytest.param(
         [reply(1, 0, "a"), reply(2, 5000, "b")],
         [
-            SecondAggregate(0, 1, 0, (("a", 1),), (), 1.0, 1.0),
-            SecondAggregate(5, 1, 0, (("b", 1),), (), 1.0, 1.0),
+            Second(0, 1, 0, (("a", 1),), (), 1.0, 1.0),
+            Second(5, 1, 0, (("b", 1),), (), 1.0, 1.0),
         ],
         id="an-idle-gap-leaves-no-rows",
     ),
     pytest.param(
         [Outcome(1, "a", None, None, 1), Outcome(2, None, "no_output", None, 2)],
-        [SecondAggregate(0, 2, 0, (("a", 1),), (("no_output", 1),), None, None)],
+        [Second(0, 2, 0, (("a", 1),), (("no_output", 1),), None, None)],
         id="remote-origin-without-timing",
     ),
 ]
 
 
 @pytest.mark.parametrize(("outcomes", "expected"), CASES)
-def test_take_all(outcomes: list[Outcome], expected: list[SecondAggregate]) -> None:
+def test_take_all(outcomes: list[Outcome], expected: list[Second]) -> None:
     agg = SecondAggregator(grace_s=3.0)
     for o in outcomes:
         agg.add(o)
@@ -77,8 +77,8 @@ def test_a_late_outcome_reopens_its_second() -> None:
     assert [s.second for s in agg.take_closed()] == [0]
     agg.add(reply(3, 900, "b"))  # a scheduler hiccup: second 0 was already taken
     assert agg.take_all() == [
-        SecondAggregate(0, 1, 0, (("b", 1),), (), 1.0, 1.0),
-        SecondAggregate(2, 1, 0, (("a", 1),), (), 1.0, 1.0),
+        Second(0, 1, 0, (("b", 1),), (), 1.0, 1.0),
+        Second(2, 1, 0, (("a", 1),), (), 1.0, 1.0),
     ]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.probe.stats import summarize
+from app.probe.watch import Second
 from app.store import (
     AttributionNote,
     Batch,
@@ -25,7 +26,7 @@ from app.store import (
 from app.store import schema as store_schema
 from app.store.codec import encode_summary
 from app.store.db import NO_SUCH_RUN
-from app.store.records import SecondAggregate, Status
+from app.store.records import Status
 from tests.unit.store.factory import (
     NOW,
     PODS_ABC,
@@ -165,7 +166,7 @@ def test_outcomes_beyond_the_cap_are_dropped_but_counted_per_second(tmp_path: Pa
     results = outcomes(150)
     store.begin(start(total=150))
     assert store.append("r1", Batch(outcomes=tuple(results[:80]))) == 80
-    second = SecondAggregate(0, 150, 0, (("echo-a", 150),), (), 1.0, 2.0)
+    second = Second(0, 150, 0, (("echo-a", 150),), (), 1.0, 2.0)
     assert store.append("r1", Batch(outcomes=tuple(results[80:]), seconds=(second,))) == 20
     assert store.append("r1", Batch(outcomes=tuple(results[:10]))) == 0  # a repeated batch: not twice
     got = store.get("r1")
@@ -186,12 +187,12 @@ def test_each_append_is_one_transaction_however_large(tmp_path: Path) -> None:
 def test_late_seconds_add_to_the_stored_row(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     store.begin(start(kind="watch", total=0))
-    first = SecondAggregate(3, 10, 1, (("echo-a", 6), ("echo-b", 2)), (("timeout", 1),), 1.0, 4.0)
-    late = SecondAggregate(3, 2, 0, (("echo-b", 1), ("echo-c", 1)), (), 9.0, 9.0)
+    first = Second(3, 10, 1, (("echo-a", 6), ("echo-b", 2)), (("timeout", 1),), 1.0, 4.0)
+    late = Second(3, 2, 0, (("echo-b", 1), ("echo-c", 1)), (), 9.0, 9.0)
     store.append("r1", Batch(seconds=(first,)))
     store.append("r1", Batch(seconds=(late,)))
     assert store.seconds("r1") == [
-        SecondAggregate(3, 12, 1, (("echo-a", 6), ("echo-b", 3), ("echo-c", 1)), (("timeout", 1),), 1.0, 4.0)
+        Second(3, 12, 1, (("echo-a", 6), ("echo-b", 3), ("echo-c", 1)), (("timeout", 1),), 1.0, 4.0)
     ]
     assert store.seconds("r1", after=3) == []
 
@@ -205,7 +206,7 @@ def test_runs_left_running_are_marked_interrupted_at_start_up(tmp_path: Path) ->
     store.begin(start("cut", total=100))
     store.append("cut", Batch(outcomes=tuple(results)))
     store.begin(start("watch", kind="watch", total=0))
-    store.append("watch", Batch(seconds=(SecondAggregate(0, 200, 0, (("echo-a", 200),), (), 1.0, 2.0),)))
+    store.append("watch", Batch(seconds=(Second(0, 200, 0, (("echo-a", 200),), (), 1.0, 2.0),)))
     finished_run(store, "done")
     store.close()  # the process died: nothing finished the two runs
 
@@ -406,27 +407,29 @@ def test_opening_migrates_forward_and_keeps_the_runs(tmp_path: Path, monkeypatch
     store = open_store(tmp_path)
     finished_run(store, "r1")
     store.close()
-    v2 = ("ALTER TABLE runs ADD COLUMN label TEXT",)
-    monkeypatch.setattr(store_schema, "MIGRATIONS", (*store_schema.MIGRATIONS, v2))
-    monkeypatch.setattr(store_schema, "VERSION", 2)
+    current = store_schema.VERSION
+    following = ("ALTER TABLE runs ADD COLUMN label TEXT",)
+    monkeypatch.setattr(store_schema, "MIGRATIONS", (*store_schema.MIGRATIONS, following))
+    monkeypatch.setattr(store_schema, "VERSION", current + 1)
     store = open_store(tmp_path)
     assert isinstance(store.get("r1"), StoredRun)
     store.close()
     with sqlite3.connect(tmp_path / "runs.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == current + 1
         assert "label" in {row[1] for row in db.execute("PRAGMA table_info(runs)")}
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_failed_migration_leaves_the_old_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     open_store(tmp_path).close()
+    current = store_schema.VERSION
     broken = ("ALTER TABLE runs ADD COLUMN label TEXT", "THIS IS NOT SQL")
     monkeypatch.setattr(store_schema, "MIGRATIONS", (*store_schema.MIGRATIONS, broken))
-    monkeypatch.setattr(store_schema, "VERSION", 2)
+    monkeypatch.setattr(store_schema, "VERSION", current + 1)
     with pytest.raises(StoreError, match="cannot prepare"):
         open_store(tmp_path)
     with sqlite3.connect(tmp_path / "runs.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == current
         assert "label" not in {row[1] for row in db.execute("PRAGMA table_info(runs)")}
 
 

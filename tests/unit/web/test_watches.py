@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from app.config import Settings
+from app.domain import ObjectKey
 from app.main import create_app
 from app.store import AsyncRunStore, StoreConfig
 from app.watching import WatchManager
@@ -95,7 +97,8 @@ async def test_live_page_streams_and_stops(client: tuple[httpx.AsyncClient, Clus
     c, _ = client
     watch_id = (await c.post("/api/v1/watches", json={**BODY, "duration_s": 30})).json()["id"]
     page = await c.get(f"/watches/{watch_id}")
-    assert f'sse-connect="/watches/{watch_id}/stream"' in page.text and 'http-equiv="refresh"' in page.text
+    assert f'sse-connect="/watches/{watch_id}/stream?after=' in page.text
+    assert 'http-equiv="refresh"' in page.text
     r = await c.post(f"/api/v1/watches/{watch_id}/stop", json={}, headers={"Accept": "application/json"})
     assert r.status_code == 202 and r.json()["stopped"] is True
     data = await wait_finished(c, watch_id)
@@ -175,17 +178,53 @@ async def test_a_stored_watch_outlives_the_process_memory(tmp_path: Path) -> Non
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
-                    watch_id = (await c.post("/api/v1/watches", json={**BODY, "duration_s": 1})).json()["id"]
+                    body = {**BODY, "duration_s": 30}
+                    watch_id = (await c.post("/api/v1/watches", json=body)).json()["id"]
+                    w = app.state.svc.watches.get(watch_id)
+                    for _ in range(500):  # bounded: 5 s of 10 ms polls
+                        if w.series.requests > 40:
+                            break
+                        await asyncio.sleep(0.01)
+                    # The Service's affinity flips mid-watch: an event, and a marker on the timeline.
+                    svc = cluster.view.services[ObjectKey("demo", "web")]
+                    cache.upsert_service(
+                        dataclasses.replace(svc, session_affinity="ClientIP", affinity_timeout_s=60)
+                    )
+                    for _ in range(500):
+                        if w.events:
+                            break
+                        await asyncio.sleep(0.01)
+                    stop = f"/api/v1/watches/{watch_id}/stop"
+                    r = await c.post(stop, json={}, headers={"Accept": "application/json"})
+                    assert r.status_code == 202, r.text
                     live = await wait_finished(c, watch_id)
                     live_csv = (await c.get(f"/api/v1/watches/{watch_id}.csv")).text
-                    assert live["saved"] is True
+                    assert live["saved"] is True and live["stored"] is False
+                    for _ in range(500):  # its end reaches the store just after it stops
+                        if w.task.done():
+                            break
+                        await asyncio.sleep(0.01)
                     await app.state.svc.watches.aclose()
                     # A new manager on the same store: what a restarted dashboard has.
                     app.state.svc.watches = WatchManager(cache, BOUNDS, dial=cluster.dial, store=store)
                     stored = (await c.get(f"/api/v1/watches/{watch_id}")).json()
-                    assert stored["stored"] is True and stored["status"] == "done"
+                    assert stored["stored"] is True and stored["status"] == "cancelled"
                     assert stored["requests"] == live["requests"] and stored["seconds"] == live["seconds"]
+                    assert stored["total"] == live["total"] and stored["events"] == live["events"]
+                    assert [e["field"] for e in stored["events"]] == [
+                        "sessionAffinity",
+                        "sessionAffinityTimeoutSeconds",
+                    ]
+                    assert stored["session_affinity"] == "ClientIP"
+                    (flip,) = stored["measurements"]["affinity_convergence"]
+                    assert (flip["before"], flip["after"]) == ("None", "ClientIP")
                     assert (await c.get(f"/api/v1/watches/{watch_id}.csv")).text == live_csv
+                    # The page from the store: the same columns, the markers, no stream.
+                    page = (await c.get(f"/watches/{watch_id}")).text
+                    assert "sse-connect" not in page and "from the run store" in page
+                    assert page.count('<svg class="wsec"') == len(stored["seconds"])
+                    assert "s: Service sessionAffinity: None → ClientIP</title>" in page
                     assert (await c.get("/api/v1/watches/0123456789ab")).status_code == 404
+                    assert (await c.get("/watches/0123456789ab")).status_code == 404
         finally:
             await store.aclose()
