@@ -39,6 +39,7 @@ class RunSnapshot:
     origin: str
     client_pod: str | None
     client_ip: str | None
+    client_node: str | None
     count: int
     done: int
     reuse: bool
@@ -100,6 +101,7 @@ def snapshot(run: Run) -> RunSnapshot:
         origin=spec.origin.value,
         client_pod=run.client_pod,
         client_ip=run.client_ip,
+        client_node=run.client_node,
         count=spec.count,
         done=s.done,
         reuse=spec.reuse,

@@ -271,7 +271,7 @@ class SnapshotOut(BaseModel):
             port=r.port,
             protocol=r.protocol,
             origin=r.origin,
-            client=ClientOut(pod=r.client_pod, ip=r.client_ip),
+            client=ClientOut(pod=r.client_pod, ip=r.client_ip, node=r.client_node),
             count=r.count,
             done=r.done,
             reuse=r.reuse,

@@ -124,9 +124,11 @@ def test_compare_origins_client_ip_then_none(
         assert "consistent with ClientIP affinity" in run["verdict"], run["verdict"]
 
     clients = [run["client"] for run in runs]
-    assert clients[0] == {"pod": own["metadata"]["name"], "ip": own["status"]["podIP"]}
-    assert clients[1]["pod"] == f"svcscope-probe-{from_pod['id']}"
-    assert clients[2] == {"pod": client_pod, "ip": client_ip}
+    # Each client is named with its node (the expected routing set depends on it).
+    node = own["spec"]["nodeName"]  # one node: every client runs there
+    assert clients[0] == {"pod": own["metadata"]["name"], "ip": own["status"]["podIP"], "node": node}
+    assert clients[1]["pod"] == f"svcscope-probe-{from_pod['id']}" and clients[1]["node"] == node
+    assert clients[2] == {"pod": client_pod, "ip": client_ip, "node": node}
     assert len({(c["pod"], c["ip"]) for c in clients}) == 3, clients
     print(f"\nClientIP: {[(c['pod'], answering(r)) for c, r in zip(clients, runs, strict=True)]}")
 

@@ -17,6 +17,7 @@ BASE = RunSnapshot(
     origin="dashboard",
     client_pod="svcscope-x",
     client_ip="198.18.0.9",
+    client_node="node-1",
     count=100,
     done=100,
     reuse=False,

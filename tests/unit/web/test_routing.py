@@ -152,3 +152,8 @@ async def test_the_json_api_carries_the_verdict(probing) -> None:
     routing = data["routing"]
     assert routing["fate"] == "routed" and routing["expected"] == ["web-0", "web-1", "web-2"]
     assert routing["as_expected"] is True and routing["verdict"][0].startswith("as expected")
+    # The comparison names each client the same way, node included.
+    other = (await c.post("/api/v1/probes", json=BODY)).json()["id"]
+    await wait_done(c, other)
+    compared = (await c.get(f"/api/v1/probes/compare?ids={run_id},{other}")).json()
+    assert [r["client"] for r in compared["runs"]] == [data["client"]] * 2
