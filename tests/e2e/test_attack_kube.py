@@ -344,6 +344,14 @@ def test_a_reply_forging_backend_gets_one_outcome_per_request(
         30,
         "the dashboard to see the hostile backend",
     )
+    # kube-proxy programs the new Service on its own schedule, after the EndpointSlice the dashboard saw:
+    # until then every connection is refused. One request at a time until one is answered.
+    wait_until(
+        lambda: finished(dash, start(dash, **echo(ns, service="hostile", count=1)))["errors"] == {},
+        60,
+        "kube-proxy to route the hostile Service",
+        interval=1.0,
+    )
     run = finished(dash, start(dash, **echo(ns, service="hostile", count=6, origin="probe-pod")))
     assert run["status"] == "done", run
     # Six requests, six outcomes: no forged error, no forged pod, nothing attributed to anyone.
