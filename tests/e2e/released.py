@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -17,7 +19,7 @@ import httpx
 from scripts import demo
 from tests.chart.helmtool import CHART
 from tests.chart.release import Release, image_sets, port_forward
-from tests.e2e.conftest import Cluster, wait_for
+from tests.e2e.conftest import REPO, Cluster, wait_for
 from tests.e2e.dashboard import Dashboard
 
 
@@ -99,9 +101,28 @@ def forwarded(cluster: Cluster, rel: Release) -> Iterator[ForwardedClient]:
             yield client
 
 
+def build_image_for(cluster: Cluster) -> None:
+    """Build the image and import it into every node of ``cluster``. devcluster's paths belong to the
+    environment's instance, so another instance (the multi-node one) is served by a child process."""
+    if cluster.instance is None:
+        demo.build_image()
+        return
+    proc = subprocess.run(
+        [sys.executable, "-c", "from scripts import demo; demo.build_image()"],
+        cwd=REPO,
+        env={**os.environ, "SVCSCOPE_DC_INSTANCE": cluster.instance},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert proc.returncode == 0, f"importing the image into {cluster.instance} failed:\n{proc.stderr[-4000:]}"
+
+
 def chart_release(cluster: Cluster, namespace: str) -> Release:
     """The chart as a release in ``namespace``, with the image this checkout built (built and imported)."""
-    demo.build_image()
+    build_image_for(cluster)
     return Release(
         namespace=namespace,
         kubectl=cluster.kubectl,
