@@ -30,7 +30,7 @@ import pytest
 from scripts import demo
 from tests.chart.release import Release, custom_cluster_ip
 from tests.e2e.conftest import Cluster, EchoApp
-from tests.e2e.released import forwarded
+from tests.e2e.released import chart_release, forwarded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -54,12 +54,8 @@ def ns(cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def release(cluster: Cluster, ns: str, image: str) -> Iterator[Release]:
-    rel = Release(
-        namespace=ns,
-        kubectl=cluster.kubectl,
-        helm_base=[str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig)],
-    )
+def release(cluster: Cluster, ns: str) -> Iterator[Release]:
+    rel = chart_release(cluster, ns)
     rel.install(
         "demo.enabled=true",
         f"demo.customClusterIP={custom_cluster_ip()}",

@@ -18,6 +18,7 @@ from scripts import demo
 from tests.chart.helmtool import VALUES_DIR, by_kind
 from tests.chart.release import Release, custom_cluster_ip, port_forward
 from tests.e2e.conftest import Cluster, wait_for
+from tests.e2e.released import chart_release
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +33,8 @@ def image(cluster: Cluster) -> str:
 
 
 @pytest.fixture
-def release(cluster: Cluster, namespace: str, image: str) -> Iterator[Release]:
-    rel = Release(
-        namespace=namespace,
-        kubectl=cluster.kubectl,
-        helm_base=[str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig)],
-    )
+def release(cluster: Cluster, namespace: str) -> Iterator[Release]:
+    rel = chart_release(cluster, namespace)
     yield rel
     rel.uninstall(wait=False)  # the ClusterRole(Binding) outlive the namespace otherwise
 

@@ -25,9 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
-from scripts import demo
 from tests.chart.release import Release, port_forward
 from tests.e2e.conftest import Cluster, EchoApp, deploy_echo_app, wait_for
+from tests.e2e.released import chart_release
 
 pytestmark = pytest.mark.e2e
 
@@ -39,19 +39,9 @@ RESTART_TIMEOUT_S = 120.0
 RECORDED_WITHIN_S = 2.0
 
 
-@pytest.fixture(scope="module")
-def image(cluster: Cluster) -> str:
-    demo.build_image()
-    return demo.IMAGE
-
-
 @pytest.fixture
-def release(cluster: Cluster, namespace: str, image: str) -> Iterator[Release]:
-    rel = Release(
-        namespace=namespace,
-        kubectl=cluster.kubectl,
-        helm_base=[str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig)],
-    )
+def release(cluster: Cluster, namespace: str) -> Iterator[Release]:
+    rel = chart_release(cluster, namespace)
     yield rel
     rel.uninstall(wait=False)
 
