@@ -140,6 +140,17 @@ def finished(dash: httpx.Client, run_id: str, timeout: float = 180.0) -> dict[st
     return result
 
 
+def wait_routed(dash: httpx.Client, body: dict[str, Any]) -> None:
+    """kube-proxy programs a new Service on its own schedule, after the EndpointSlices the dashboard saw:
+    until then every connection is refused. One request at a time until one is answered."""
+    wait_until(
+        lambda: finished(dash, start(dash, **{**body, "count": 1}))["errors"] == {},
+        60,
+        "kube-proxy to route the Service",
+        interval=1.0,
+    )
+
+
 def probe_pods(cluster: Cluster, namespace: str | None = None) -> list[dict[str, Any]]:
     where = ["-n", namespace] if namespace else ["-A"]
     items: list[dict[str, Any]] = cluster.get("pods", *where, "-l", PROBE_SELECTOR)["items"]
@@ -340,14 +351,7 @@ def test_a_reply_forging_backend_gets_one_outcome_per_request(
         30,
         "the dashboard to see the hostile backend",
     )
-    # kube-proxy programs the new Service on its own schedule, after the EndpointSlice the dashboard saw:
-    # until then every connection is refused. One request at a time until one is answered.
-    wait_until(
-        lambda: finished(dash, start(dash, **echo(ns, service="hostile", count=1)))["errors"] == {},
-        60,
-        "kube-proxy to route the hostile Service",
-        interval=1.0,
-    )
+    wait_routed(dash, echo(ns, service="hostile"))
     run = finished(dash, start(dash, **echo(ns, service="hostile", count=6, origin="probe-pod")))
     assert run["status"] == "done", run
     # Six requests, six outcomes: no forged error, no forged pod, nothing attributed to anyone.
@@ -377,6 +381,7 @@ def test_probe_pods_are_owned_bounded_sized_and_stream_their_results(
     )
     count = 3000
     body = {"namespace": namespace, "service": app.name, "port": "http", "count": count, "concurrency": 1}
+    wait_routed(dash, body)
     run_id = start(dash, **body, origin="probe-pod", timeout_s=30)
     (pod,) = wait_until(lambda: probe_pods(cluster, ns), 60, "the probe pod")
     assert not probe_pods(cluster, namespace) and not probe_pods(cluster, "kube-system")
