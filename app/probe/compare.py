@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.probe.run import RUN_ID_PATTERN, Run
@@ -117,13 +117,6 @@ def snapshot(run: Run) -> RunSnapshot:
         p_value=s.chi_square.p_value if s.chi_square is not None else None,
         error=run.error,
     )
-
-
-def of_service(
-    runs: Iterable[RunSnapshot], namespace: str, service: str, limit: int = 10
-) -> list[RunSnapshot]:
-    """The newest ``limit`` runs of one Service (``runs`` newest first)."""
-    return [r for r in runs if (r.namespace, r.service) == (namespace, service)][:limit]
 
 
 def parse_run_ids(values: Sequence[str], limit: int = MAX_COMPARED) -> list[str]:

@@ -4,7 +4,8 @@ Thin: snapshots and the comparison come from ``app.probe.compare``. The table li
 store a page at a time (so runs from before a restart are listed, with their status: "interrupted at
 30/100" ...), with the runs this process has in memory laid over them (a running run shows its live
 progress); without a store, only the runs kept in memory. Registered before the probe router, whose
-``/runs/{run_id}`` and ``/api/v1/probes/{run_id}`` would otherwise claim these paths.
+``/runs/{run_id}`` and ``/api/v1/probes/{run_id}`` would otherwise claim these paths. The JSON list
+``GET /api/v1/probes`` is paged the same way.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from app.probe.compare import (
     MAX_COMPARED,
     Comparison,
     RunSnapshot,
     compare,
-    of_service,
     parse_run_ids,
     snapshot,
 )
@@ -31,7 +31,7 @@ from app.store import Kind, Missing, PageQuery, RunPage, StoreError
 from app.store.runs import restored
 from app.web.deps import StateDep, TemplatesDep
 from app.web.params import OptionalNameQuery
-from app.web.probe_json import ComparisonOut
+from app.web.probe_json import ComparisonOut, RunOut
 from app.web.render import fragment, page, wants_fragment
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ IdsQuery = Annotated[
     list[str],
     Query(max_length=MAX_COMPARED * 13, description=f"2 to {MAX_COMPARED} run ids: ids=a,b or ids=a&ids=b"),
 ]
+LimitQuery = Annotated[int, Query(ge=1, le=RUNS_PER_PAGE * 2, description="runs per page")]
 BeforeQuery = Annotated[
     str | None,
     Query(pattern=RUN_ID_PATTERN, description="the next page: runs older than this run (the page's 'older')"),
@@ -61,6 +62,16 @@ class RunsPage:
     problem: str | None = None  # why the store could not be read (the page then shows the memory's runs)
 
 
+@dataclass(frozen=True, slots=True)
+class RunsFound:
+    """One page of runs as ``Run`` objects (live ones as this process has them, stored ones restored)."""
+
+    runs: list[Run]
+    older: str | None = None
+    stored: bool = False
+    problem: str | None = None
+
+
 def live_runs(state: AppState) -> list[Run]:
     """The runs this process keeps in memory, newest first (none when the runner is not running)."""
     runner = state.probe_runner
@@ -72,10 +83,12 @@ def _live(state: AppState, run_id: str) -> Run | None:
     return runner.get(run_id) if runner is not None else None
 
 
-def _in_memory(state: AppState, namespace: str, service: str, limit: int, before: str | None) -> RunsPage:
-    runs = [snapshot(r) for r in live_runs(state)]
-    if namespace and service:
-        runs = of_service(runs, namespace, service, len(runs))
+def _of_service(run: Run, namespace: str, service: str) -> bool:
+    return not (namespace and service) or (run.spec.namespace, run.spec.service) == (namespace, service)
+
+
+def _in_memory(state: AppState, namespace: str, service: str, limit: int, before: str | None) -> RunsFound:
+    runs = [r for r in live_runs(state) if _of_service(r, namespace, service)]
     if before is not None:
         at = next((i for i, r in enumerate(runs) if r.id == before), None)
         if at is None:
@@ -83,13 +96,14 @@ def _in_memory(state: AppState, namespace: str, service: str, limit: int, before
                 404, f"probe run {before}, where this page starts, is no longer kept in memory"
             )
         runs = runs[at + 1 :]
-    return RunsPage(runs[:limit], runs[limit - 1].id if len(runs) > limit else None)
+    return RunsFound(runs[:limit], runs[limit - 1].id if len(runs) > limit else None)
 
 
-async def runs_page(
+async def find_runs(
     state: AppState, *, namespace: str = "", service: str = "", limit: int, before: str | None = None
-) -> RunsPage:
-    """A page of runs (of one Service when ``namespace`` and ``service`` are given), newest first."""
+) -> RunsFound:
+    """A page of runs (of one Service when ``namespace`` and ``service`` are given), newest first: from
+    the run store when there is one, with this process's runs laid over them; else from memory."""
     store = state.store
     if store is None:
         return _in_memory(state, namespace, service, limit, before)
@@ -100,33 +114,37 @@ async def runs_page(
     except StoreError as exc:
         log.error("listing stored runs: %s", exc.message)
         fallback = _in_memory(state, namespace, service, limit, None)
-        return RunsPage(fallback.runs, None, problem=f"the run store could not be read ({exc.message})")
+        return RunsFound(fallback.runs, None, problem=f"the run store could not be read ({exc.message})")
     if isinstance(found, Missing):
         raise HTTPException(404, f"probe run {before}, where this page starts: {found.reason}")
-    return RunsPage(
+    return RunsFound(
         _overlay(state, found, namespace, service, first=before is None), found.older, stored=True
     )
 
 
-def _overlay(
-    state: AppState, found: RunPage, namespace: str, service: str, *, first: bool
-) -> list[RunSnapshot]:
-    """The stored runs of a page, each as this process shows it if it has it in memory (a running run's
+async def runs_page(
+    state: AppState, *, namespace: str = "", service: str = "", limit: int, before: str | None = None
+) -> RunsPage:
+    """A page of the runs table (of one Service when ``namespace`` and ``service`` are given)."""
+    found = await find_runs(state, namespace=namespace, service=service, limit=limit, before=before)
+    return RunsPage([snapshot(r) for r in found.runs], found.older, found.stored, found.problem)
+
+
+def _overlay(state: AppState, found: RunPage, namespace: str, service: str, *, first: bool) -> list[Run]:
+    """The stored runs of a page, each as this process has it if it has it in memory (a running run's
     live progress); the first page also gets the runs of this process the store does not have (their
     start could not be recorded), where they belong in time."""
     runs = []
     for record in found.records:
         live = _live(state, record.id)
-        runs.append(snapshot(live if live is not None else restored(record)))
+        runs.append(live if live is not None else restored(record))
     if first:
         listed = {r.id for r in found.records}
         oldest = found.records[-1].created if found.older is not None else float("-inf")
         unsaved = [
-            snapshot(r)
+            r
             for r in live_runs(state)
-            if r.id not in listed
-            and r.created >= oldest
-            and (not (namespace and service) or (r.spec.namespace, r.spec.service) == (namespace, service))
+            if r.id not in listed and r.created >= oldest and _of_service(r, namespace, service)
         ]
         if unsaved:
             runs = sorted([*runs, *unsaved], key=lambda r: r.created, reverse=True)
@@ -198,6 +216,28 @@ async def runs_list(
         service=service,
         first_page=before is None,
     )
+
+
+@router.get("/api/v1/probes", tags=["probes"], response_model=list[RunOut])
+async def list_probes(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    namespace: OptionalNameQuery = "",
+    service: OptionalNameQuery = "",
+    before: BeforeQuery = None,
+    limit: LimitQuery = RUNS_PER_PAGE,
+) -> list[RunOut]:
+    """The runs, newest first (without per-request sequences), a page at a time: stored runs too, so
+    runs from before a restart are listed. The next page's address is in the ``Link`` header
+    (``rel="next"``), absent on the last page."""
+    found = await find_runs(state, namespace=namespace, service=service, limit=limit, before=before)
+    if found.older is not None:
+        nxt = request.url.include_query_params(before=found.older)
+        response.headers["Link"] = f'<{nxt.path}?{nxt.query}>; rel="next"'
+    if found.problem is not None:
+        response.headers["Warning"] = f'199 svcscope "{found.problem}"'
+    return [RunOut.of(r, r.summary()) for r in found.runs]
 
 
 @router.get("/runs/compare", response_class=HTMLResponse, include_in_schema=False)

@@ -40,7 +40,7 @@ from app.store import Missing
 from app.web.deps import SettingsDep, StateDep, TemplatesDep
 from app.web.errors import DOMAIN_ERRORS, http_error
 from app.web.params import Name, NameQuery, PodName, RunIdPath
-from app.web.probe_json import CancelOut, RunDetailOut, RunOut
+from app.web.probe_json import CancelOut, RunDetailOut
 from app.web.render import fragment, page, wants_fragment
 from app.web.security import csrf_token
 
@@ -216,12 +216,6 @@ async def start_probe(body: ProbeRequest, state: StateDep) -> Started:
     """Start a run; poll ``GET /api/v1/probes/{id}`` or follow ``/runs/{id}``."""
     run = _start(state, body.spec())
     return Started(id=run.id, status=run.status.value, url=f"/runs/{run.id}", api=f"/api/v1/probes/{run.id}")
-
-
-@router.get("/api/v1/probes", tags=["probes"], response_model=list[RunOut])
-async def list_probes(state: StateDep) -> list[RunOut]:
-    """The kept runs, newest first (without per-request sequences)."""
-    return [RunOut.of(r, r.summary()) for r in get_runner(state).runs()]
 
 
 @router.get("/api/v1/probes/{run_id}.csv", tags=["probes"], response_class=Response)  # noqa: FAST003 (run_id is FoundRun's)

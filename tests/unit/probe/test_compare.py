@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from app.probe.compare import PodShare, RunSnapshot, compare, of_service, parse_run_ids
+from app.probe.compare import PodShare, RunSnapshot, compare, parse_run_ids
 
 BASE = RunSnapshot(
     id="a" * 12,
@@ -100,12 +100,6 @@ def test_compare_notes_for_mixed_targets_and_reuse() -> None:
     assert any("balances connections, not requests" in n for n in notes)
     assert any("still going" in n for n in notes)
     assert compare([BASE, replace(BASE, id="e" * 12)]).notes == ()
-
-
-def test_of_service_keeps_order_and_limit() -> None:
-    runs = [replace(BASE, id=f"{i:012x}") for i in range(5)] + [replace(BASE, id="f" * 12, service="db")]
-    assert [r.id for r in of_service(runs, "demo", "web", 3)] == [f"{i:012x}" for i in range(3)]
-    assert [r.id for r in of_service(runs, "demo", "db")] == ["f" * 12]
 
 
 def _pinned(run_id: str, origin: str, pod: str) -> RunSnapshot:

@@ -137,3 +137,32 @@ async def test_without_a_store_the_runs_in_memory_are_listed(
     assert (await c.get(f"/runs/compare?ids={','.join(ids)}")).status_code == 200
     r = await c.get("/runs?before=0123456789ab", headers={"Accept": "application/json"})
     assert r.status_code == 404 and "no longer kept in memory" in r.json()["detail"]
+
+
+async def test_the_json_list_pages_through_stored_runs_with_a_next_link(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    fill(path)
+    async for cluster in make_cluster(3):
+        async with dashboard(cluster, path) as (c, _):
+            first = await c.get("/api/v1/probes?limit=20")
+            assert first.status_code == 200, first.text
+            listed = [r["id"] for r in first.json()]
+            assert listed == [run_id(999), *(run_id(i) for i in range(STORED - 1, STORED - 20, -1))]
+            interrupted = first.json()[0]
+            assert interrupted["status"] == "interrupted" and interrupted["done"] == 30
+            nxt_page = f"/api/v1/probes?limit=20&before={run_id(STORED - 19)}"
+            assert first.headers["link"] == f'<{nxt_page}>; rel="next"'
+            seen = listed
+            nxt: str | None = first.headers["link"][1:].split(">")[0]
+            while nxt is not None and len(seen) <= STORED + 1:  # bounded: one page per 20 runs
+                page = await c.get(nxt)
+                seen += [r["id"] for r in page.json()]
+                link = page.headers.get("link")
+                nxt = link[1:].split(">")[0] if link else None
+            assert seen == [run_id(999), *(run_id(i) for i in range(STORED - 1, -1, -1))]
+            # The runs of one Service, and bad paging input: the same rules as the table's.
+            of_other = await c.get("/api/v1/probes?namespace=demo&service=other")
+            assert of_other.json() == [] and "link" not in of_other.headers
+            for bad in ("limit=0", "limit=1000", "before=nothex", "namespace=Bad_NS&service=web"):
+                r = await c.get(f"/api/v1/probes?{bad}")
+                assert r.status_code == 422, (bad, r.text)
