@@ -20,6 +20,8 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from app.web.security import API_DOCS_CONTENT_SECURITY_POLICY
+
 SWAGGER_UI = "swagger-ui-5.35.0"  # swagger-ui-dist from the npm registry, pinned
 GZIP_MIN_BYTES = 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -89,4 +91,4 @@ def install(app: FastAPI, static_dir: Path) -> None:
 
     @app.get(docs_url, include_in_schema=False, response_class=HTMLResponse)
     async def api_docs() -> HTMLResponse:
-        return HTMLResponse(html)
+        return HTMLResponse(html, headers={"Content-Security-Policy": API_DOCS_CONTENT_SECURITY_POLICY})

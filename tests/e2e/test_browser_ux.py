@@ -54,7 +54,7 @@ CLICK_TO_FIRST_BAR_JS = """
   const button = document.querySelector(selector);
   let clicked = null, answered = null;
   const seen = () => document.querySelector(
-    '#probe-run .strip .cell, #probe-run .share .bar:not([style*="width:0.00%"])');
+    '#probe-run .strip .cell, #probe-run .share .bar:not(.w0)');
   document.addEventListener('htmx:afterRequest', () => {
     if (clicked !== null && answered === null) { answered = performance.now() - clicked; }
   });

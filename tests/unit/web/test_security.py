@@ -306,3 +306,4 @@ def test_content_security_policy(directive: str) -> None:
     assert directive in directives
     script = next(d for d in directives if d.startswith("script-src"))
     assert "unsafe" not in script  # no inline script, no eval
+    assert "style-src 'self'" in directives  # no inline style either: not even a style attribute

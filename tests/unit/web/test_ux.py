@@ -15,6 +15,7 @@ from app.config import Settings
 from app.kube import convert
 from app.kube.cache import ServiceCache
 from app.main import create_app
+from app.web.security import API_DOCS_CONTENT_SECURITY_POLICY
 from tests.unit.kube.objects import demo_cache, svc
 from tests.unit.web.csrf import token as fetch_token
 from tests.unit.web.sse import call, events
@@ -131,7 +132,12 @@ def test_a_service_without_endpoints_is_refused_before_sending(client: TestClien
 
 
 def test_api_docs_are_served_from_the_image(client: TestClient) -> None:
-    html = client.get("/api/docs").text
+    docs = client.get("/api/docs")
+    html = docs.text
+    # Swagger UI writes style attributes, so its page alone allows inline styles; scripts stay 'self'.
+    assert docs.headers["content-security-policy"] == API_DOCS_CONTENT_SECURITY_POLICY
+    assert "style-src 'self' 'unsafe-inline'" in API_DOCS_CONTENT_SECURITY_POLICY
+    assert "script-src 'self';" in API_DOCS_CONTENT_SECURITY_POLICY
     urls = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert urls and all(u.startswith(("/static/", "data:")) for u in urls), urls
     assert "<script>" not in html  # no inline script: the CSP forbids it
