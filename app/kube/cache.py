@@ -42,6 +42,7 @@ class Kind(enum.StrEnum):
 
 # What the dashboard cannot work without: readiness waits for these. Nodes only add where each node is.
 NAMESPACED_KINDS = (Kind.SERVICES, Kind.ENDPOINTSLICES, Kind.PODS)
+NODE_ADDRESS_TYPES = frozenset({"InternalIP", "ExternalIP"})  # not Hostname/InternalDNS: names, not IPs
 NODES_FORBIDDEN = "node zones unknown: no permission to list nodes"
 
 
@@ -137,7 +138,7 @@ class ServiceCache:
         self._node_objects: dict[str, Node] = {}
         self._subscribers: list[Subscriber] = []
         # Node addresses as the pods report them, rebuilt on the first read after a pod changed.
-        self._pods_gen = 0
+        self._hosts_gen = 0
         self._nodes: tuple[int, frozenset[str], frozenset[str]] | None = None
 
     # -- subscriptions -------------------------------------------------------------------------
@@ -356,7 +357,7 @@ class ServiceCache:
         else:
             self._ns_objects[pod.key.namespace] += 1
         self._pods[pod.key] = pod
-        self._pods_gen += 1
+        self._hosts_gen += 1
         ns = pod.key.namespace
         self._ix.pods_by_ns.setdefault(ns, set()).add(pod.key)
         for k, v in pod.labels.items():
@@ -365,7 +366,7 @@ class ServiceCache:
             self._ix.pods_by_ip[ip] = pod.key
 
     def _unindex_pod(self, pod: Pod) -> None:
-        self._pods_gen += 1
+        self._hosts_gen += 1
         ns = pod.key.namespace
         if (keys := self._ix.pods_by_ns.get(ns)) is not None:
             keys.discard(pod.key)
@@ -397,10 +398,12 @@ class ServiceCache:
 
     def upsert_node(self, node: Node) -> None:
         self._node_objects[node.name] = node
+        self._hosts_gen += 1
         self._emit(Kind.NODES, ALL_NAMESPACES, ObjectKey("", node.name))
 
     def delete_node(self, name: str) -> None:
         if self._node_objects.pop(name, None) is not None:
+            self._hosts_gen += 1
             self._emit(Kind.NODES, ALL_NAMESPACES, ObjectKey("", name))
 
     # -- writes: re-list -----------------------------------------------------------------------
@@ -423,6 +426,7 @@ class ServiceCache:
                 self._put_service(svc, raw)
         elif kind is Kind.NODES:
             self._node_objects = {node.name: node for node in objects}
+            self._hosts_gen += 1
         elif kind is Kind.ENDPOINTSLICES:
             for key in [k for k in self._slices if in_scope(k)]:
                 self._drop_slice(key)
@@ -469,7 +473,9 @@ class ServiceCache:
         return self._pods.get(key) if key is not None else None
 
     def host_addresses(self) -> frozenset[str]:
-        """The nodes' addresses, as the watched pods report them (status.hostIP)."""
+        """The nodes' addresses: the watched Nodes' own (InternalIP, ExternalIP) and what the watched pods
+        report (status.hostIP), so a node without a watched pod, or an install that may not read Nodes,
+        still has its address known."""
         return self._node_addresses()[0]
 
     def gateway_addresses(self) -> frozenset[str]:
@@ -480,8 +486,12 @@ class ServiceCache:
         return self._node_addresses()[1]
 
     def _node_addresses(self) -> tuple[frozenset[str], frozenset[str]]:
-        if self._nodes is None or self._nodes[0] != self._pods_gen:
+        if self._nodes is None or self._nodes[0] != self._hosts_gen:
             hosts = {p.host_ip for p in self._pods.values() if p.host_ip}
+            for n in self._node_objects.values():
+                for a in n.addresses:
+                    if a.type in NODE_ADDRESS_TYPES and (ip := _canonical_ip(a.address)) is not None:
+                        hosts.add(ip)
             gateways: set[str] = set()
             for p in self._pods.values():
                 for ip in p.pod_ips:
@@ -493,7 +503,7 @@ class ServiceCache:
                         continue
                     if first not in self._ix.pods_by_ip:
                         gateways.add(first)
-            self._nodes = (self._pods_gen, frozenset(hosts), frozenset(gateways))
+            self._nodes = (self._hosts_gen, frozenset(hosts), frozenset(gateways))
         return self._nodes[1], self._nodes[2]
 
     def pods_matching(self, namespace: str, selector: Mapping[str, str]) -> list[Pod]:
@@ -591,3 +601,11 @@ class ServiceCache:
     def services_of(self, keys: Iterable[ServiceKey]) -> list[Service]:
         services = self._services
         return [services[k] for k in keys]
+
+
+def _canonical_ip(text: str) -> str | None:
+    """An address as the probe rules compare them (``2001:db8::1``, not ``2001:DB8:0::1``), or None."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None

@@ -5,9 +5,9 @@ watched Service; direct (per-pod) probes go only to watched endpoint addresses w
 a watched Pod. Whatever the cache says, some addresses are never probed: loopback, link-local,
 unspecified, multicast, cloud metadata addresses and the apiserver (``default/kubernetes``). Nor,
 unless the endpoint is a watched Pod of the Service's own namespace with exactly that address: a node's
-address (the pods' hostIPs) or its neighbours in the same /24, a node's pod-network gateway, or the
-kubelet port. A node's kubelet port is refused even then: on a node address it is the kubelet, whatever
-the endpoint claims.
+address (the Nodes' own and the pods' hostIPs) or its neighbours in the same /24, a node's pod-network
+gateway, or the kubelet port. A node's kubelet port is refused even then: on a node address it is the
+kubelet, whatever the endpoint claims.
 
 Long on purpose: every rule about which address may receive a probe lives here, so one file is the
 whole answer to "can svcscope be made to send traffic somewhere else?".

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from app.domain import ObjectKey
+from app.domain import Node, NodeAddress, ObjectKey
 from app.kube import convert
 from app.kube.cache import Change, Kind, ServiceCache
 from tests.unit.kube.objects import demo_cache, endpoint, eps, fill, pod, svc
@@ -140,3 +140,30 @@ def test_node_addresses_and_likely_gateways_from_the_pods():
     cache.upsert_pod(convert.pod_from_api(pod("first", ip="198.18.1.1")))
     cache.delete_pod(ObjectKey("default", "web-0"))
     assert cache.gateway_addresses() == set() and cache.host_addresses() == {"198.18.255.1", "198.18.255.2"}
+
+
+def test_node_addresses_come_from_the_nodes_too_so_a_node_without_a_watched_pod_is_known():
+    cache = ServiceCache()
+    quiet = Node(
+        "quiet",
+        zone=None,
+        region=None,
+        addresses=(
+            NodeAddress("InternalIP", "198.18.255.9"),
+            NodeAddress("ExternalIP", "2001:DB8:0::9"),
+            NodeAddress("Hostname", "quiet"),  # a name, not an address
+            NodeAddress("InternalIP", "not-an-ip"),
+        ),
+        ready=True,
+    )
+    cache.upsert_pod(
+        dataclasses.replace(convert.pod_from_api(pod("web-0", ip="198.18.0.10")), host_ip="198.18.255.1")
+    )
+    assert cache.host_addresses() == {"198.18.255.1"}
+    cache.upsert_node(quiet)
+    assert cache.host_addresses() == {"198.18.255.1", "198.18.255.9", "2001:db8::9"}
+    cache.replace(Kind.NODES, "", [])  # a re-list without it
+    assert cache.host_addresses() == {"198.18.255.1"}
+    cache.upsert_node(quiet)
+    cache.delete_node("quiet")
+    assert cache.host_addresses() == {"198.18.255.1"}
