@@ -173,9 +173,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # clusters that the selected tests use: `-m multinode` never touches the single-node instance.
     if session.config.option.collectonly:
         return
-    if any("cluster" in getattr(i, "fixturenames", ()) for i in session.items):
+    # Only e2e tests count: unit tests have fixtures of their own named "cluster" (in-process fakes).
+    e2e = [i for i in session.items if i.get_closest_marker("e2e") is not None]
+    if any("cluster" in getattr(i, "fixturenames", ()) for i in e2e):
         _up_result["single"] = _up_single()
-    if any("multinode_cluster" in getattr(i, "fixturenames", ()) for i in session.items):
+    if any("multinode_cluster" in getattr(i, "fixturenames", ()) for i in e2e):
         _up_result["multinode"] = _up_multinode()
 
 
