@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     probe_max_runs_per_minute: int = 30
     probe_max_timeout_s: float = 30.0  # per request
     probe_run_deadline_s: float = 900.0  # a whole run
+    # "Many clients": at most this many probe pods (distinct source IPs) in one fan-out run.
+    probe_fanout_max_clients: int = Field(10, ge=1, le=50)
     # Extra probe origins besides the dashboard itself: "probe-pod" and/or "exec" (they need RBAC).
     probe_origins: Annotated[list[Origin], NoDecode] = Field(default_factory=list)
     probe_pod_image: str = "localhost/svcscope:dev"  # image with `python3 -m app.echo client`

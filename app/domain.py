@@ -232,3 +232,4 @@ class Node:
     ready: bool
     labels: Mapping[str, str] = field(default_factory=dict)
     resource_version: str = ""
+    unschedulable: bool = False  # spec.unschedulable (cordoned)

@@ -18,6 +18,7 @@ from app.kube.actions import AffinityChange, RecordedChange
 from app.kube.cache import ServiceCache
 from app.kube.metrics import WatchMetrics
 from app.kube.watch import EventSource, Watcher
+from app.probe.fanout import FanoutBook
 from app.probe.remote import RemoteProber
 from app.probe.run import Run
 from app.probe.runner import ProbeRunner
@@ -89,6 +90,7 @@ class AppState:
     # The run store (None: SVCSCOPE_STORE_PATH is empty); opened by the lifespan.
     store: AsyncRunStore | None = None
     fragments: FragmentCache = field(default_factory=FragmentCache)
+    fanouts: FanoutBook = field(default_factory=FanoutBook)  # many-client runs (app.web.fanout)
 
     async def find_run(self, run_id: str) -> Run | Missing:
         """A run of this process, or one read back from the store, or why there is none."""

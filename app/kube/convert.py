@@ -290,6 +290,7 @@ def node_from_api(obj: Obj) -> Node:
         ready=_condition_true(status, "Ready"),
         labels=labels,
         resource_version=str(meta.get("resourceVersion") or ""),
+        unschedulable=_dict(obj.get("spec")).get("unschedulable") is True,
     )
 
 

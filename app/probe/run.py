@@ -180,7 +180,7 @@ class Run:
         ):
             return self._current
         self._read_at = t
-        if self.client_node is None:
+        if self.client_node is None or self.client_ip is None:
             self._find_client_node()
         now = backends(self._view, self.target)
         key = frozenset((b.pod, b.ip, b.ready) for b in now)
@@ -341,15 +341,17 @@ class Run:
         return replace(summary, routing=self._routing(summary))
 
     def _find_client_node(self) -> None:
-        """The client pod's node, once the pod is watched and scheduled (a probe pod is gone at the end:
-        this is tried on every endpoint read until it is known)."""
-        if self.client_node is not None or self._view is None or not self.client_pod:
+        """The client pod's node and IP, once the pod is watched, scheduled and given its address (a probe
+        pod is gone at the end: this is tried on every endpoint read until both are known)."""
+        if self._view is None or not self.client_pod or self.client_namespace is None:
             return
-        if self.client_namespace is None:
+        if self.client_node is not None and self.client_ip is not None:
             return
         pod = self._view.pod(ObjectKey(self.client_namespace, self.client_pod))
-        if pod is not None and pod.node_name:
+        if pod is not None and pod.node_name and self.client_node is None:
             self.client_node = pod.node_name
+        if pod is not None and pod.pod_ip and self.client_ip is None:
+            self.client_ip = pod.pod_ip
 
     def _routing(self, summary: Summary) -> routing.Routing | None:
         """What kube-proxy on the client's node may pick for this port now, against what answered."""

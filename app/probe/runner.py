@@ -22,7 +22,7 @@ from app.probe.remote import RemoteFailed, RemoteProber, execute_remote, refusal
 from app.probe.run import Run, RunStatus, new_run_id
 from app.probe.sink import SinkFactory
 from app.probe.spec import Limits, ProbeSpec, RunLimitError, SpecError
-from app.probe.targets import ClusterView, ForbiddenAddress, resolve
+from app.probe.targets import ClusterView, ForbiddenAddress, ProbeTarget, resolve
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,20 @@ class ProbeRunner:
 
     def start(self, spec: ProbeSpec) -> Run:
         """Validate and start a run; raises SpecError, TargetError or RunLimitError."""
+        prepared = self._prepare(spec)
+        self._admit(1)
+        return self._launch(*prepared)
+
+    def start_many(self, specs: Sequence[ProbeSpec]) -> list[Run]:
+        """Start one run per spec together (a fan-out: one client each), or none of them.
+
+        Every spec is checked first. Together they take the place of one active run when they start
+        (their number is bounded by whoever builds them), and each counts against the runs per minute."""
+        prepared = [self._prepare(spec) for spec in specs]
+        self._admit(len(prepared))
+        return [self._launch(*p) for p in prepared]
+
+    def _prepare(self, spec: ProbeSpec) -> tuple[ProbeSpec, ProbeTarget, Rule | None]:
         spec = spec.validated(self.limits)
         key = ObjectKey(spec.namespace, spec.service)
         target = resolve(self.view, key, spec.port, spec.protocol)
@@ -103,14 +117,10 @@ class ProbeRunner:
             except RuleError as exc:
                 origin = "identity" if spec.identity else "annotation svcscope.io/pod-identity"
                 raise SpecError(f"{origin}: {exc}") from exc
-        now = self._clock()
-        while self._starts and now - self._starts[0] > RATE_WINDOW_S:
-            self._starts.popleft()
-        if len(self._starts) >= self.limits.per_minute:
-            raise RunLimitError(f"at most {self.limits.per_minute} probe runs per minute; try again shortly")
-        if self.active >= self.limits.max_active:
-            raise RunLimitError(f"{self.active} probe runs are active (limit {self.limits.max_active})")
-        self._starts.append(now)
+        return spec, target, rule
+
+    def _launch(self, spec: ProbeSpec, target: ProbeTarget, rule: Rule | None) -> Run:
+        self._starts.append(self._clock())
         run = Run(new_run_id(), spec, target, rule, self.view, clock=self._clock)
         self._set_client(run)
         run.current()
@@ -120,6 +130,16 @@ class ProbeRunner:
         # A task cancelled before its first step never runs _execute's handlers.
         run.task.add_done_callback(lambda _: run.finish(RunStatus.CANCELLED))
         return run
+
+    def _admit(self, count: int) -> None:
+        """Room for ``count`` more runs this minute and for one more active run, or RunLimitError."""
+        now = self._clock()
+        while self._starts and now - self._starts[0] > RATE_WINDOW_S:
+            self._starts.popleft()
+        if len(self._starts) + count > self.limits.per_minute:
+            raise RunLimitError(f"at most {self.limits.per_minute} probe runs per minute; try again shortly")
+        if self.active >= self.limits.max_active:
+            raise RunLimitError(f"{self.active} probe runs are active (limit {self.limits.max_active})")
 
     def _check_origin(self, spec: ProbeSpec) -> None:
         if spec.origin not in self.origins:
@@ -151,6 +171,7 @@ class ProbeRunner:
         elif spec.origin is Origin.PROBE_POD:
             run.client_pod = f"svcscope-probe-{run.id}"  # its IP is known only while it runs
             run.client_namespace = self._probe_pod_namespace  # its node too, once it is scheduled
+            run.client_node = spec.node  # a pinned pod's node is known before it starts
         elif spec.exec_pod:
             pod = self.view.pod(ObjectKey(spec.exec_in, spec.exec_pod))
             run.client_pod, run.client_ip = spec.exec_pod, pod.pod_ip if pod else None

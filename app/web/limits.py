@@ -143,8 +143,10 @@ class LimitsMiddleware:
 
 
 def is_stream_path(path: str) -> bool:
-    """The SSE routes: ``/streams/...`` (lists, Service pages, their runs) and ``/runs/{id}/stream``."""
-    return path.startswith("/streams/") or (path.startswith("/runs/") and path.endswith("/stream"))
+    """The SSE routes: ``/streams/...`` (lists, Service pages, their runs), ``/runs/{id}/stream`` and
+    ``/fanouts/{id}/stream``."""
+    live = path.startswith(("/runs/", "/fanouts/")) and path.endswith("/stream")
+    return path.startswith("/streams/") or live
 
 
 @dataclass

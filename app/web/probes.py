@@ -128,6 +128,7 @@ class ProbePanel:
     origins: tuple[Origin, ...]
     limits: Limits | None
     refusals: Mapping[str, str] = field(default_factory=dict)
+    fanout_max: int = 1  # the most probe pods of one fan-out (SVCSCOPE_PROBE_FANOUT_MAX_CLIENTS)
 
     def concurrency_limits(self) -> dict[str, int]:
         """Origin -> most requests in flight, for the form (one source: the probe spec's rule)."""
@@ -149,7 +150,12 @@ def panel(state: AppState, service: ObjectKey | None = None) -> ProbePanel:
     runner = state.probe_runner
     if runner is None:
         return ProbePanel((Origin.DASHBOARD,), None)
-    return ProbePanel(runner.origins, runner.limits, origin_refusals(runner, service))
+    return ProbePanel(
+        runner.origins,
+        runner.limits,
+        origin_refusals(runner, service),
+        fanout_max=state.settings.probe_fanout_max_clients,
+    )
 
 
 def origin_refusals(runner: ProbeRunner, service: ObjectKey | None) -> dict[str, str]:
