@@ -133,3 +133,10 @@ def test_netcheck_runs_its_checks_in_order_against_loopback(capsys: pytest.Captu
     assert netcheck.main(["--timeout", "0.5", "--tcp", "127.0.0.1:1", "--dns", "no-such-name.invalid"]) == 0
     printed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [(p["check"], p["result"]) for p in printed] == [("tcp", "refused"), ("dns", "not_found")]
+
+
+def test_a_rejected_ping_keeps_its_detail_and_counts_as_the_expected_no_reply() -> None:
+    (ping, *_) = parse(
+        [line("ping", "198.19.0.30", result="rejected", detail="Operation not permitted")], web_plan(), "shop"
+    )
+    assert ping.ok is True and "nftables" in ping.reason and "Operation not permitted" in ping.reason
