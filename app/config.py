@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     probe_run_deadline_s: float = 900.0  # a whole run
     # "Many clients": at most this many probe pods (distinct source IPs) in one fan-out run.
     probe_fanout_max_clients: int = Field(10, ge=1, le=50)
-    # Extra probe origins besides the dashboard itself: "probe-pod" and/or "exec" (they need RBAC).
+    # Extra probe origins besides the dashboard itself: "probe-pod", "node" (a hostNetwork probe pod) and/or
+    # "exec" (they need RBAC).
     probe_origins: Annotated[list[Origin], NoDecode] = Field(default_factory=list)
     probe_pod_image: str = "localhost/svcscope:dev"  # image with `python3 -m app.echo client`
     # -- Run store: probe runs kept on disk (an SQLite file), so they survive restarts. Empty path: runs
@@ -99,6 +100,8 @@ class Settings(BaseSettings):
     # The dashboard's own pod (Downward API in the chart): shown as the client of "dashboard" probe runs.
     pod_name: str | None = Field(default=None, validation_alias="POD_NAME")
     pod_ip: str | None = Field(default=None, validation_alias="POD_IP")
+    # Its namespace: whose search path resolves a Service's bare name in the checks from the dashboard.
+    pod_namespace: str | None = Field(default=None, validation_alias="POD_NAMESPACE")
     # Its uid: probe pods name the dashboard pod as their owner, so they go when it goes.
     pod_uid: str | None = Field(default=None, validation_alias="POD_UID")
     # The node it runs on (Downward API spec.nodeName): the client node of its own probe runs.
@@ -121,7 +124,7 @@ class Settings(BaseSettings):
         try:
             return [Origin(n.strip()) for n in names if str(n).strip() not in ("", Origin.DASHBOARD)]
         except ValueError as exc:
-            raise ValueError(f"SVCSCOPE_PROBE_ORIGINS: {exc}; use probe-pod and/or exec") from exc
+            raise ValueError(f"SVCSCOPE_PROBE_ORIGINS: {exc}; use probe-pod, node and/or exec") from exc
 
 
 @lru_cache

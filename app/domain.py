@@ -42,6 +42,12 @@ class Origin(enum.StrEnum):
     DASHBOARD = "dashboard"  # this process, i.e. the dashboard's own pod
     PROBE_POD = "probe-pod"  # a short-lived pod of the svcscope image; results read from its log
     EXEC = "exec"  # `kubectl exec` into an existing pod that has the svcscope echo client
+    # A probe pod on the node's own network (hostNetwork): what "ssh into a node and curl" tests.
+    NODE = "node"
+
+
+# Origins that run in a fresh probe pod of the svcscope image (the node origin is one on the node's network).
+PROBE_POD_ORIGINS = frozenset({Origin.PROBE_POD, Origin.NODE})
 
 
 class ServiceType(enum.StrEnum):

@@ -13,7 +13,20 @@ from app.config import Settings, get_settings
 from app.kube.cache import ServiceCache
 from app.kube.watch import EventSource
 from app.lifespan import build_state, lifespan
-from app.web import affinity, api, assets, compare, csrf, errors, health, pages, probes, streams, watches
+from app.web import (
+    affinity,
+    api,
+    assets,
+    checks,
+    compare,
+    csrf,
+    errors,
+    health,
+    pages,
+    probes,
+    streams,
+    watches,
+)
 from app.web import fanout as fanouts
 from app.web.limits import LimitsMiddleware, RequestLimits, StreamLimitMiddleware, StreamSlots
 from app.web.render import human_age
@@ -92,5 +105,6 @@ def create_app(
     app.include_router(probes.router)
     app.include_router(fanouts.router)
     app.include_router(affinity.router)
+    app.include_router(checks.router)
     app.include_router(watches.router)
     return app

@@ -18,6 +18,7 @@ from app.kube.actions import AffinityChange, RecordedChange
 from app.kube.cache import ServiceCache
 from app.kube.metrics import WatchMetrics
 from app.kube.watch import EventSource, Watcher
+from app.probe.checks import Limiter
 from app.probe.fanout import FanoutBook
 from app.probe.remote import RemoteProber
 from app.probe.run import Run
@@ -91,6 +92,8 @@ class AppState:
     store: AsyncRunStore | None = None
     fragments: FragmentCache = field(default_factory=FragmentCache)
     fanouts: FanoutBook = field(default_factory=FanoutBook)  # many-client runs (app.web.fanout)
+    # Ping/TCP/DNS check runs started from the Service pages (bounded per minute like probe runs).
+    check_limiter: Limiter = field(default_factory=Limiter)
 
     async def find_run(self, run_id: str) -> Run | Missing:
         """A run of this process, or one read back from the store, or why there is none."""

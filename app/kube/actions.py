@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MANAGED_BY = "svcscope"
 PROBE_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/component": "probe"}
+HOST_NETWORK_LABEL = {"svcscope.io/host-network": "true"}
 PROBE_SELECTOR = ",".join(f"{k}={v}" for k, v in PROBE_LABELS.items())
 PROBE_POD_START_SLACK_S = 30  # scheduling and starting the container count toward activeDeadlineSeconds
 PHASE_POLL_S = 0.25  # how often a starting probe pod's phase is read (one short-lived pod: no watch)
@@ -200,16 +201,28 @@ class ProbePodConfig:
         return math.ceil(min(budget_s, self.max_deadline_s)) + PROBE_POD_START_SLACK_S
 
     def manifest(
-        self, name: str, argv: Sequence[str], budget_s: float, node: str | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        budget_s: float,
+        node: str | None = None,
+        *,
+        host_network: bool = False,
     ) -> dict[str, Any]:
         """The probe pod: owned by the dashboard's pod (gone when that pod goes), bounded in time and size;
-        on ``node`` if given (spec.nodeName: the kubelet of that node runs it, no scheduler involved)."""
+        on ``node`` if given (spec.nodeName: the kubelet of that node runs it, no scheduler involved);
+        with ``host_network`` in the node's own network namespace (the node origin), still unprivileged."""
         metadata: dict[str, Any] = {"name": name, "labels": dict(PROBE_LABELS)}
         if self.owner_name and self.owner_uid:
             metadata["ownerReferences"] = [
                 {"apiVersion": "v1", "kind": "Pod", "name": self.owner_name, "uid": self.owner_uid}
             ]
-        pinned = {"nodeName": node} if node else {}
+        pinned: dict[str, Any] = {"nodeName": node} if node else {}
+        if host_network:
+            # Cluster DNS still answers (a node's own resolver would not know Service names); the labels
+            # let anyone listing the namespace see which probe pods share a node's network.
+            pinned |= {"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet"}
+            metadata["labels"] |= HOST_NETWORK_LABEL
         return {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -371,10 +384,17 @@ class KubeActions:
             raise ActionError(err.message, err.refusal) from exc
 
     async def probe_pod(
-        self, argv: Sequence[str], budget_s: float, *, name: str | None = None, node: str | None = None
+        self,
+        argv: Sequence[str],
+        budget_s: float,
+        *,
+        name: str | None = None,
+        node: str | None = None,
+        host_network: bool = False,
     ) -> AsyncGenerator[str, None]:
-        """Run ``argv`` in a fresh pod of the svcscope image in the probe namespace; yield its output lines
-        as they are written; delete the pod when done, failed or closed early."""
+        """Run ``argv`` in a fresh pod of the svcscope image in the probe namespace (on the node's network
+        with ``host_network``); yield its output lines as they are written; delete the pod when done,
+        failed or closed early."""
         namespace = self.pods.namespace or ""
         name = name or f"svcscope-probe-{secrets.token_hex(4)}"
         self._allow(namespace, Write.PROBE_POD, name)
@@ -382,8 +402,9 @@ class KubeActions:
         what = f"probe pod {namespace}/{name}"
         hint = f"create pods in {namespace} (install the chart with rbac.probePods=true)"
         try:
+            manifest = self.pods.manifest(name, argv, budget_s, node, host_network=host_network)
             await bounded(
-                core.create_namespaced_pod(namespace, self.pods.manifest(name, argv, budget_s, node)),  # type: ignore[arg-type]
+                core.create_namespaced_pod(namespace, manifest),  # type: ignore[arg-type]  # a dict body
                 f"creating {what}",
             )
         except Exception as exc:
@@ -602,6 +623,9 @@ def _api_message(exc: ApiException, what: str, *, forbidden_hint: str) -> str:
     except (ValueError, AttributeError):
         message = ""
     message = message or str(exc.reason or "error")
+    if exc.status == 403 and "PodSecurity" in message:
+        # Pod Security admission, not RBAC: the namespace's level forbids what the pod asks for (hostNetwork).
+        return f"{what}: {message}"[:500]
     if exc.status == 403:
         return f"the dashboard's ServiceAccount may not {forbidden_hint}"[:500]
     return f"{what}: {message}"[:500]

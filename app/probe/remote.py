@@ -24,7 +24,7 @@ import shlex
 from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
-from app.domain import Origin
+from app.domain import PROBE_POD_ORIGINS, Origin
 from app.echo.record import Record, parse_line
 from app.kube.waiting import reporting_to
 from app.probe import toolclient
@@ -60,7 +60,13 @@ class RemoteProber(Protocol):
     def refusal(self, write: Write, namespace: str, name: str) -> str | None: ...
 
     def probe_pod(
-        self, argv: Sequence[str], budget_s: float, *, name: str | None = None, node: str | None = None
+        self,
+        argv: Sequence[str],
+        budget_s: float,
+        *,
+        name: str | None = None,
+        node: str | None = None,
+        host_network: bool = False,
     ) -> AsyncGenerator[str, None]: ...
 
     def exec_in_pod(
@@ -109,7 +115,7 @@ def client_argv(target: ProbeTarget, spec: ProbeSpec) -> list[str]:
 def refusal(remote: RemoteProber, spec: ProbeSpec) -> str | None:
     """Why the run's origin may not write where it would (probe pods only in the dashboard's namespace,
     exec only in a writable namespace), or None."""
-    if spec.origin is Origin.PROBE_POD:
+    if spec.origin in PROBE_POD_ORIGINS:
         return remote.refusal(Write.PROBE_POD, "", "probe pod")
     if spec.origin is Origin.EXEC and spec.exec_pod:
         return remote.refusal(Write.POD_EXEC, spec.exec_in, spec.exec_pod)
@@ -129,6 +135,7 @@ class RecordReader:
         if record is None or not 1 <= record.seq <= self.run.spec.count or record.seq in self.seen:
             return False
         self.seen.add(record.seq)
+        self.run.peers.note(record.peer)
         self.run.add(self._outcome(record))
         return True
 
@@ -288,8 +295,10 @@ async def execute_remote(
         f"the echo client in a pod ({spec.origin.value}) reports the answering pod per request"
     )
     reader: RecordReader | ToolReader = RecordReader(run)
-    if spec.origin is Origin.PROBE_POD:
-        lines = remote.probe_pod(argv, budget, name=run.client_pod, node=spec.node)
+    if spec.origin in PROBE_POD_ORIGINS:
+        lines = remote.probe_pod(
+            argv, budget, name=run.client_pod, node=spec.node, host_network=spec.origin is Origin.NODE
+        )
     else:
         assert spec.exec_pod is not None
         found = await detect(remote, spec)

@@ -25,6 +25,7 @@ from app import routing
 from app.domain import ObjectKey, ServiceKey
 from app.probe import diagnosis
 from app.probe.attribution import Attribution, Candidate, Fingerprints, Matcher, Reply, Rule, attribute
+from app.probe.seen import PeerTally
 from app.probe.sink import NULL_SINK, RunSink
 from app.probe.spec import ProbeSpec
 from app.probe.stats import Outcome, RunShape, Summary, summarize
@@ -119,6 +120,8 @@ class Run:
         # from the client pod (in ``client_namespace``) once it is scheduled. None: unknown, no verdict.
         self.client_node: str | None = None
         self.client_namespace: str | None = None
+        # The source addresses the replies say the server saw (compared with client_ip: SNAT).
+        self.peers = PeerTally()
         # What the run waits for besides its requests, e.g. "waiting for the apiserver (...)"; None: nothing.
         self.waiting: str | None = None
         self.sink: RunSink = NULL_SINK
@@ -313,7 +316,14 @@ class Run:
         if self.final is not None:
             return self.final
         self.current()
-        key = (len(self.results), self._current_key, self.endpoints_changed, self.finished, self.client_node)
+        key = (
+            len(self.results),
+            self._current_key,
+            self.endpoints_changed,
+            self.finished,
+            self.client_node,
+            self.client_ip,
+        )
         if self._summary is None or key != self._summary_key:
             self._summary, self._summary_key = self._summarize(), key
         return self._summary
@@ -338,7 +348,8 @@ class Run:
             reuse=self.spec.reuse,
         )
         summary = diagnosis.apply(summary, diagnosis.diagnose(evidence))
-        return replace(summary, routing=self._routing(summary))
+        seen = self.peers.seen(self.client_ip, self.spec.origin)
+        return replace(summary, routing=self._routing(summary), seen=seen)
 
     def _find_client_node(self) -> None:
         """The client pod's node and IP, once the pod is watched, scheduled and given its address (a probe
@@ -393,6 +404,7 @@ class Run:
         """Which pod sent ``reply``. A pure function of the reply and the current endpoints, so the answer
         is remembered per distinct reply (a backend's replies repeat) until the endpoints change."""
         self.current(ENDPOINTS_MAX_AGE_S)
+        self.peers.note_reply(reply.body)
         known = self._attributions.get(reply)
         if known is not None:
             return known

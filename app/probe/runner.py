@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
-from app.domain import ObjectKey, Origin
+from app.domain import PROBE_POD_ORIGINS, ObjectKey, Origin
 from app.probe.attribution import Rule, RuleError, parse_rule
 from app.probe.calibrate import calibrate
 from app.probe.engine import Dial, worker
@@ -168,7 +168,7 @@ class ProbeRunner:
         if spec.origin is Origin.DASHBOARD:
             run.client_pod, run.client_ip = self._dashboard
             run.client_node = self._dashboard_node
-        elif spec.origin is Origin.PROBE_POD:
+        elif spec.origin in PROBE_POD_ORIGINS:
             run.client_pod = f"svcscope-probe-{run.id}"  # its IP is known only while it runs
             run.client_namespace = self._probe_pod_namespace  # its node too, once it is scheduled
             run.client_node = spec.node  # a pinned pod's node is known before it starts

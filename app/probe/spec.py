@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
-from app.domain import DNS_LABEL, DNS_SUBDOMAIN, LABEL_MAX, SUBDOMAIN_MAX, Origin
+from app.domain import DNS_LABEL, DNS_SUBDOMAIN, LABEL_MAX, PROBE_POD_ORIGINS, SUBDOMAIN_MAX, Origin
 from app.probe import wire
 from app.probe.attribution import Rule, RuleError, parse_rule
 from app.probe.targets import ProbeProtocol
@@ -89,7 +89,9 @@ class ProbeSpec:
     exec_pod: str | None = None  # origin exec: the pod to run the client in
     exec_namespace: str | None = None  # origin exec: the pod's namespace (None: the Service's)
     exec_container: str | None = None  # origin exec: the container (None: the pod's first)
-    node: str | None = None  # origin probe-pod: the node to run the probe pod on (None: the scheduler's pick)
+    node: str | None = (
+        None  # origins probe-pod, node: the node to run the probe pod on (None: the scheduler's)
+    )
 
     @property
     def exec_in(self) -> str:
@@ -108,8 +110,8 @@ class ProbeSpec:
         exec_namespace = _name("exec_namespace", self.exec_namespace, DNS_LABEL, LABEL_MAX)
         exec_container = _name("exec_container", self.exec_container, DNS_LABEL, LABEL_MAX)
         node = _name("node", self.node, DNS_SUBDOMAIN, SUBDOMAIN_MAX)
-        if node and self.origin is not Origin.PROBE_POD:
-            raise SpecError("node applies to origin probe-pod only")
+        if node and self.origin not in PROBE_POD_ORIGINS:
+            raise SpecError("node applies to origins probe-pod and node only")
         if (exec_pod or exec_namespace or exec_container) and self.origin is not Origin.EXEC:
             raise SpecError("exec_pod, exec_namespace and exec_container apply to origin exec only")
         return replace(

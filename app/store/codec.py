@@ -1,7 +1,8 @@
 """A run's frozen ``Summary`` as JSON and back, exactly (floats round-trip through ``repr``).
 
-The routing verdict (expected endpoints for the run's client beside what answered) is an optional key:
-summaries stored before it existed read back without one.
+The routing verdict (expected endpoints for the run's client beside what answered) and what the server
+saw (its source addresses beside the client's) are optional keys: summaries stored before them read back
+without them.
 
 The per-request ``sequence`` is left out: it is as long as the run and follows from the stored outcomes
 (``records.sequence_of``).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app.probe.seen import Seen
 from app.probe.stats import ChiSquare, PodStats, Summary
 from app.routing import Routing
 
@@ -48,6 +50,7 @@ def encode_summary(s: Summary) -> str:
         "verdict": s.verdict,
         "explanations": list(s.explanations),
         "routing": _encode_routing(s.routing) if s.routing is not None else None,
+        "seen": _encode_seen(s.seen) if s.seen is not None else None,
     }
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
@@ -72,6 +75,7 @@ def decode_summary(text: str) -> Summary:
         verdict=d["verdict"],
         explanations=tuple(d["explanations"]),
         routing=_decode_routing(d.get("routing")),
+        seen=_decode_seen(d.get("seen")),
     )
 
 
@@ -98,4 +102,26 @@ def _decode_routing(d: Any) -> Routing | None:
         reasons=tuple(d["reasons"]),
         as_expected=bool(d["as_expected"]),
         lines=tuple(d["lines"]),
+    )
+
+
+def _encode_seen(s: Seen) -> dict[str, Any]:
+    return {
+        "client_ip": s.client_ip,
+        "peers": [list(p) for p in s.peers],
+        "other": s.other,
+        "snat": s.snat,
+        "note": s.note,
+    }
+
+
+def _decode_seen(d: Any) -> Seen | None:
+    if not isinstance(d, dict):
+        return None
+    return Seen(
+        client_ip=d["client_ip"],
+        peers=tuple((str(a), int(n)) for a, n in d["peers"]),
+        other=int(d["other"]),
+        snat=d["snat"],
+        note=str(d["note"]),
     )

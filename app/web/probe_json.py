@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.probe.compare import Comparison, RunSnapshot
 from app.probe.run import Run
+from app.probe.seen import Seen
 from app.probe.stats import Summary
 from app.routing import Routing
 
@@ -71,6 +72,26 @@ class ClientOut(BaseModel):
     pod: str | None = Field(description="the client kube-proxy sees, when known")
     ip: str | None
     node: str | None = Field(default=None, description="its node, whose kube-proxy the requests meet")
+
+
+class PeerOut(BaseModel):
+    address: str
+    replies: int
+
+
+class SeenOut(BaseModel):
+    """The source address the server reported beside the client's own; ``snat`` when they differ."""
+
+    client_ip: str | None
+    peers: list[PeerOut] = Field(description="source addresses the replies report, most replies first")
+    other: int = Field(description="replies with an address beyond the first 16 distinct ones")
+    snat: bool | None = Field(description="the server saw another source than the client (None: unknown)")
+    note: str
+
+    @classmethod
+    def of(cls, s: Seen) -> SeenOut:
+        peers = [PeerOut(address=a, replies=n) for a, n in s.peers]
+        return cls(client_ip=s.client_ip, peers=peers, other=s.other, snat=s.snat, note=s.note)
 
 
 class AttributionOut(BaseModel):
@@ -143,6 +164,7 @@ class RunOut(BaseModel):
     routing: RoutingOut | None = Field(
         default=None, description="expected endpoints for the client's node against what answered"
     )
+    seen: SeenOut | None = Field(default=None, description="what the server saw: source address, SNAT")
     endpoints_changed: bool
     samples: dict[str, str]
 
@@ -230,6 +252,7 @@ def _run_fields(run: Run, s: Summary) -> dict[str, object]:
         "verdict": s.verdict,
         "explanations": list(s.explanations),
         "routing": RoutingOut.of(s.routing) if s.routing is not None else None,
+        "seen": SeenOut.of(s.seen) if s.seen is not None else None,
         "endpoints_changed": run.endpoints_changed,
         "samples": dict(run.samples),
     }

@@ -225,6 +225,17 @@ def test_writable_namespaces_must_be_watched(helm: Path) -> None:
     )
 
 
+def test_node_origin_needs_probe_pods_and_grants_no_more(helm: Path) -> None:
+    """The node origin is a probe pod on the node's network: without rbac.probePods the chart refuses it, and
+    with it the release gets exactly the Roles and rules it has with probe pods alone."""
+    proc = run_helm(helm, template_args(sets=["rbac.nodeOrigin=true"]), check=False)
+    assert proc.returncode != 0
+    assert "rbac.nodeOrigin runs hostNetwork probe pods" in proc.stderr
+    with_node = _roles(_docs(helm, "rbac.probePods=true", "rbac.nodeOrigin=true"))
+    assert with_node == _roles(_docs(helm, "rbac.probePods=true"))
+    assert "SVCSCOPE_PROBE_ORIGINS" not in _dashboard_env(_docs(helm))
+
+
 def test_no_probe_pods_in_a_system_namespace(helm: Path) -> None:
     args = ["template", "svcscope", str(CHART), "--namespace", "kube-system", "--set", "rbac.probePods=true"]
     proc = run_helm(helm, args, check=False)
@@ -363,6 +374,7 @@ def test_allowed_hosts_reach_the_app(helm: Path) -> None:
         (("rbac.probePods=true",), "probe-pod"),
         (("rbac.exec=true",), "exec"),
         (("rbac.probePods=true", "rbac.exec=true"), "probe-pod,exec"),
+        (("rbac.probePods=true", "rbac.nodeOrigin=true"), "probe-pod,node"),
     ],
 )
 def test_probe_origins_follow_their_rbac_verbs(

@@ -341,6 +341,7 @@ class FakeRemote:
         self.refused: dict[tuple[Write, str], str] = {}  # (write, namespace) -> reason
         self.closed = 0  # streams closed (cleanly or early): the pod deleted / the exec closed
         self.nodes: list[str | None] = []
+        self.host_network: list[bool] = []  # per probe pod: on the node's network (origin node)
         # What an exec's look for tools finds (None: the container has no shell); svcscope's image by default.
         self.tools: str | None = tools
         self.detections: list[tuple[str, str, str | None]] = []
@@ -358,8 +359,15 @@ class FakeRemote:
             self.closed += 1
 
     def probe_pod(
-        self, argv: Sequence[str], budget_s: float, *, name: str | None = None, node: str | None = None
+        self,
+        argv: Sequence[str],
+        budget_s: float,
+        *,
+        name: str | None = None,
+        node: str | None = None,
+        host_network: bool = False,
     ) -> AsyncGenerator[str, None]:
+        self.host_network.append(host_network)
         self.names.append(name)
         self.nodes.append(node)
         self.calls.append((None, None, list(argv)))

@@ -157,6 +157,9 @@ Checks across values that the schema cannot express; each fails the render with 
 {{- if and .Values.rbac.probePods (has .Release.Namespace $system) }}
 {{- fail (printf "rbac.probePods creates probe pods in the release namespace, %s, one of the cluster's own namespaces: install svcscope into a namespace of its own." .Release.Namespace) }}
 {{- end }}
+{{- if and .Values.rbac.nodeOrigin (not .Values.rbac.probePods) }}
+{{- fail "rbac.nodeOrigin runs hostNetwork probe pods, which are probe pods: set rbac.probePods=true too." }}
+{{- end }}
 {{- $grace := int .Values.server.gracefulShutdownSeconds }}
 {{- if lt (int .Values.terminationGracePeriodSeconds) (add $grace 5) }}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be at least server.gracefulShutdownSeconds + 5 (%d)" (int .Values.terminationGracePeriodSeconds) (add $grace 5)) }}

@@ -202,6 +202,26 @@ def test_a_probe_pod_can_be_pinned_to_a_node() -> None:
     assert "nodeName" not in config.manifest("p", ["x"], 1.0)["spec"]
 
 
+def test_a_node_origin_pod_shares_the_node_network_and_stays_unprivileged() -> None:
+    """hostNetwork, cluster DNS, a label that says so; no privilege, no capability, no token, read-only."""
+    config = ProbePodConfig.from_settings(SETTINGS)
+    plain = config.manifest("p", ["x"], 1.0, node="n1")
+    pod = config.manifest("p", ["x"], 1.0, node="n1", host_network=True)
+    spec = pod["spec"]
+    assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert pod["metadata"]["labels"]["svcscope.io/host-network"] == "true"
+    assert "hostNetwork" not in plain["spec"]
+    assert "svcscope.io/host-network" not in plain["metadata"]["labels"]
+    assert spec["containers"] == plain["spec"]["containers"]
+    assert spec["securityContext"] == plain["spec"]["securityContext"]
+    (container,) = spec["containers"]
+    security = container["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"]} and security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False and "privileged" not in security
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["automountServiceAccountToken"] is False
+    assert not {"hostPID", "hostIPC"} & set(spec)
+
+
 async def test_a_probe_pod_on_a_node_nobody_runs_fails_soon(monkeypatch: pytest.MonkeyPatch) -> None:
     """The apiserver accepts any nodeName; a pod that no kubelet picks up never gets a condition."""
     core = FakeCore(["Pending"], [])

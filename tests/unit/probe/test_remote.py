@@ -228,3 +228,18 @@ async def test_runs_know_their_client() -> None:
     assert run.client_pod == f"svcscope-probe-{run.id}" and remote.names == [run.client_pod]
     run = await finished(runner.start(spec(origin=Origin.EXEC, exec_pod="web-2", count=1)))
     assert run.client_pod == "web-2" and run.client_ip == view.pods[ObjectKey(NS, "web-2")].pod_ip
+
+
+async def test_the_node_origin_runs_a_host_network_probe_pod_and_tallies_what_the_server_saw() -> None:
+    lines = [record_line(i, "web-0", peer=f"198.18.0.1:{4000 + i}") for i in (1, 2, 3)]
+    remote = FakeRemote(lines)
+    runner = ProbeRunner(web_view(), limits(), remote=remote, origins=(Origin.NODE,))
+    run = await finished(runner.start(spec(count=3, origin=Origin.NODE, node="svcscope-dc")))
+    assert run.status == RunStatus.DONE and remote.host_network == [True] and remote.nodes == ["svcscope-dc"]
+    seen = run.summary().seen
+    assert seen is not None and seen.peers == (("198.18.0.1", 3),)
+    assert seen.snat is None  # the probe pod's own address is not known here: nothing is claimed
+    plain = FakeRemote(lines)
+    pod_runner = ProbeRunner(web_view(), limits(), remote=plain, origins=(Origin.PROBE_POD,))
+    await finished(pod_runner.start(spec(count=3)))
+    assert plain.host_network == [False]

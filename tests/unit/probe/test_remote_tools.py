@@ -179,7 +179,7 @@ async def test_a_pod_outside_the_writable_namespaces_is_refused_before_any_exec(
             {"origin": Origin.PROBE_POD, "exec_pod": None, "node": "node_1"},
             "node 'node_1' is not a valid name",
         ),
-        ({"node": "node-1"}, "node applies to origin probe-pod only"),
+        ({"node": "node-1"}, "node applies to origins probe-pod and node only"),
         ({"origin": Origin.DASHBOARD, "concurrency": 1}, "apply to origin exec only"),
     ],
 )

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from app.domain import Origin
+from app.probe.seen import judge
 from app.probe.stats import Outcome, RunShape, summarize
 from app.probe.targets import Backend
 from app.routing import Routing
@@ -62,3 +64,13 @@ def test_a_routing_verdict_survives_json_and_old_summaries_read_without_one() ->
     old = json.loads(encode_summary(s))
     del old["routing"]
     assert decode_summary(json.dumps(old)).routing is None
+
+
+def test_what_the_server_saw_survives_json_and_old_summaries_read_without_it() -> None:
+    s = summarize(outcomes(30, ("echo-a",)), shape(30), PODS_ABC, PODS_ABC)
+    seen = judge((("198.18.0.1", 29), ("198.18.0.9", 1)), 2, "198.18.255.1", Origin.NODE)
+    with_seen = dataclasses.replace(s, seen=seen)
+    assert decode_summary(encode_summary(with_seen)).seen == seen
+    old = json.loads(encode_summary(s))
+    del old["seen"]
+    assert decode_summary(json.dumps(old)).seen is None

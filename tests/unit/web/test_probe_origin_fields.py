@@ -65,7 +65,7 @@ def test_the_form_offers_the_origin_fields(client: tuple[TestClient, FakeRemote]
         (
             {"origin": "dashboard", "concurrency": "1", "node": "n1"},
             422,
-            "node applies to origin probe-pod only",
+            "node applies to origins probe-pod and node only",
         ),
     ],
 )
