@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from app.probe.repick import AffinityReport
 from app.probe.targets import Backend
 from app.routing import Routing
 
@@ -155,6 +156,8 @@ class Summary:
     explanations: tuple[str, ...] = field(default_factory=tuple)
     # Expected endpoints for the run's client beside what answered (None: the client's node is unknown).
     routing: Routing | None = None
+    # ClientIP: the client's picks over time, fresh picks after idle gaps and surprises (None: not ClientIP).
+    affinity: AffinityReport | None = None
 
     @property
     def outcome(self) -> str:

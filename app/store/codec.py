@@ -1,7 +1,7 @@
 """A run's frozen ``Summary`` as JSON and back, exactly (floats round-trip through ``repr``).
 
-The routing verdict (expected endpoints for the run's client beside what answered) is an optional key:
-summaries stored before it existed read back without one.
+The routing verdict (expected endpoints for the run's client beside what answered) and the ClientIP picks
+over time are optional keys: summaries stored before they existed read back without them.
 
 The per-request ``sequence`` is left out: it is as long as the run and follows from the stored outcomes
 (``records.sequence_of``).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app.probe import repick
 from app.probe.stats import ChiSquare, PodStats, Summary
 from app.routing import Routing
 
@@ -48,6 +49,7 @@ def encode_summary(s: Summary) -> str:
         "verdict": s.verdict,
         "explanations": list(s.explanations),
         "routing": _encode_routing(s.routing) if s.routing is not None else None,
+        "affinity": repick.to_json(s.affinity) if s.affinity is not None else None,
     }
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
@@ -72,6 +74,7 @@ def decode_summary(text: str) -> Summary:
         verdict=d["verdict"],
         explanations=tuple(d["explanations"]),
         routing=_decode_routing(d.get("routing")),
+        affinity=repick.from_json(d.get("affinity")),
     )
 
 

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from app.probe import repick
 from app.probe.stats import Outcome, RunShape, summarize
 from app.probe.targets import Backend
 from app.routing import Routing
@@ -62,3 +63,13 @@ def test_a_routing_verdict_survives_json_and_old_summaries_read_without_one() ->
     old = json.loads(encode_summary(s))
     del old["routing"]
     assert decode_summary(json.dumps(old)).routing is None
+
+
+def test_the_clientip_picks_over_time_survive_json_and_old_summaries_read_without_them() -> None:
+    results = outcomes(6, ("echo-a",))
+    report = repick.report(results, timeout_s=5, endpoints=3, client="svcscope-0 10.0.0.9")
+    s = dataclasses.replace(summarize(results, AFFINITY, PODS_ABC, PODS_ABC), affinity=report)
+    assert decode_summary(encode_summary(s)).affinity == report
+    old = json.loads(encode_summary(s))
+    del old["affinity"]
+    assert decode_summary(json.dumps(old)).affinity is None
