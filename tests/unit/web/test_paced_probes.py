@@ -66,7 +66,7 @@ async def test_a_paced_run_reports_picks_over_time_on_its_json_page_and_comparis
     assert (a["timeout_s"], a["requests"], a["fresh_picks"], a["unexpected_changes"]) == (5, 3, 0, 2)
     assert [p["seq"] for p in a["picks"]] == [1, 2, 3] and a["lines"][0].startswith("3 requests, longest gap")
     page = (await client.get(f"/runs/{first['id']}")).text
-    assert 'data-testid="affinity-time"' in page and "unexpected change" in page
+    assert 'data-testid="affinity-time"' in page and "unexpected change" in page and "Each pick (3)" in page
     compare = (await client.get(f"/runs/compare?ids={first['id']},{second['id']}")).text
     assert compare.count('data-testid="compare-routing"') == 2 and 'data-as-expected="false"' in compare
     api = (await client.get(f"/api/v1/probes/compare?ids={first['id']},{second['id']}")).json()
