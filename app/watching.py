@@ -198,9 +198,19 @@ class WatchManager:
                 writing.cancel()
                 await asyncio.gather(writing, return_exceptions=True)
             if recorder is not None:
-                if events is not None:
-                    await asyncio.shield(events.flush())  # before the end: an ended run takes no more rows
-                await asyncio.shield(self._end(watch, recorder))
+                # The last events and re-picks, then the end (an ended run takes no more rows): one piece
+                # that a cancel (shutdown) cannot cut between its writes, waited for even then.
+                closing = asyncio.ensure_future(self._close(watch, recorder, events))
+                try:
+                    await asyncio.shield(closing)
+                except asyncio.CancelledError:
+                    await closing  # bounded: a few store writes
+                    raise
+
+    async def _close(self, watch: Watch, recorder: RunRecorder, events: EventWriter | None) -> None:
+        if events is not None:
+            await events.flush()
+        await self._end(watch, recorder)
 
     async def _begin(self, watch: Watch) -> RunRecorder | None:
         if self.store is None:
