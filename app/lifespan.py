@@ -296,7 +296,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.closers.append(runner.aclose)
         if state.watches is None:  # a test may set its own first
             state.watches = WatchManager(
-                state.cache, watch_bounds_from(settings), store=state.store, dashboard_pod=settings.pod_name
+                state.cache,
+                watch_bounds_from(settings),
+                store=state.store,
+                dashboard_pod=settings.pod_name,
+                dashboard_ip=settings.pod_ip,
+                dashboard_node=settings.node_name,
             )
         state.closers.append(state.watches.aclose)
         state.closers.append(end_streams_on_signal(state))

@@ -44,14 +44,50 @@ STORED_STATUS = {
 EVENTS_FLUSH_S = 1.0
 
 
+class FactsWriter:
+    """The part of ``EventWriter`` for facts finer than a second: new re-picks and the pods whose first or
+    last hit moved since the last write (first/last hits to the millisecond)."""
+
+    def __init__(self, store: AsyncRunStore, watch: Watch) -> None:
+        self._store = store
+        self._watch = watch
+        self.written = 0  # re-picks numbered below this are stored
+        self._hits: dict[str, tuple[float, float]] = {}  # pod -> (first, last) as stored
+        self.failed: str | None = None
+
+    async def flush(self) -> None:
+        if self.failed is not None:
+            return
+        series = self._watch.series
+        repicks = series.repicks_since(self.written)
+        moved = [
+            (pod, first, last)
+            for pod, first in series.first_hit.items()
+            if self._hits.get(pod) != (first, last := series.last_hit.get(pod, first))
+        ]
+        if not repicks and not moved:
+            return
+        try:
+            await self._store.add_watch_facts(self._watch.id, repicks, moved)
+        except StoreError as exc:
+            log.error("watch %s: its re-picks are no longer saved: %s", self._watch.id, exc.message)
+            self.failed = exc.message
+            return
+        if repicks:
+            self.written = repicks[-1][0] + 1
+        self._hits.update((pod, (first, last)) for pod, first, last in moved)
+
+
 class EventWriter:
-    """Writes a running watch's new cluster events to the store, about once a second (nothing when none
-    came); a failed write is logged and ends the writing, never the watch."""
+    """Writes a running watch's new cluster events, ClientIP re-picks and moved first/last hits to the
+    store, about once a second (nothing when none came); a failed write is logged and ends the writing,
+    never the watch."""
 
     def __init__(self, store: AsyncRunStore, watch: Watch) -> None:
         self._store = store
         self._watch = watch
         self.written = 0  # events numbered below this are stored
+        self.facts = FactsWriter(store, watch)
         self.failed: str | None = None
 
     async def run(self) -> None:
@@ -60,6 +96,7 @@ class EventWriter:
             await self.flush()
 
     async def flush(self) -> None:
+        await self.facts.flush()
         new = self._watch.events_since(self.written)
         if not new or self.failed is not None:
             return
@@ -82,14 +119,19 @@ class WatchManager:
         dial: Dial | None = None,
         clock: Callable[[], float] = time.monotonic,
         dashboard_pod: str | None = None,
+        dashboard_ip: str | None = None,
+        dashboard_node: str | None = None,
     ) -> None:
-        """``dial`` maps a checked address to the socket address to connect to (a test seam)."""
+        """``dial`` maps a checked address to the socket address to connect to (a test seam);
+        ``dashboard_ip``/``dashboard_node`` are this process's (the watches' client: its verdict)."""
         self.view = view
         self.bounds = bounds
         self.store = store
         self._dial: Dial = dial or (lambda host, port: (host, port))
         self._clock = clock
         self._dashboard_pod = dashboard_pod
+        self.dashboard_ip = dashboard_ip
+        self.dashboard_node = dashboard_node
         self._watches: OrderedDict[str, Watch] = OrderedDict()
         self.not_saved: dict[str, str] = {}  # watch id -> why its aggregates are not (all) stored
         self._closed = False
@@ -156,9 +198,19 @@ class WatchManager:
                 writing.cancel()
                 await asyncio.gather(writing, return_exceptions=True)
             if recorder is not None:
-                if events is not None:
-                    await asyncio.shield(events.flush())  # before the end: an ended run takes no more rows
-                await asyncio.shield(self._end(watch, recorder))
+                # The last events and re-picks, then the end (an ended run takes no more rows): one piece
+                # that a cancel (shutdown) cannot cut between its writes, waited for even then.
+                closing = asyncio.ensure_future(self._close(watch, recorder, events))
+                try:
+                    await asyncio.shield(closing)
+                except asyncio.CancelledError:
+                    await closing  # bounded: a few store writes
+                    raise
+
+    async def _close(self, watch: Watch, recorder: RunRecorder, events: EventWriter | None) -> None:
+        if events is not None:
+            await events.flush()
+        await self._end(watch, recorder)
 
     async def _begin(self, watch: Watch) -> RunRecorder | None:
         if self.store is None:

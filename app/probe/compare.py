@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.probe.run import RUN_ID_PATTERN, Run
+from app.routing import Routing
 
 MAX_COMPARED = 6
 RUN_ID_RE = re.compile(RUN_ID_PATTERN)
@@ -54,6 +55,7 @@ class RunSnapshot:
     created: float
     p_value: float | None = None  # the uniformity test's, when there was one
     error: str | None = None  # why it did not finish as planned (e.g. "interrupted at 30/100: ...")
+    routing: Routing | None = None  # expected versus observed for the run's client (None: node unknown)
 
     @property
     def failed(self) -> bool:
@@ -116,6 +118,7 @@ def snapshot(run: Run) -> RunSnapshot:
         created=run.created,
         p_value=s.chi_square.p_value if s.chi_square is not None else None,
         error=run.error,
+        routing=s.routing,
     )
 
 

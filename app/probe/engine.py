@@ -128,8 +128,11 @@ async def worker(run: Run, dial: Dial) -> None:
         keep_alive=spec.reuse,
         next_id=run.next_connection,
     )
+    pacing = spec.pacing if spec.pacing.paced else None
     try:
         while (seq := run.next_seq()) is not None:
+            if pacing is not None and (wait := pacing.wait_before(seq)) > 0:
+                await asyncio.sleep(wait)  # one worker: the wait is between this request and the last
             run.current(ENDPOINTS_MAX_AGE_S)
             if run.forbidden:
                 raise ForbiddenAddress(run.forbidden)

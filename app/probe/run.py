@@ -23,13 +23,14 @@ from dataclasses import dataclass, field, replace
 
 from app import routing
 from app.domain import ObjectKey, ServiceKey
-from app.probe import diagnosis
+from app.probe import diagnosis, repick
 from app.probe.attribution import Attribution, Candidate, Fingerprints, Matcher, Reply, Rule, attribute
 from app.probe.seen import PeerTally
 from app.probe.sink import NULL_SINK, RunSink
 from app.probe.spec import ProbeSpec
 from app.probe.stats import Outcome, RunShape, Summary, summarize
 from app.probe.targets import Backend, ClusterView, ProbeTarget, backends, forbidden_endpoint
+from app.probe.verdicts import routing_for
 
 SAMPLE_CHARS = 300
 MAX_SAMPLES = 24
@@ -349,7 +350,8 @@ class Run:
         )
         summary = diagnosis.apply(summary, diagnosis.diagnose(evidence))
         seen = self.peers.seen(self.client_ip, self.spec.origin)
-        return replace(summary, routing=self._routing(summary), seen=seen)
+        summary = replace(summary, affinity=self._affinity(), seen=seen)
+        return replace(summary, routing=self._routing(summary))
 
     def _find_client_node(self) -> None:
         """The client pod's node and IP, once the pod is watched, scheduled and given its address (a probe
@@ -366,24 +368,28 @@ class Run:
 
     def _routing(self, summary: Summary) -> routing.Routing | None:
         """What kube-proxy on the client's node may pick for this port now, against what answered."""
-        if self._view is None or self.client_node is None:
+        if self._view is None:
             return None
-        svc = self._view.service(self.target.service)
-        if svc is None:
-            return None
-        port_name = self.target.port.name or ""
-        endpoints = routing.candidates(svc, self._view.slices_for(self.target.service), port_name)
-        node_of = getattr(self._view, "node", None)  # the watch cache knows Nodes (when allowed to)
-        node = node_of(self.client_node) if node_of is not None else None
-        zone = routing.zone_of(self.client_node, (node.zone or "") if node is not None else None, endpoints)
-        client = routing.Client(self.client_node, zone, self.client_ip)
-        hits = {p.pod: p.hits for p in summary.pods}
-        return routing.routing_of(
-            routing.expect(svc, endpoints, client),
-            client,
-            hits,
+        affinity = summary.affinity
+        return routing_for(
+            self._view,
+            self.target,
+            self.client_node,
+            self.client_ip,
+            {p.pod: p.hits for p in summary.pods},
             dict(summary.errors),
             endpoints_changed=self.endpoints_changed,
+            fresh_picks=affinity.repicks if affinity is not None and affinity.changes_explained else 0,
+        )
+
+    def _affinity(self) -> repick.AffinityReport | None:
+        """A ClientIP run's picks over time (one client per run)."""
+        if self.target.session_affinity != "ClientIP":
+            return None
+        client = " ".join(p for p in (self.client_pod, self.client_ip) if p) or None
+        ready = sum(1 for b in self._current if b.ready)
+        return repick.report(
+            self.results, timeout_s=self.target.affinity_timeout_s, endpoints=ready, client=client
         )
 
     def _removed_endpoints(self) -> list[diagnosis.Removed]:

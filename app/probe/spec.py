@@ -10,6 +10,7 @@ from typing import Literal, get_args
 from app.domain import DNS_LABEL, DNS_SUBDOMAIN, LABEL_MAX, PROBE_POD_ORIGINS, SUBDOMAIN_MAX, Origin
 from app.probe import wire
 from app.probe.attribution import Rule, RuleError, parse_rule
+from app.probe.pacing import Pacing, PacingError, checked
 from app.probe.targets import ProbeProtocol
 
 Method = Literal["GET", "HEAD"]
@@ -89,9 +90,17 @@ class ProbeSpec:
     exec_pod: str | None = None  # origin exec: the pod to run the client in
     exec_namespace: str | None = None  # origin exec: the pod's namespace (None: the Service's)
     exec_container: str | None = None  # origin exec: the container (None: the pod's first)
-    node: str | None = (
-        None  # origins probe-pod, node: the node to run the probe pod on (None: the scheduler's)
-    )
+    # Origins probe-pod and node: the node to run the probe pod on (None: the scheduler's pick).
+    node: str | None = None
+    # Pacing (app.probe.pacing): a wait between requests and a pause after every N-th one, to show affinity
+    # over time. 0: not paced.
+    interval_s: float = 0.0
+    pause_after: int = 0
+    pause_s: float = 0.0
+
+    @property
+    def pacing(self) -> Pacing:
+        return Pacing(self.interval_s, self.pause_after, self.pause_s)
 
     @property
     def exec_in(self) -> str:
@@ -114,6 +123,18 @@ class ProbeSpec:
             raise SpecError("node applies to origins probe-pod and node only")
         if (exec_pod or exec_namespace or exec_container) and self.origin is not Origin.EXEC:
             raise SpecError("exec_pod, exec_namespace and exec_container apply to origin exec only")
+        try:
+            checked(
+                self.pacing,
+                count=self.count,
+                concurrency=self.concurrency,
+                reuse=self.reuse,
+                dashboard=self.origin is Origin.DASHBOARD,
+                timeout_s=self.timeout_s,
+                deadline_s=limits.run_deadline_s,
+            )
+        except PacingError as exc:
+            raise SpecError(str(exc)) from exc
         return replace(
             self,
             exec_pod=exec_pod,

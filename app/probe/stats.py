@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from app.probe.repick import AffinityReport
 from app.probe.seen import Seen
 from app.probe.targets import Backend
 from app.routing import Routing
@@ -158,6 +159,8 @@ class Summary:
     routing: Routing | None = None
     # The source address the server saw beside the client's own (None: not computed, e.g. stored before).
     seen: Seen | None = None
+    # ClientIP: the client's picks over time, fresh picks after idle gaps and surprises (None: not ClientIP).
+    affinity: AffinityReport | None = None
 
     @property
     def outcome(self) -> str:

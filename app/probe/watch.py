@@ -139,12 +139,20 @@ class Series:
         self.first_hit: dict[str, float] = {}  # pod -> request start (s) of its first reply
         self.last_hit: dict[str, float] = {}
         self.repicks: deque[Repick] = deque(maxlen=MAX_REPICKS)
+        self.repicks_seen = 0  # re-picks so far, the dropped ones included (re-pick i is the i-th, from 0)
         self._last_reply: tuple[str, float] | None = None  # (pod, at) of the latest-starting reply
 
     @classmethod
-    def restored(cls, seconds: Iterable[Second]) -> Series:
+    def restored(
+        cls,
+        seconds: Iterable[Second],
+        *,
+        hits: Iterable[tuple[str, float, float]] = (),
+        repicks: Iterable[Repick] = (),
+    ) -> Series:
         """A watch's series read back from its stored seconds (all of them in the ring): the totals are
-        exact, first and last hits are known to the second only, and ClientIP re-picks are not kept."""
+        exact; first and last hits are exact where ``hits`` (pod, first, last) has them, else known to the
+        second; ``repicks`` are the stored ClientIP re-picks."""
         kept = sorted(seconds, key=lambda s: s.second)
         series = cls(max(1, len(kept)))
         for sec in kept:
@@ -157,7 +165,17 @@ class Series:
                     series.first_hit.setdefault(pod, float(sec.second))
                     series.last_hit[pod] = float(sec.second)
             series._ring.append((sec.second, SecondBucket.of(sec)))
+        for pod, first, last in hits:
+            if pod in series.first_hit:
+                series.first_hit[pod], series.last_hit[pod] = first, last
+        series.repicks.extend(repicks)
+        series.repicks_seen = len(series.repicks)
         return series
+
+    def repicks_since(self, count: int) -> list[tuple[int, Repick]]:
+        """The kept re-picks numbered ``count`` or later, with their numbers."""
+        first = self.repicks_seen - len(self.repicks)
+        return [(first + i, r) for i, r in enumerate(self.repicks) if first + i >= count]
 
     def pod_order(self) -> list[str]:
         """Pods in the order they first answered (to the second, then by name): a pod keeps its place, and
@@ -193,6 +211,7 @@ class Series:
         gap = at - last[1]
         timeout = timeout_s if timeout_s is not None else 10800
         self.repicks.append(Repick(round(at, 3), last[0], pod, round(gap, 3), gap > timeout))
+        self.repicks_seen += 1
 
     def _bucket(self, second: int) -> SecondBucket | None:
         ring = self._ring

@@ -20,8 +20,11 @@ def judge(
     errors: Mapping[str, int],
     *,
     endpoints_changed: bool = False,
+    fresh_picks: int = 0,
 ) -> Verdict:
-    """Observed answers (pod → hits, error kind → count) against the expectation, with the likely cause."""
+    """Observed answers (pod → hits, error kind → count) against the expectation, with the likely cause.
+    ``fresh_picks``: under ClientIP, how many times the client's pod changed after an idle gap longer than
+    the timeout (and never otherwise): that many extra pods are expected."""
     lines: list[str] = []
     answered = {p for p, n in hits.items() if n > 0}
     failures = sum(errors.values())
@@ -54,7 +57,7 @@ def judge(
         )
     if failures:
         lines.append(f"{failures} request(s) failed although {len(allowed)} endpoint(s) should answer")
-    if expectation.sticky_s is not None and len(answered) > 1:
+    if expectation.sticky_s is not None and len(answered) > 1 + fresh_picks:
         lines.append(
             f"ClientIP affinity should keep one client on one pod, but {len(answered)} answered: a pause"
             f" longer than {expectation.sticky_s} s re-picks, or the endpoints changed"
@@ -63,7 +66,12 @@ def judge(
         return Verdict(False, tuple(lines))
     if not answered:
         return Verdict(False, ("nothing answered",))
-    return Verdict(True, (f"as expected: every answer came from the {len(allowed)} expected endpoint(s)",))
+    done = f"as expected: every answer came from the {len(allowed)} expected endpoint(s)"
+    if expectation.sticky_s is not None and fresh_picks and len(answered) > 1:
+        done += (
+            f"; the client moved pod {fresh_picks} time(s), each after an idle gap longer than the timeout"
+        )
+    return Verdict(True, (done,))
 
 
 def _why_not(pod: str, expectation: Expectation) -> str:
@@ -106,8 +114,9 @@ def routing_of(
     errors: Mapping[str, int],
     *,
     endpoints_changed: bool = False,
+    fresh_picks: int = 0,
 ) -> Routing:
-    verdict = judge(expectation, hits, errors, endpoints_changed=endpoints_changed)
+    verdict = judge(expectation, hits, errors, endpoints_changed=endpoints_changed, fresh_picks=fresh_picks)
     return Routing(
         client_node=client.node,
         client_zone=client.zone,

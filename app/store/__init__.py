@@ -37,6 +37,7 @@ from app.store.records import (
     Tombstone,
     spec_fields,
 )
+from app.store.watchfacts import WatchFacts
 
 __all__ = [
     "AsyncRunStore",
@@ -63,5 +64,6 @@ __all__ = [
     "TargetFacts",
     "Tombstone",
     "WatchEvents",
+    "WatchFacts",
     "spec_fields",
 ]

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from app.probe.stats import Outcome
-from app.probe.watch import Event, Second
+from app.probe.watch import Event, Repick, Second
 from app.store.aggregate import SecondAggregator
 from app.store.config import StoreConfig
 from app.store.db import RunStore, StoreError
@@ -45,6 +45,7 @@ from app.store.records import (
     StoredRun,
     Tombstone,
 )
+from app.store.watchfacts import WatchFacts
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,14 @@ class AsyncRunStore:
     async def add_events(self, run_id: str, events: Sequence[tuple[int, Event]]) -> None:
         await self._write(self.store.add_events, run_id, events)
 
+    async def add_watch_facts(
+        self,
+        run_id: str,
+        repicks: Sequence[tuple[int, Repick]],
+        hits: Sequence[tuple[str, float, float]],
+    ) -> None:
+        await self._write(self.store.add_watch_facts, run_id, repicks, hits)
+
     async def mark_interrupted(self) -> list[Interrupted]:
         return await self._write(self.store.mark_interrupted)
 
@@ -125,6 +134,9 @@ class AsyncRunStore:
 
     async def events(self, run_id: str) -> WatchEvents:
         return await asyncio.to_thread(self.store.events, run_id)
+
+    async def watch_facts(self, run_id: str) -> WatchFacts:
+        return await asyncio.to_thread(self.store.watch_facts, run_id)
 
     async def used_bytes(self) -> int:
         return await asyncio.to_thread(self.store.used_bytes)

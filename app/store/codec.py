@@ -1,8 +1,8 @@
 """A run's frozen ``Summary`` as JSON and back, exactly (floats round-trip through ``repr``).
 
-The routing verdict (expected endpoints for the run's client beside what answered) and what the server
-saw (its source addresses beside the client's) are optional keys: summaries stored before them read back
-without them.
+The routing verdict (expected endpoints for the run's client beside what answered), what the server saw
+(its source addresses beside the client's) and the ClientIP picks over time are optional keys: summaries
+stored before they existed read back without them.
 
 The per-request ``sequence`` is left out: it is as long as the run and follows from the stored outcomes
 (``records.sequence_of``).
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app.probe import repick
 from app.probe.seen import Seen
 from app.probe.stats import ChiSquare, PodStats, Summary
 from app.routing import Routing
@@ -51,6 +52,7 @@ def encode_summary(s: Summary) -> str:
         "explanations": list(s.explanations),
         "routing": _encode_routing(s.routing) if s.routing is not None else None,
         "seen": _encode_seen(s.seen) if s.seen is not None else None,
+        "affinity": repick.to_json(s.affinity) if s.affinity is not None else None,
     }
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
@@ -76,6 +78,7 @@ def decode_summary(text: str) -> Summary:
         explanations=tuple(d["explanations"]),
         routing=_decode_routing(d.get("routing")),
         seen=_decode_seen(d.get("seen")),
+        affinity=repick.from_json(d.get("affinity")),
     )
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from app.probe.watch import Event, Second
+from app.probe.watch import Event, Repick, Second
 from app.store.codec import encode_summary
 from app.store.config import StoreConfig
 from app.store.errors import MIN_SQLITE, NO_SUCH_RUN, NewerSchema, NotAStore, StoreError, StoreLocked, _span
@@ -51,6 +51,7 @@ from app.store.rows import (
     _seconds,
 )
 from app.store.sqlfile import _connect, _prepare, _take_lock, _used_bytes
+from app.store.watchfacts import NO_FACTS, WatchFacts, load_facts, put_facts
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,16 @@ class RunStore:
         with self._write("store watch events") as db:
             put_events(db, _run_key(db, run_id), events)
 
+    def add_watch_facts(
+        self,
+        run_id: str,
+        repicks: Sequence[tuple[int, Repick]],
+        hits: Sequence[tuple[str, float, float]],
+    ) -> None:
+        """A running watch's new ClientIP re-picks (numbered) and its pods' moved first/last hits."""
+        with self._write("store watch re-picks") as db:
+            put_facts(db, _run_key(db, run_id), repicks, hits)
+
     def mark_interrupted(self) -> list[Interrupted]:
         """Runs still ``running`` in the file were cut short by the process dying: mark them interrupted.
 
@@ -381,6 +392,12 @@ class RunStore:
         with self._read() as db:
             row = db.execute("SELECT n FROM runs WHERE id = ?", (run_id,)).fetchone()
             return load_events(db, row[0]) if row is not None else NO_EVENTS
+
+    def watch_facts(self, run_id: str) -> WatchFacts:
+        """A watch's stored re-picks and exact first/last hits (none for a run or an unknown id)."""
+        with self._read() as db:
+            row = db.execute("SELECT n FROM runs WHERE id = ?", (run_id,)).fetchone()
+            return load_facts(db, row[0]) if row is not None else NO_FACTS
 
     def used_bytes(self) -> int:
         """Bytes of data (what ``max_bytes`` bounds; the file keeps freed pages for reuse)."""

@@ -128,5 +128,28 @@ _WATCH_EVENTS = (
     ) STRICT, WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WATCH_EVENTS)
+# -- watch facts finer than a second: each ClientIP re-pick a watch saw (numbered from 0 in the order seen;
+# only the newest ``app.probe.watch.MAX_REPICKS`` kept) and each pod's exact first and last hit (seconds since
+# the watch began, to the millisecond), so a stored watch's lags and re-picks read as they did live.
+_WATCH_FACTS = (
+    """CREATE TABLE watch_repicks (
+        run INTEGER NOT NULL REFERENCES runs (n) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        at_s REAL NOT NULL,
+        before_pod TEXT NOT NULL,
+        after_pod TEXT NOT NULL,
+        gap_s REAL NOT NULL,
+        expected INTEGER NOT NULL,
+        PRIMARY KEY (run, idx)
+    ) STRICT, WITHOUT ROWID""",
+    """CREATE TABLE watch_pods (
+        run INTEGER NOT NULL REFERENCES runs (n) ON DELETE CASCADE,
+        pod TEXT NOT NULL,
+        first_hit_s REAL NOT NULL,
+        last_hit_s REAL NOT NULL,
+        PRIMARY KEY (run, pod)
+    ) STRICT, WITHOUT ROWID""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WATCH_EVENTS, _WATCH_FACTS)
 VERSION = len(MIGRATIONS)

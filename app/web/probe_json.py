@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.probe import repick
 from app.probe.compare import Comparison, RunSnapshot
 from app.probe.run import Run
 from app.probe.seen import Seen
@@ -44,6 +46,9 @@ class SpecOut(BaseModel):
     exec_namespace: str | None
     exec_container: str | None
     node: str | None
+    interval_s: float = 0.0
+    pause_after: int = 0
+    pause_s: float = 0.0
 
 
 class RoutingOut(BaseModel):
@@ -165,6 +170,11 @@ class RunOut(BaseModel):
         default=None, description="expected endpoints for the client's node against what answered"
     )
     seen: SeenOut | None = Field(default=None, description="what the server saw: source address, SNAT")
+    affinity: dict[str, Any] | None = Field(
+        default=None,
+        description="ClientIP: the client's picks over time, fresh picks after idle gaps longer than the "
+        "timeout, unexpected changes, and the story in words (lines)",
+    )
     endpoints_changed: bool
     samples: dict[str, str]
 
@@ -212,6 +222,9 @@ def _run_fields(run: Run, s: Summary) -> dict[str, object]:
             exec_namespace=spec.exec_in if spec.exec_pod else None,
             exec_container=spec.exec_container,
             node=spec.node,
+            interval_s=spec.interval_s,
+            pause_after=spec.pause_after,
+            pause_s=spec.pause_s,
         ),
         "client": ClientOut(pod=run.client_pod, ip=run.client_ip, node=run.client_node),
         "attribution": AttributionOut(
@@ -253,6 +266,7 @@ def _run_fields(run: Run, s: Summary) -> dict[str, object]:
         "explanations": list(s.explanations),
         "routing": RoutingOut.of(s.routing) if s.routing is not None else None,
         "seen": SeenOut.of(s.seen) if s.seen is not None else None,
+        "affinity": repick.to_json(s.affinity) if s.affinity is not None else None,
         "endpoints_changed": run.endpoints_changed,
         "samples": dict(run.samples),
     }
@@ -284,6 +298,9 @@ class SnapshotOut(BaseModel):
     unattributed: int
     errors: int
     verdict: str
+    routing: RoutingOut | None = Field(
+        default=None, description="expected endpoints for the run's client against what answered"
+    )
 
     @classmethod
     def of(cls, r: RunSnapshot) -> SnapshotOut:
@@ -304,6 +321,7 @@ class SnapshotOut(BaseModel):
             unattributed=r.unattributed,
             errors=r.errors,
             verdict=r.verdict,
+            routing=RoutingOut.of(r.routing) if r.routing is not None else None,
         )
 
 

@@ -88,6 +88,13 @@ class ProbeRequest(BaseModel):
     )
     exec_container: Name | None = Field(None, description="origin exec: the container (default: the first)")
     node: PodName | None = Field(None, description="origin probe-pod: the node to run the probe pod on")
+    interval_s: float = Field(
+        0.0, description="paced run: seconds to wait after each request (concurrency 1)"
+    )
+    pause_after: int = Field(0, description="paced run: pause after every pause_after-th request (0: never)")
+    pause_s: float = Field(
+        0.0, description="paced run: seconds of that pause (e.g. longer than the ClientIP timeout)"
+    )
 
     def spec(self) -> ProbeSpec:
         return ProbeSpec(
@@ -107,6 +114,9 @@ class ProbeRequest(BaseModel):
             exec_namespace=self.exec_namespace or None,
             exec_container=self.exec_container or None,
             node=self.node or None,
+            interval_s=self.interval_s,
+            pause_after=self.pause_after,
+            pause_s=self.pause_s,
         )
 
 

@@ -27,12 +27,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.probe.spec import Method
 from app.probe.targets import ProbeProtocol
-from app.probe.watch import Distribution, Event, EventKind, Measurements, Second, Series, measure
+from app.probe.verdicts import routing_for
+from app.probe.watch import Distribution, Event, EventKind, Measurements, Repick, Second, Series, measure
 from app.probe.watchrun import Watch, WatchSpec
-from app.store import Kind, Missing, RunRecord, WatchEvents
+from app.routing import Routing
+from app.store import Kind, Missing, RunRecord, WatchEvents, WatchFacts
+from app.store.watchfacts import NO_FACTS
 from app.watching import WatchManager
 from app.web.deps import StateDep, TemplatesDep
 from app.web.params import Name, RunIdPath
+from app.web.probe_json import RoutingOut
 from app.web.render import fragment, page
 from app.web.security import csrf_token
 from app.web.watchchart import CHART_S, GEOMETRY, Column, Feed, Scale, colors_of, columns, feed_of
@@ -122,7 +126,10 @@ class WatchView:
     saved: bool
     saved_final: bool  # its end is in the run store too (a restart keeps it as it ended)
     not_saved: str | None
-    stored: bool  # read back from the run store (first and last hits known to the second only)
+    stored: bool  # read back from the run store
+    # Expected versus observed over the rolling window, for the dashboard's node and the endpoints now
+    # (None: the node is unknown, or the watch was read back from the store).
+    routing: Routing | None = None
 
     @property
     def requests(self) -> int:
@@ -137,6 +144,16 @@ class WatchView:
 
 def live_view(w: Watch, manager: WatchManager) -> WatchView:
     saved = manager.store is not None and w.id not in manager.not_saved
+    window = w.series.window(w.elapsed_s, w.spec.window_s)
+    verdict = routing_for(
+        manager.view,
+        w.target,
+        manager.dashboard_node,
+        manager.dashboard_ip,
+        dict(window.hits),
+        dict(window.errors),
+        fresh_picks=_expected_repicks(w.series.repicks, w.elapsed_s - w.spec.window_s),
+    )
     return WatchView(
         id=w.id,
         spec=w.spec,
@@ -157,11 +174,21 @@ def live_view(w: Watch, manager: WatchManager) -> WatchView:
         saved_final=saved and w.task is not None and w.task.done(),
         not_saved=manager.not_saved.get(w.id),
         stored=False,
+        routing=verdict,
     )
 
 
-def stored_view(record: RunRecord, seconds: Sequence[Second], events: WatchEvents) -> WatchView:
-    series = Series.restored(seconds)
+def _expected_repicks(repicks: Sequence[Repick], since_s: float) -> int:
+    """Re-picks in the window that followed an idle gap longer than the timeout; 0 if any did not (then
+    the verdict says that more than one pod answered a ClientIP client)."""
+    recent = [r for r in repicks if r.at_s >= since_s]
+    return len(recent) if all(r.expected for r in recent) else 0
+
+
+def stored_view(
+    record: RunRecord, seconds: Sequence[Second], events: WatchEvents, facts: WatchFacts = NO_FACTS
+) -> WatchView:
+    series = Series.restored(seconds, hits=facts.hits, repicks=facts.repicks)
     last = max((s.second for s in seconds), default=-1)
     affinity = record.target.session_affinity
     for e in events.events:
@@ -214,8 +241,10 @@ async def view_of(manager: WatchManager, watch_id: str) -> WatchView:
     if store is not None:
         record = await store.record(watch_id)
         if isinstance(record, RunRecord) and record.kind == Kind.WATCH:
-            seconds, events = await asyncio.gather(store.seconds(watch_id), store.events(watch_id))
-            return stored_view(record, seconds, events)
+            seconds, events, facts = await asyncio.gather(
+                store.seconds(watch_id), store.events(watch_id), store.watch_facts(watch_id)
+            )
+            return stored_view(record, seconds, events, facts)
         if isinstance(record, Missing) and record.since is not None:
             raise HTTPException(404, f"watch {watch_id}: {record.reason}")
     raise HTTPException(404, f"watch {watch_id} not found (only the last {manager.bounds.kept} are kept)")
@@ -277,6 +306,11 @@ def _measurements_json(m: Measurements) -> dict[str, Any]:
     }
 
 
+def routing_json(r: Routing | None) -> dict[str, Any] | None:
+    """Expected versus observed over the rolling window (None: no verdict), as a run's JSON has it."""
+    return RoutingOut.of(r).model_dump() if r is not None else None
+
+
 def watch_json(v: WatchView, *, seconds: bool = True) -> dict[str, Any]:
     spec = v.spec
     out: dict[str, Any] = {
@@ -311,6 +345,7 @@ def watch_json(v: WatchView, *, seconds: bool = True) -> dict[str, Any]:
         "events": [_event_json(e) for e in v.events],
         "events_dropped": v.events_dropped,
         "measurements": _measurements_json(v.measurements()),
+        "routing": routing_json(v.routing),
         "saved": v.saved,
         "saved_final": v.saved_final,
         "not_saved": v.not_saved,

@@ -66,3 +66,12 @@ ZONE_CASES = [
 @pytest.mark.parametrize(("name", "node", "node_zone", "zone"), ZONE_CASES)
 def test_zone_of_client_node(name, node, node_zone, zone) -> None:
     assert zone_of(node, node_zone, SPREAD) == zone, name
+
+
+def test_clientip_pods_beyond_the_fresh_picks_are_still_flagged() -> None:
+    sticky = expect(make_service(affinity="ClientIP", affinity_timeout_s=5), SPREAD, CLIENT_A)
+    moved_once = judge(sticky, {"p1": 3, "p2": 3}, {}, fresh_picks=1)
+    assert moved_once.as_expected, moved_once.lines
+    assert "moved pod 1 time(s), each after an idle gap longer than the timeout" in moved_once.lines[0]
+    too_many = judge(sticky, {"p1": 3, "p2": 3, "p3": 1}, {}, fresh_picks=1)
+    assert not too_many.as_expected

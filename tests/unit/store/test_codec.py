@@ -6,6 +6,7 @@ import json
 import pytest
 
 from app.domain import Origin
+from app.probe import repick
 from app.probe.seen import judge
 from app.probe.stats import Outcome, RunShape, summarize
 from app.probe.targets import Backend
@@ -74,3 +75,13 @@ def test_what_the_server_saw_survives_json_and_old_summaries_read_without_it() -
     old = json.loads(encode_summary(s))
     del old["seen"]
     assert decode_summary(json.dumps(old)).seen is None
+
+
+def test_the_clientip_picks_over_time_survive_json_and_old_summaries_read_without_them() -> None:
+    results = outcomes(6, ("echo-a",))
+    report = repick.report(results, timeout_s=5, endpoints=3, client="svcscope-0 10.0.0.9")
+    s = dataclasses.replace(summarize(results, AFFINITY, PODS_ABC, PODS_ABC), affinity=report)
+    assert decode_summary(encode_summary(s)).affinity == report
+    old = json.loads(encode_summary(s))
+    del old["affinity"]
+    assert decode_summary(json.dumps(old)).affinity is None

@@ -194,6 +194,10 @@ async def test_a_stored_watch_outlives_the_process_memory(tmp_path: Path) -> Non
                         if w.events:
                             break
                         await asyncio.sleep(0.01)
+                    for _ in range(500):  # under ClientIP the rotating fake balancer shows re-picks
+                        if w.series.repicks:
+                            break
+                        await asyncio.sleep(0.01)
                     stop = f"/api/v1/watches/{watch_id}/stop"
                     r = await c.post(stop, json={}, headers={"Accept": "application/json"})
                     assert r.status_code == 202, r.text
@@ -216,6 +220,13 @@ async def test_a_stored_watch_outlives_the_process_memory(tmp_path: Path) -> Non
                         "sessionAffinityTimeoutSeconds",
                     ]
                     assert stored["session_affinity"] == "ClientIP"
+                    # The fake balancer rotates: under ClientIP each reply is an (unexpected) re-pick, and
+                    # the store keeps them, and each pod's first and last hit exactly.
+                    repicks = stored["measurements"]["clientip_repicks"]
+                    assert repicks and repicks == live["measurements"]["clientip_repicks"]
+                    assert (
+                        stored["measurements"]["gone_to_last_hit"] == live["measurements"]["gone_to_last_hit"]
+                    )
                     (flip,) = stored["measurements"]["affinity_convergence"]
                     assert (flip["before"], flip["after"]) == ("None", "ClientIP")
                     assert (await c.get(f"/api/v1/watches/{watch_id}.csv")).text == live_csv
