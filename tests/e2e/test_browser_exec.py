@@ -54,6 +54,19 @@ def _probe_from(pg: Any, pick: str) -> None:
     pg.click("#probe-panel button[type=submit]")
 
 
+def _ended(pg: Any, shot: str) -> str:
+    """The run's final status once its summary shows one (an error shown in place of a run: "error")."""
+    pg.wait_for_function(
+        """() => document.querySelector('#probe-run .probe-error') ||
+            ['done', 'failed', 'cancelled', 'timed_out'].includes(
+                document.querySelector('#probe-run .probe-summary')?.dataset.status)""",
+        timeout=RUN_TIMEOUT_MS,
+    )
+    _shot(pg, shot)
+    summary = pg.locator("#probe-run .probe-summary")
+    return str(summary.get_attribute("data-status")) if summary.count() else "error"
+
+
 def test_pick_a_busybox_container_and_probe_then_a_pod_without_a_client_says_what_was_looked_for(
     cluster: Cluster,
     exec_dashboard: Dashboard,
@@ -76,9 +89,8 @@ def test_pick_a_busybox_container_and_probe_then_a_pod_without_a_client_says_wha
     assert not any("kube-system" in o for o in options), "exec is not allowed there: not offered"
     _shot(pg, "exec-picker")
     _probe_from(pg, pick)
-    done = pg.locator('#probe-run .probe-summary[data-status="done"]')
-    done.wait_for(timeout=RUN_TIMEOUT_MS)
-    _shot(pg, "exec-busybox-done")
+    assert _ended(pg, "exec-busybox-done") == "done", pg.locator("#probe-run").inner_text()
+    done = pg.locator("#probe-run .probe-summary")
     assert done.get_attribute("data-done") == str(COUNT)
     hits = {
         str(row.get_attribute("data-pod")): int(str(row.get_attribute("data-hits")))
@@ -93,9 +105,7 @@ def test_pick_a_busybox_container_and_probe_then_a_pod_without_a_client_says_wha
     pick = f"{namespace}/{bare}/{bare_container}"
     _service_page_offering(pg, url, pick)
     _probe_from(pg, pick)
-    failed = pg.locator('#probe-run .probe-summary[data-status="failed"]')
-    failed.wait_for(timeout=RUN_TIMEOUT_MS)
-    _shot(pg, "exec-no-tool")
+    assert _ended(pg, "exec-no-tool") == "failed", pg.locator("#probe-run").inner_text()
     text = " ".join(pg.locator("#probe-run").inner_text().split())
     assert LOOKED_FOR in text, text
     assert not console.errors, console.errors
