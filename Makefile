@@ -44,7 +44,7 @@ e2e-multinode: install
 	SVCSCOPE_E2E_PROXY_MODE=nftables $(VENV)/bin/pytest -m "multinode and not scale" -q tests/e2e
 
 # A Service with 250 endpoints (three EndpointSlices) over the multi-node instance: once, in iptables mode
-# (the nftables pass above left the instance in nftables mode: the session fixture rebuilds it). ~5 min.
+# (the nftables pass above left the instance in nftables mode: the session fixture rebuilds it). ~6 min.
 e2e-scale: install
 	$(VPY) -m devcluster image build
 	$(VENV)/bin/pytest -m scale -q tests/e2e
