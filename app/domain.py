@@ -206,6 +206,7 @@ class Pod:
     container_ports: tuple[ContainerPort, ...] = field(default_factory=tuple)
     resource_version: str = ""
     host_ip: str | None = None  # the node's address (status.hostIP); equal to pod_ip for hostNetwork pods
+    containers: tuple[str, ...] = ()  # container names, in spec order (what an exec may pick)
 
     def resolve_port(self, target: int | str, protocol: Protocol = Protocol.TCP) -> int | None:
         """The container port a Service targetPort means for this pod (None if the name is missing)."""

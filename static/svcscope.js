@@ -205,8 +205,10 @@
       note.textContent = max === 1 && key !== "dashboard" ? "this origin sends one request at a time" : "";
     }
     var exec = form.querySelector('input[name="exec_pod"]');
+    var pick = form.querySelector('select[name="exec_pick"]');
     if (exec) {
-      exec.required = key === "exec";
+      // A container picked from the list names the pod: the typed name is then not needed.
+      exec.required = key === "exec" && !(pick && pick.value);
       exec.closest("label").hidden = key !== "exec";
     }
   }
@@ -217,7 +219,7 @@
       form.dataset.ready = "1";
       form.addEventListener("change", function (e) {
         if (e.target.name === "port" || e.target.name === "protocol") { syncProtocol(form); }
-        if (e.target.name === "origin") { syncConcurrency(form); }
+        if (e.target.name === "origin" || e.target.name === "exec_pick") { syncConcurrency(form); }
       });
       syncProtocol(form);
       syncConcurrency(form);

@@ -37,6 +37,7 @@ from kubernetes_asyncio.stream import WsApiClient
 
 from app.config import Settings
 from app.kube.client import ApiTimeout, bounded, create_api_client
+from app.kube.waiting import report_waiting
 from app.writepolicy import Write, WritePolicy
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,10 @@ EVENT_REASON = "SessionAffinityChanged"
 STDERR_KEPT = 2048  # of an exec'd client's stderr: enough for the error that made it print nothing
 # How the container runtime says that an exec'd command does not exist (runc, crun; containerd's wrapping).
 NOT_FOUND_MARKS = (b"executable file not found", b"no such file or directory", b"not found in $PATH")
-# A probe pod pinned to a node that no kubelet runs gets no status at all: fail after this, not later.
-NODE_SILENT_S = 20.0
+# A probe pod pinned to a node that no kubelet runs gets no status at all: fail after this, not later. A
+# running kubelet writes a new pod's first conditions before it creates the sandbox, within a second or two
+# even on a loaded node. When Nodes are watched the name is checked at submit; this is for when they are not.
+NODE_SILENT_S = 10.0
 # A container waiting for one of these will not start by itself: fail the run now, not at its deadline.
 STUCK_REASONS = frozenset(
     {
@@ -450,12 +453,17 @@ class KubeActions:
             phase = current.status.phase or ""
             # The apiserver accepts any nodeName (and svcscope may not list nodes): a name no kubelet
             # answers to shows as a pod without any condition.
-            if node and not current.status.conditions and time.monotonic() > silent_until:
-                raise ActionError(
-                    f"probe pod {namespace}/{name} was not picked up by node {node} within "
-                    f"{NODE_SILENT_S:.0f} s: no running node has that name (check the node's name)",
-                    Refusal.NOT_FOUND,
-                )
+            if node and not current.status.conditions:
+                if time.monotonic() > silent_until:
+                    raise ActionError(
+                        f"node {node!r} did not pick up probe pod {namespace}/{name} within "
+                        f"{NODE_SILENT_S:g} s: no running node has that name, or its kubelet is down. "
+                        "Check the name with `kubectl get nodes`, or leave the node empty to let the "
+                        "scheduler choose.",
+                        Refusal.NOT_FOUND,
+                    )
+                # Said on the run while it waits: the silence is the only sign of a wrong name.
+                report_waiting(f"waiting for node {node!r} to pick up the probe pod")
             for status in current.status.container_statuses or ():
                 waiting = status.state.waiting if status.state else None
                 if waiting is not None and waiting.reason in STUCK_REASONS:

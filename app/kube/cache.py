@@ -520,6 +520,10 @@ class ServiceCache:
         found = set(sets[0]).intersection(*sets[1:])
         return [self._pods[k] for k in sorted(found)]
 
+    def pods_in(self, namespace: str) -> list[Pod]:
+        """Every cached pod of ``namespace``, by name."""
+        return [self._pods[k] for k in sorted(k for k in self._pods if k.namespace == namespace)]
+
     def pods_for_service(self, key: ServiceKey) -> list[Pod]:
         """The pods behind a Service: slice targetRefs first, the selector as fallback."""
         found: dict[PodKey, Pod] = {}

@@ -271,6 +271,7 @@ def pod_from_api(obj: Obj) -> Pod:
         container_ports=tuple(ports),
         resource_version=str(meta.get("resourceVersion") or ""),
         host_ip=_opt_str(status.get("hostIP")) or None,
+        containers=tuple(str(c["name"]) for c in map(_dict, _list(spec.get("containers"))) if c.get("name")),
     )
 
 

@@ -14,7 +14,10 @@ from app.probe.engine import Dial, exchange_once
 from app.probe.run import AttributionMode, Run
 from app.probe.targets import Backend, ClusterView, TargetError, direct_target
 
-MAX_CALIBRATED_PODS = 64
+# Every pod of a Service at Kubernetes' per-Service endpoint threshold (250: beyond it the Endpoints object
+# is truncated); beyond this the note says how many were probed. At most CALIBRATION_CONCURRENCY at once.
+MAX_CALIBRATED_PODS = 256
+CALIBRATION_CONCURRENCY = 32
 ATTEMPTS = 2  # two replies per pod: a fingerprint must be stable
 # A calibration is reused this long by runs asking the same of the same endpoints (same pods at the same
 # addresses): probing every pod again before each run is most of the wait before the first bar.
@@ -48,7 +51,8 @@ def _key(run: Run, pods: list[Backend]) -> Hashable:
 
 async def calibrate(run: Run, view: ClusterView, dial: Dial, *, now: float | None = None) -> None:
     cal = run.calibration
-    pods = [b for b in run.current() if b.directly_probeable and b.ready][:MAX_CALIBRATED_PODS]
+    probeable = [b for b in run.current() if b.directly_probeable and b.ready]
+    pods = probeable[:MAX_CALIBRATED_PODS]
     if not pods:
         cal.mode = AttributionMode.AUTO
         cal.note = "no endpoint could be probed directly; automatic attribution only"
@@ -64,6 +68,11 @@ async def calibrate(run: Run, view: ClusterView, dial: Dial, *, now: float | Non
         )
         return
     await _calibrate(run, view, dial, pods)
+    if len(probeable) > len(pods):
+        cal.note += (
+            f"; {len(pods)} of {len(probeable)} pods probed directly (replies of the others are matched "
+            "only by a pod name or IP in them)"
+        )
     for old in [k for k, v in _remembered.items() if now - v.at > REUSE_S]:
         del _remembered[old]
     if len(_remembered) < MAX_REMEMBERED:
@@ -77,7 +86,13 @@ async def _calibrate(run: Run, view: ClusterView, dial: Dial, pods: list[Backend
     fps = Fingerprints()
     auto_hits = auto_wrong = 0
 
+    slots = asyncio.Semaphore(CALIBRATION_CONCURRENCY)
+
     async def probe(b: Backend) -> None:
+        async with slots:
+            await probe_one(b)
+
+    async def probe_one(b: Backend) -> None:
         nonlocal auto_hits, auto_wrong
         assert b.pod is not None
         try:

@@ -15,7 +15,7 @@ import csv
 import functools
 import io
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -26,10 +26,12 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
+from app.catalog.execpick import ExecChoices
+from app.catalog.nodes import unknown_node
 from app.catalog.query import unanswerable
 from app.catalog.reach import probe_protocol
 from app.domain import SUBDOMAIN_MAX, ObjectKey, Origin, ServicePort
-from app.probe.remote import refusal as remote_refusal
+from app.probe.offer import origin_refusal
 from app.probe.run import Run
 from app.probe.runner import ProbeRunner
 from app.probe.spec import Limits, Method, ProbeSpec, max_concurrency
@@ -39,6 +41,7 @@ from app.state import AppState
 from app.store import Missing
 from app.web.deps import SettingsDep, StateDep, TemplatesDep
 from app.web.errors import DOMAIN_ERRORS, http_error
+from app.web.execpicker import picker, with_pick
 from app.web.params import Name, NameQuery, PodName, RunIdPath
 from app.web.probe_json import CancelOut, RunDetailOut
 from app.web.render import fragment, page, wants_fragment
@@ -128,6 +131,11 @@ class ProbeForm(ProbeRequest):
     exec_namespace: str | None = Field(None, max_length=SUBDOMAIN_MAX)
     exec_container: str | None = Field(None, max_length=SUBDOMAIN_MAX)
     node: str | None = Field(None, max_length=SUBDOMAIN_MAX)
+    # The exec picker's "namespace/pod/container"; it wins over the typed names.
+    exec_pick: str | None = Field(None, max_length=3 * SUBDOMAIN_MAX)
+
+    def spec(self) -> ProbeSpec:
+        return with_pick(super().spec(), self.exec_pick)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +147,7 @@ class ProbePanel:
     limits: Limits | None
     refusals: Mapping[str, str] = field(default_factory=dict)
     fanout_max: int = 1  # the most probe pods of one fan-out (SVCSCOPE_PROBE_FANOUT_MAX_CLIENTS)
+    exec_choices: ExecChoices = field(default_factory=ExecChoices)
 
     def concurrency_limits(self) -> dict[str, int]:
         """Origin -> most requests in flight, for the form (one source: the probe spec's rule)."""
@@ -160,15 +169,19 @@ def panel(state: AppState, service: ObjectKey | None = None) -> ProbePanel:
     runner = state.probe_runner
     if runner is None:
         return ProbePanel((Origin.DASHBOARD,), None)
+    refusals = origin_refusals(runner, service, state.cache.namespaces())
     return ProbePanel(
         runner.origins,
         runner.limits,
-        origin_refusals(runner, service),
+        refusals,
         fanout_max=state.settings.probe_fanout_max_clients,
+        exec_choices=picker(state.cache, runner),
     )
 
 
-def origin_refusals(runner: ProbeRunner, service: ObjectKey | None) -> dict[str, str]:
+def origin_refusals(
+    runner: ProbeRunner, service: ObjectKey | None, namespaces: Sequence[str] = ()
+) -> dict[str, str]:
     """Why each enabled remote origin would be refused for this Service: the very check the runner makes
     before such a run (``app.probe.remote.refusal``, with the write policy it was started with), so the
     form never offers what the server refuses, and says why."""
@@ -179,7 +192,7 @@ def origin_refusals(runner: ProbeRunner, service: ObjectKey | None) -> dict[str,
         if origin is Origin.DASHBOARD:
             continue
         spec = ProbeSpec(service.namespace, service.name, "", origin=origin, exec_pod=ANY_POD)
-        if reason := remote_refusal(runner.remote, spec):
+        if reason := origin_refusal(runner.remote, spec, namespaces):  # exec: any writable namespace
             out[origin.value] = reason
     return out
 
@@ -203,6 +216,10 @@ def _start(state: AppState, spec: ProbeSpec) -> Run:
     svc = state.cache.service(ObjectKey(spec.namespace, spec.service))
     if svc is not None and (why := unanswerable(state.cache, svc)) is not None:
         raise HTTPException(422, why)  # refused before sending: every request would only fail
+    if spec.node and spec.origin is Origin.PROBE_POD:
+        node = spec.validated(get_runner(state).limits).node or ""  # a malformed name says so first
+        if (why := unknown_node(state.cache, node)) is not None:
+            raise HTTPException(422, why)  # the pod would wait for a kubelet that does not exist
     run = get_runner(state).start(spec)  # domain errors become HTTP answers in app.web.errors
     state.hub.publish(run)
     return run

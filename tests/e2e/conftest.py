@@ -67,7 +67,7 @@ def devcluster(
     return proc
 
 
-def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+def wait_for(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
     """Poll `condition` until it returns something truthy (returned); exceptions count as "not yet"."""
     deadline = time.monotonic() + timeout
     last: object = None

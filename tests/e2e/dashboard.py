@@ -20,7 +20,7 @@ from typing import IO, Any
 import httpx
 
 from devcluster import paths
-from tests.e2e.conftest import EchoApp
+from tests.e2e.conftest import EchoApp, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # The instance named by SVCSCOPE_DC_INSTANCE (the default one without it): the node namespace's side of its
@@ -198,16 +198,43 @@ def deployed(
     return app
 
 
-def wait_serving(dashboard: Dashboard, body: dict[str, Any], pods: int | None = None) -> None:
+def wait_serving(
+    dashboard: Dashboard | httpx.Client,
+    body: dict[str, Any],
+    pods: int | None = None,
+    *,
+    count: int = 24,
+    timeout: float = 60.0,
+) -> None:
     """kube-proxy programs its rules on its own schedule, after the EndpointSlices the dashboard sees:
     until then connections to the ClusterIP are refused, or reach only the endpoints of its last sync.
-    Wait until a small probe gets no error and (when ``pods`` is given) reaches that many pods."""
-    deadline = time.monotonic() + 30
-    while True:
-        run = dashboard.probe(**{**body, "count": 24, "concurrency": 3})
-        answered = sum(1 for p in run["pods"] if p["hits"])
-        if not run["errors"] and (pods is None or answered == pods):
-            return
-        assert time.monotonic() < deadline, (
-            f"the Service never answered cleanly: {run['errors']}, {hits(run)}"
-        )
+    Wait until a small probe (``count`` requests, at most 3 at a time) gets no error and (when ``pods`` is
+    given) reaches that many pods. Takes the Dashboard or the HTTP client of a port-forwarded release."""
+    http = dashboard.http if isinstance(dashboard, Dashboard) else dashboard
+    small = {**body, "count": count, "concurrency": min(count, 3, int(body.get("concurrency", 3)))}
+    last: dict[str, Any] = {}
+
+    def clean() -> bool:
+        nonlocal last
+        r = http.post("/api/v1/probes", json=small)
+        assert r.status_code == 202, f"{r.status_code} {r.text}"
+        run_id = r.json()["id"]
+        last = wait_for(lambda: _ended(http, run_id), 120, f"run {run_id} to end", interval=0.2)
+        answered = sum(1 for p in last["pods"] if p["hits"])
+        return not last["errors"] and (pods is None or answered == pods)
+
+    try:
+        wait_for(clean, timeout, "kube-proxy to route the Service", interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last run: errors {last.get('errors')}, hits {_hits_of(last)}") from None
+
+
+def _ended(http: httpx.Client, run_id: str) -> dict[str, Any] | None:
+    r = http.get(f"/api/v1/probes/{run_id}")
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()
+    return data if data["status"] in TERMINAL else None
+
+
+def _hits_of(run: dict[str, Any]) -> dict[str, int]:
+    return hits(run) if "pods" in run else {}

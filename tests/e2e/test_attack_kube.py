@@ -29,7 +29,8 @@ import pytest
 
 from scripts import demo
 from tests.chart.release import Release, custom_cluster_ip
-from tests.e2e.conftest import Cluster, EchoApp
+from tests.e2e.conftest import Cluster, EchoApp, wait_for
+from tests.e2e.dashboard import wait_serving
 from tests.e2e.released import chart_release, forwarded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -104,22 +105,6 @@ def state_of(cluster: Cluster, ns: str) -> str:
     return f"{pods}\n{logs}"
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-            last = value
-        except (AssertionError, httpx.HTTPError, KeyError) as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
-
-
 def start(dash: httpx.Client, **body: Any) -> str:
     r = dash.post("/api/v1/probes", json=body)
     assert r.status_code == 202, f"{r.status_code} {r.text}"
@@ -134,21 +119,11 @@ def run_of(dash: httpx.Client, run_id: str) -> dict[str, Any]:
 
 
 def finished(dash: httpx.Client, run_id: str, timeout: float = 180.0) -> dict[str, Any]:
-    result: dict[str, Any] = wait_until(
-        lambda: (r := run_of(dash, run_id))["status"] in TERMINAL and r, timeout, f"run {run_id} to end"
-    )
-    return result
+    def ended() -> dict[str, Any] | None:
+        run = run_of(dash, run_id)
+        return run if run["status"] in TERMINAL else None
 
-
-def wait_routed(dash: httpx.Client, body: dict[str, Any]) -> None:
-    """kube-proxy programs a new Service on its own schedule, after the EndpointSlices the dashboard saw:
-    until then every connection is refused. One request at a time until one is answered."""
-    wait_until(
-        lambda: finished(dash, start(dash, **{**body, "count": 1}))["errors"] == {},
-        60,
-        "kube-proxy to route the Service",
-        interval=1.0,
-    )
+    return wait_for(ended, timeout, f"run {run_id} to end")
 
 
 def probe_pods(cluster: Cluster, namespace: str | None = None) -> list[dict[str, Any]]:
@@ -258,7 +233,7 @@ def test_endpoints_to_the_node_its_network_the_kubelet_and_the_gateway_are_refus
             return detail if words in detail else None
 
         try:
-            detail = wait_until(refused, 30, f"{address}:{port} refused")
+            detail = wait_for(refused, 30, f"{address}:{port} refused")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{state_of(cluster, ns)}") from None
         assert f"refusing to probe {ns}/manual: its endpoint {address}:{port}" in detail
@@ -270,12 +245,12 @@ def test_a_mid_run_switch_to_the_node_fails_a_probe_pod_run(
     backend = cluster.ready_pods(ns, "app.kubernetes.io/name=svcscope-echo")[0]["status"]["podIP"]
     cluster.apply(MANUAL.format(name="switch", address=backend, port=8080), namespace=ns)
     body = echo(ns, service="switch", count=5000, timeout_s=2, origin="probe-pod")
-    run_id = wait_until(
+    run_id = wait_for(
         lambda: (r := dash.post("/api/v1/probes", json=body)).status_code == 202 and r.json()["id"],
         30,
         "the run to start on the hand-made endpoint",
     )
-    wait_until(lambda: run_of(dash, run_id)["done"] >= 10, 120, "the probe pod's first outcomes")
+    wait_for(lambda: run_of(dash, run_id)["done"] >= 10, 120, "the probe pod's first outcomes")
     switched = time.monotonic()
     cluster.apply(MANUAL.format(name="switch", address=node_address(cluster), port=6443), namespace=ns)
     run = finished(dash, run_id, 60)
@@ -283,7 +258,7 @@ def test_a_mid_run_switch_to_the_node_fails_a_probe_pod_run(
     assert run["status"] == "failed", run
     assert "stopped mid-run" in run["error"] and "apiserver" in run["error"], run["error"]
     assert run["done"] < 5000
-    wait_until(lambda: not probe_pods(cluster, ns), 60, "the run's probe pod to be deleted")
+    wait_for(lambda: not probe_pods(cluster, ns), 60, "the run's probe pod to be deleted")
 
 
 # -- a hostile backend
@@ -346,12 +321,12 @@ def test_a_reply_forging_backend_gets_one_outcome_per_request(
 ) -> None:
     cluster.apply(hostile_manifest(image), namespace=ns)
     cluster.wait_for(lambda: cluster.ready_pods(ns, "app=hostile"), 90, "the hostile backend")
-    wait_until(
+    wait_for(
         lambda: dash.get(f"/api/v1/services/{ns}/hostile").json()["service"]["endpoints_ready"] == 1,
         30,
         "the dashboard to see the hostile backend",
     )
-    wait_routed(dash, echo(ns, service="hostile"))
+    wait_serving(dash, echo(ns, service="hostile"), count=1)
     run = finished(dash, start(dash, **echo(ns, service="hostile", count=6, origin="probe-pod")))
     assert run["status"] == "done", run
     # Six requests, six outcomes: no forged error, no forged pod, nothing attributed to anyone.
@@ -372,7 +347,7 @@ def test_probe_pods_are_owned_bounded_sized_and_stream_their_results(
 ) -> None:
     """A Service of another namespace: its probe pod still runs in the release namespace."""
     app = deploy_echo(namespace, replicas=2)
-    wait_until(
+    wait_for(
         lambda: (
             dash.get(f"/api/v1/services/{namespace}/{app.name}").json()["service"]["endpoints_ready"] == 2
         ),
@@ -381,9 +356,9 @@ def test_probe_pods_are_owned_bounded_sized_and_stream_their_results(
     )
     count = 3000
     body = {"namespace": namespace, "service": app.name, "port": "http", "count": count, "concurrency": 1}
-    wait_routed(dash, body)
+    wait_serving(dash, body, count=1)
     run_id = start(dash, **body, origin="probe-pod", timeout_s=30)
-    (pod,) = wait_until(lambda: probe_pods(cluster, ns), 60, "the probe pod")
+    (pod,) = wait_for(lambda: probe_pods(cluster, ns), 60, "the probe pod")
     assert not probe_pods(cluster, namespace) and not probe_pods(cluster, "kube-system")
     owner = dashboard_pod(cluster, release)["metadata"]
     assert pod["metadata"]["ownerReferences"] == [
@@ -394,7 +369,7 @@ def test_probe_pods_are_owned_bounded_sized_and_stream_their_results(
     resources = pod["spec"]["containers"][0]["resources"]
     assert resources["limits"]["memory"] and resources["limits"]["cpu"] and resources["requests"]["memory"]
     # Results arrive while the client still runs.
-    partial = wait_until(
+    partial = wait_for(
         lambda: (r := run_of(dash, run_id))["status"] == "running" and 0 < r["done"] < count and r,
         120,
         "outcomes while the probe pod runs",
@@ -405,7 +380,7 @@ def test_probe_pods_are_owned_bounded_sized_and_stream_their_results(
     p50 = run["latency_ms"]["p50"]
     print(f"\nprobe pod: {partial['done']}/{count} outcomes seen while it ran; p50 {p50} ms")
     assert partial["done"] < count and run["latency_ms"]["p50"] is not None
-    wait_until(lambda: not probe_pods(cluster, ns), 60, "the probe pod to be deleted")
+    wait_for(lambda: not probe_pods(cluster, ns), 60, "the probe pod to be deleted")
 
 
 def test_exec_origin_works_under_the_charts_rbac(
@@ -452,15 +427,14 @@ def test_affinity_change_asks_to_confirm_and_leaves_an_event(
         )["items"]
         return next((e for e in items if e["reason"] == "SessionAffinityChanged"), None)
 
-    recorded = wait_until(event, 30, "the Event on the Service")
+    recorded = wait_for(event, 30, "the Event on the Service")
     assert "None -> ClientIP (77 s)" in recorded["message"] and "client 127.0.0.1" in recorded["message"]
-    page = wait_until(
-        lambda: (
-            "Current: <code>ClientIP</code>" in (p := dash.get(f"/services/{ns}/svcscope-echo").text) and p
-        ),
-        30,
-        "the watch to deliver the change",
-    )
+
+    def changed() -> str | None:
+        text = dash.get(f"/services/{ns}/svcscope-echo").text
+        return text if "Current: <code>ClientIP</code>" in text else None
+
+    page = wait_for(changed, 30, "the watch to deliver the change")
     assert "None → ClientIP (77 s)" in page
     r = dash.post(f"/api/v1/services/{ns}/svcscope-echo/session-affinity", json={"session_affinity": "None"})
     assert r.status_code == 200, r.text
@@ -494,12 +468,12 @@ def test_a_killed_dashboard_leaves_no_probe_pod(
     a probe pod a crashed predecessor left without an owner is deleted by the replacement at start-up."""
     cluster.apply(LEFTOVER % image, namespace=ns)
     run_id = start(dash, **echo(ns, count=5000, timeout_s=2, origin="probe-pod"))
-    wait_until(lambda: run_of(dash, run_id)["done"] >= 10, 120, "the probe pod running")
+    wait_for(lambda: run_of(dash, run_id)["done"] >= 10, 120, "the probe pod running")
     assert len(probe_pods(cluster, ns)) == 2
     old = dashboard_pod(cluster, release)["metadata"]["name"]
     killed = time.monotonic()
     cluster.kubectl("delete", "pod", old, "-n", ns, "--grace-period=0", "--force", "--wait=false")
-    wait_until(
+    wait_for(
         lambda: [
             p
             for p in cluster.ready_pods(ns, "app.kubernetes.io/name=svcscope")
@@ -508,5 +482,5 @@ def test_a_killed_dashboard_leaves_no_probe_pod(
         120,
         "the replacement dashboard",
     )
-    wait_until(lambda: not probe_pods(cluster, ns), 90, "no probe pod left")
+    wait_for(lambda: not probe_pods(cluster, ns), 90, "no probe pod left")
     print(f"\nkilled dashboard: no probe pod left {time.monotonic() - killed:.1f} s after the kill")

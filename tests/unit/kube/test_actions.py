@@ -25,6 +25,7 @@ from app.kube.actions import (
     _ws_or_client_error,
     policy_from,
 )
+from app.kube.waiting import reporting_to
 from app.writepolicy import WritePolicy
 
 SETTINGS = Settings(
@@ -225,12 +226,20 @@ def test_a_node_origin_pod_shares_the_node_network_and_stays_unprivileged() -> N
 async def test_a_probe_pod_on_a_node_nobody_runs_fails_soon(monkeypatch: pytest.MonkeyPatch) -> None:
     """The apiserver accepts any nodeName; a pod that no kubelet picks up never gets a condition."""
     core = FakeCore(["Pending"], [])
-    monkeypatch.setattr(actions_module, "NODE_SILENT_S", 0.0)
+    monkeypatch.setattr(actions_module, "NODE_SILENT_S", 0.5)
     stream = actions_with(core, monkeypatch).probe_pod(["x"], 600.0, name="p", node="no-such-node")
-    with pytest.raises(ActionError, match="not picked up by node no-such-node") as err:
+    notes: list[str | None] = []
+    with reporting_to(notes.append), pytest.raises(ActionError) as err:
         _ = [line async for line in stream]
+    assert err.value.message == (
+        "node 'no-such-node' did not pick up probe pod svcscope/p within 0.5 s: no running node has that "
+        "name, or its kubelet is down. Check the name with `kubectl get nodes`, or leave the node empty "
+        "to let the scheduler choose."
+    )
     assert err.value.refusal is Refusal.NOT_FOUND and core.deleted == [("svcscope", "p")]
     assert core.created[0]["spec"]["nodeName"] == "no-such-node"
+    # While it waits, the run says what for (the silence is the only sign of a wrong name).
+    assert "waiting for node 'no-such-node' to pick up the probe pod" in notes
 
 
 @pytest.mark.parametrize(

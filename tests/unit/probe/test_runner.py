@@ -8,6 +8,7 @@ import pytest
 
 from app.config import Settings
 from app.domain import Origin
+from app.probe import calibrate as calibrate_module
 from app.probe.run import ENDPOINTS_MAX_AGE_S, Run, RunStatus
 from app.probe.runner import ProbeRunner
 from app.probe.spec import ProbeSpec, RunLimitError, SpecError
@@ -303,3 +304,16 @@ async def test_the_verdict_is_frozen_when_the_run_ends(cluster: Cluster) -> None
 async def test_no_verdict_while_the_client_node_is_unknown(cluster: Cluster) -> None:
     run = await finished(_runner_on_node(cluster, None).start(spec(count=3)))
     assert run.summary().routing is None
+
+
+async def test_a_calibration_capped_below_the_pod_count_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Service at the per-Service threshold (250 endpoints) is calibrated whole; past the cap the note
+    tells how many pods were probed, so unmatched replies are not a mystery."""
+    assert calibrate_module.MAX_CALIBRATED_PODS >= 250
+    monkeypatch.setattr(calibrate_module, "MAX_CALIBRATED_PODS", 2)
+    async for c in make_cluster(3, "anonymous"):
+        run = await finished(c.runner().start(spec(count=30, concurrency=3)))
+        assert run.calibration.mode == "fingerprint" and len(run.calibration.probed) == 2
+        assert "; 2 of 3 pods probed directly" in run.calibration.note, run.calibration.note
+        s = run.summary()
+        assert s.attributed + s.unattributed == 30 and s.unattributed > 0

@@ -9,7 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.domain import Origin
+from app.domain import Node, Origin
+from app.kube.cache import ALL_NAMESPACES, Kind
 from app.main import create_app
 from app.probe.runner import ProbeRunner
 from app.writepolicy import Write
@@ -84,3 +85,40 @@ def test_empty_origin_fields_are_not_given(client: tuple[TestClient, FakeRemote]
     assert 'class="probe-run card"' in html and remote.nodes == [None]
     html = post(c, origin="probe-pod", node="svcscope-dc-2")
     assert "on node svcscope-dc-2" in html and remote.nodes == [None, "svcscope-dc-2"]
+
+
+def test_an_unknown_node_is_refused_at_submit_when_nodes_are_watched(
+    client: tuple[TestClient, FakeRemote],
+) -> None:
+    c, remote = client
+    cache = c.app.state.svc.cache  # type: ignore[attr-defined]
+    cache.upsert_node(Node("svcscope-dc", "zone-a", None, (), ready=True))
+    cache.upsert_node(Node("svcscope-dc-2", "zone-b", None, (), ready=True))
+    cache.mark_synced(Kind.NODES, ALL_NAMESPACES)
+    html = post(c, origin="probe-pod", node="no-such-node")
+    assert 'data-status="422"' in html, html
+    assert "node &#39;no-such-node&#39; does not exist (nodes: svcscope-dc, svcscope-dc-2)" in html, html
+    body = {"namespace": "shop", "service": "web", "port": "http", "count": 2, "concurrency": 1}
+    r = c.post("/api/v1/probes", json={**body, "origin": "probe-pod", "node": "no-such-node"})
+    assert r.status_code == 422 and "does not exist (nodes: svcscope-dc, svcscope-dc-2)" in r.json()["detail"]
+    assert remote.calls == [] and remote.nodes == []
+    # A node that exists runs as before.
+    assert "on node svcscope-dc-2" in post(c, origin="probe-pod", node="svcscope-dc-2")
+    assert remote.nodes == ["svcscope-dc-2"]
+
+
+def test_the_exec_picker_lists_running_containers_and_its_pick_is_used(
+    client: tuple[TestClient, FakeRemote],
+) -> None:
+    c, remote = client
+    page = c.get("/probes/new", params={"namespace": "shop", "service": "web"}).text
+    picker = page.split('<select name="exec_pick"')[1].split("</select>")[0]
+    assert '<option value="shop/web-1/app">shop/web-1 · app</option>' in picker, picker
+    # The pick wins over the typed names; it is used for exec runs only.
+    html = post(c, origin="exec", exec_pick="shop/web-1/app", exec_pod="typed-pod")
+    assert 'class="probe-run card"' in html, html
+    assert remote.detections == [("shop", "web-1", "app")]
+    html = post(c, origin="exec", exec_pick="shop/web-1")
+    assert 'data-status="422"' in html and "expected namespace/pod/container" in html, html
+    html = post(c, origin="dashboard", concurrency="1", exec_pick="shop/web-1/app")
+    assert 'class="probe-run card"' in html and remote.detections == [("shop", "web-1", "app")]

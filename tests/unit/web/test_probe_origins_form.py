@@ -19,15 +19,19 @@ from app.probe.runner import ProbeRunner
 from app.web.probes import RUN_TEMPLATES
 from app.writepolicy import WritePolicy
 from tests.unit.fakes import limits
-from tests.unit.kube.objects import demo_cache
+from tests.unit.kube.objects import demo_cache, fill, pod
 from tests.unit.web.sse import call
 
 pytestmark = pytest.mark.timeout(30)
 ORIGINS = (Origin.PROBE_POD, Origin.EXEC)
 
 
-def dashboard(writable: set[str], probe_pod_namespace: str | None) -> Iterator[TestClient]:
-    cache = demo_cache()
+def dashboard(
+    writable: set[str],
+    probe_pod_namespace: str | None,
+    pods: list[dict[str, Any]] = (),  # type: ignore[assignment]
+) -> Iterator[TestClient]:
+    cache = fill(demo_cache(), pods=pods)
     app = create_app(Settings(csrf_secret="test"), cache=cache, start_watchers=False)
     with TestClient(app, base_url="http://localhost") as c:
         # The real actions client's checks (no API call is made: the form and the runner only ask).
@@ -50,6 +54,12 @@ def not_writable() -> Iterator[TestClient]:
 @pytest.fixture
 def writable() -> Iterator[TestClient]:
     yield from dashboard({"shop"}, "svcscope")
+
+
+@pytest.fixture
+def writable_elsewhere() -> Iterator[TestClient]:
+    """The Service's namespace is not writable; another one, with a pod to exec into, is."""
+    yield from dashboard({"tools"}, "svcscope", [pod("toolbox", "tools", ip="198.18.0.40")])
 
 
 @pytest.fixture
@@ -91,6 +101,22 @@ def test_every_origin_is_offered_where_the_runner_accepts_it(writable: TestClien
     page = writable.get("/services/shop/web").text
     assert options(page) == {"dashboard": True, "probe-pod": True, "exec": True}
     assert refusals(page) == {} and 'data-testid="origin-refusals"' not in page
+
+
+def test_exec_is_offered_when_another_namespace_is_writable(writable_elsewhere: TestClient) -> None:
+    """The server execs into a pod of any writable namespace (exec_namespace), not only the Service's."""
+    page = writable_elsewhere.get("/services/shop/web").text
+    assert options(page) == {"dashboard": True, "probe-pod": True, "exec": True}
+    assert refusals(page) == {}
+    body = {"namespace": "shop", "service": "web", "port": "http", "count": 5, "concurrency": 1}
+    # The Service's own namespace is still refused, with the namespaces that are writable ...
+    r = writable_elsewhere.post("/api/v1/probes", json={**body, "origin": "exec", "exec_pod": "web-1"})
+    assert r.status_code == 403 and "namespace shop is not writable (writable: tools;" in r.json()["detail"]
+    # ... and the writable one passes the write check (then meets the next one: no such pod).
+    r = writable_elsewhere.post(
+        "/api/v1/probes", json={**body, "origin": "exec", "exec_namespace": "tools", "exec_pod": "gone"}
+    )
+    assert r.status_code == 422 and "tools/gone is not a watched running pod" in r.json()["detail"]
 
 
 def test_probe_pods_without_a_namespace_for_them_are_not_offered(no_probe_pods: TestClient) -> None:
