@@ -158,8 +158,12 @@ async def test_affinity_flip_is_an_event(cluster: Cluster) -> None:
     svc = cluster.view.services[key]
     cluster.view.services[key] = dataclasses.replace(svc, session_affinity="ClientIP", affinity_timeout_s=60)
     await until(lambda: w.affinity == "ClientIP", "the flip to be seen")
+    # The requests after the flip are judged by the new rule: the loopback balancer still round-robins, so
+    # under ClientIP each change of pod is a re-pick, unexpected (no idle gap beyond the 60 s timeout).
+    await until(lambda: len(w.series.repicks) >= 2, "re-picks under ClientIP")
     manager.stop(w.id)
     await until(lambda: w.finished, "the stop")
+    assert all(not r.expected for r in w.series.repicks)
     fields = [e.field for e in w.events if e.kind == EventKind.SERVICE]
     assert fields == ["sessionAffinity", "sessionAffinityTimeoutSeconds"]
     (c,) = w.measurements().convergence
