@@ -62,10 +62,14 @@ class FragmentCache:
             return cast(T, self._items[key])
         value = make()
         self.renders += 1
+        self.put(key, value)
+        return value
+
+    def put(self, key: Hashable, value: Any) -> None:
         self._items[key] = value
+        self._items.move_to_end(key)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
-        return value
 
 
 @dataclass

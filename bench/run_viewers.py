@@ -3,7 +3,8 @@
 Not a test: a measurement on the real devcluster. The dashboard runs in the node's network namespace
 with the run store on; it probes a 3-pod echo Service. ``--runs`` runs of ``--count`` requests start
 together, each followed by ``--viewers`` live streams (``/runs/{id}/stream``, read to their ``done``
-event); meanwhile the dashboard's RSS is sampled every 100 ms and ``GET /`` is timed every 250 ms.
+event); meanwhile the dashboard's RSS is sampled every 100 ms and ``GET /`` is timed every 250 ms by a
+process of its own (the client of 400 streams, busy itself, would otherwise delay the reads it times).
 
     .venv/bin/python -m bench.run_viewers [--runs 4] [--viewers 100] [--count 10000] [--concurrency 32]
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
+import os
 import statistics
 import time
 import uuid
@@ -27,6 +30,7 @@ from tests.e2e.conftest import deploy_echo_app
 from tests.e2e.dashboard import probe_body, start_dashboard, wait_serving
 
 SAMPLE_S = 0.1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 LATENCY_EVERY_S = 0.25
 IDLE_SAMPLES = 20
 RUN_DEADLINE_S = 600.0  # the whole measurement, bounded
@@ -53,6 +57,16 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     raise SystemExit(f"no {field} for pid {pid}: the dashboard exited")
 
 
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 async def follow(c: httpx.AsyncClient, run_id: str) -> tuple[int, float]:
     """Read one run's stream to its end; returns (bytes, seconds until the done event)."""
     total = 0
@@ -69,10 +83,35 @@ async def follow(c: httpx.AsyncClient, run_id: str) -> tuple[int, float]:
     return total, (done_at or time.monotonic()) - started
 
 
+def pinger(base_url: str, go: Any, stop: Any, out: Any) -> None:
+    """``GET /`` timed in a process of its own (so that the 400 streams' client cannot delay its reads):
+    first ``IDLE_SAMPLES`` before anything runs, then every ``LATENCY_EVERY_S`` from ``go`` to ``stop``."""
+    with httpx.Client(base_url=base_url, timeout=120.0) as c:
+
+        def timed() -> float:
+            t = time.monotonic()
+            r = c.get("/")
+            if r.status_code != 200:  # counted, not fatal: the measurement goes on (a 500 is a finding)
+                print(f"GET / answered {r.status_code}: {r.text[:200]!r}", flush=True)
+            return (time.monotonic() - t) * 1000
+
+        idle = []
+        for _ in range(IDLE_SAMPLES):
+            idle.append(timed())
+            time.sleep(LATENCY_EVERY_S)
+        out.put(idle)
+        go.wait(RUN_DEADLINE_S)
+        cpu0 = own_cpu_s()
+        busy = []
+        while not stop.is_set():
+            busy.append(timed())
+            time.sleep(LATENCY_EVERY_S)
+        out.put((busy, own_cpu_s() - cpu0))
+
+
 async def measure(base_url: str, pid: int, bodies: list[dict[str, Any]], viewers: int) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=len(bodies) * viewers + 20, max_keepalive_connections=20)
     rss: list[float] = []
-    latencies: list[float] = []
     stop = asyncio.Event()
 
     async def sample() -> None:
@@ -80,27 +119,17 @@ async def measure(base_url: str, pid: int, bodies: list[dict[str, Any]], viewers
             rss.append(rss_mb(pid))
             await asyncio.sleep(SAMPLE_S)
 
-    async def ping(c: httpx.AsyncClient) -> None:
-        while not stop.is_set():
-            t = time.monotonic()
-            r = await c.get("/")
-            assert r.status_code == 200
-            latencies.append((time.monotonic() - t) * 1000)
-            await asyncio.sleep(LATENCY_EVERY_S)
-
-    async with (
-        httpx.AsyncClient(base_url=base_url, timeout=120.0, limits=limits) as c,
-        httpx.AsyncClient(base_url=base_url, timeout=120.0) as pinger,
-    ):
+    spawn = multiprocessing.get_context("spawn")
+    go, done, out = spawn.Event(), spawn.Event(), spawn.Queue()
+    timer = spawn.Process(target=pinger, args=(base_url, go, done, out), daemon=True)
+    timer.start()
+    async with httpx.AsyncClient(base_url=base_url, timeout=120.0, limits=limits) as c:
         before = rss_mb(pid)
-        idle: list[float] = []  # GET / before anything runs: what the machine's own load costs
-        for _ in range(IDLE_SAMPLES):
-            t = time.monotonic()
-            assert (await pinger.get("/")).status_code == 200
-            idle.append((time.monotonic() - t) * 1000)
-            await asyncio.sleep(LATENCY_EVERY_S)
-        tasks = [asyncio.create_task(sample()), asyncio.create_task(ping(pinger))]
+        idle: list[float] = await asyncio.to_thread(out.get, True, 120.0)  # GET / before anything runs
+        tasks = [asyncio.create_task(sample())]
         started = time.monotonic()
+        own0, dash0 = own_cpu_s(), cpu_s(pid)
+        go.set()
         ids = []
         for body in bodies:
             r = await c.post("/api/v1/probes", json=body)
@@ -109,6 +138,10 @@ async def measure(base_url: str, pid: int, bodies: list[dict[str, Any]], viewers
         async with asyncio.timeout(RUN_DEADLINE_S):
             results = await asyncio.gather(*(follow(c, i) for i in ids for _ in range(viewers)))
         took = time.monotonic() - started
+        own, dash = own_cpu_s() - own0, cpu_s(pid) - dash0
+        done.set()
+        latencies, timer_cpu = await asyncio.to_thread(out.get, True, 180.0)
+        timer.join(10)
         await asyncio.sleep(1.0)  # what the memory settles to right after
         after = rss_mb(pid)
         stop.set()
@@ -131,6 +164,12 @@ async def measure(base_url: str, pid: int, bodies: list[dict[str, Any]], viewers
         "get_root_max_ms": round(lat[-1], 1),
         "get_root_samples": len(lat),
         "seconds": round(took, 1),
+        # Whose CPU the runs took, in % of one CPU: the dashboard's, the streams' client's and the GET /
+        # timer's (a client near 100 % would be too slow to tell what the dashboard does).
+        "dashboard_cpu_pct": round(dash / took * 100, 1),
+        "viewers_client_cpu_pct": round(own / took * 100, 1),
+        "get_root_client_cpu_pct": round(timer_cpu / took * 100, 1),
+        "load_average": " / ".join(f"{v:.1f}" for v in os.getloadavg()),
         "stream_kb_max": round(max(b for b, _ in results) / 1024, 1),
         "statuses": sorted({r["status"] for r in runs}),
         "done": [r["done"] for r in runs],

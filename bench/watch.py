@@ -41,8 +41,33 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 ELAPSED = re.compile(r'data-elapsed="([0-9.]+)"')
 
 
-def serve(port: int, backends: list[int]) -> None:
+async def trace_memory(path: str, warmup: float, every: float = 60.0) -> None:
+    """Where the heap grows after the warm-up: the Python allocations that grew most since its end, by
+    source line, written to ``path`` every ``every`` seconds (with what tracemalloc traces in all and RSS,
+    so that growth outside Python's own objects, e.g. the allocator's fragmentation, shows too)."""
+    import tracemalloc
+
+    await asyncio.sleep(warmup)
+    base = tracemalloc.take_snapshot()
+    rss0 = rss_kib(os.getpid())
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        snap = tracemalloc.take_snapshot()
+        traced, _ = tracemalloc.get_traced_memory()
+        lines = [
+            f"after {time.monotonic() - started:.0f} s: traced {traced / 2**20:.1f} MiB, "
+            f"RSS {(rss_kib(os.getpid()) - rss0) / 1024:+.1f} MiB since the warm-up"
+        ]
+        lines += [str(d) for d in snap.compare_to(base, "lineno")[:15]]
+        with Path(path).open("a") as f:  # noqa: ASYNC230 (a bench's few lines a minute)
+            f.write("\n".join(lines) + "\n\n")
+
+
+def serve(port: int, backends: list[int], trace: str | None = None, warmup: float = 0.0) -> None:
     """The dashboard process: the real app on 127.0.0.1:``port`` probing the echo backends."""
+    import tracemalloc
+
     import uvicorn
 
     from app.config import Settings
@@ -72,7 +97,13 @@ def serve(port: int, backends: list[int]) -> None:
     async def lifespan(a: Any) -> AsyncIterator[None]:
         async with inner(a):
             state.probe_runner = ProbeRunner(cache, limits(max_count=100_000), dial=dial)
+            tracer = None
+            if trace:  # started here, after the imports: tracing them would slow the start-up tenfold
+                tracemalloc.start()
+                tracer = asyncio.create_task(trace_memory(trace, warmup))
             yield
+            if tracer is not None:
+                tracer.cancel()
 
     app.router.lifespan_context = lifespan
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
@@ -86,9 +117,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def dashboard(backends: list[int]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def dashboard(
+    backends: list[int], trace: str | None = None, warmup: float = 0.0
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     argv = [sys.executable, "-m", "bench.watch", "--serve", str(port), "--ports", *map(str, backends)]
+    if trace:
+        argv += ["--tracemalloc", trace, "--warmup", str(warmup)]
     proc = subprocess.Popen(argv, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -243,15 +278,22 @@ def main() -> None:
     parser.add_argument("--long", action="store_true", help="10 minutes, 1-minute warm-up")
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--viewers", type=int, default=20)
+    parser.add_argument(
+        "--tracemalloc",
+        metavar="FILE",
+        help="write the heap's growth since the warm-up to FILE every minute (slows the dashboard: its CPU "
+        "numbers are then not comparable)",
+    )
+    parser.add_argument("--warmup", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ports", type=int, nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.ports)
+        serve(args.serve, args.ports, args.tracemalloc, args.warmup or 0.0)
         return
     seconds = 600.0 if args.long else args.seconds
     warmup = 60.0 if args.long else seconds / 3
-    with echo_backends() as ports, dashboard(ports) as (proc, url):
+    with echo_backends() as ports, dashboard(ports, args.tracemalloc, warmup) as (proc, url):
         result = asyncio.run(bench(url, proc.pid, seconds, warmup, args.rate, args.viewers))
     ratio = result["watch_cpu_us_per_request"] / result["run_cpu_us_per_request"]
     print(

@@ -45,6 +45,7 @@ from app.web.execpicker import picker, with_pick
 from app.web.params import Name, NameQuery, PodName, RunIdPath
 from app.web.probe_json import CancelOut, RunDetailOut
 from app.web.render import fragment, page, wants_fragment
+from app.web.runstrip import StripLog
 from app.web.security import csrf_token
 
 router = APIRouter()
@@ -383,6 +384,22 @@ def final_block(state: AppState, templates: Jinja2Templates, run: Run) -> str:
     )
 
 
+def strip_cells(templates: Jinja2Templates, run: Run, colors: dict[str, int], start: int, end: int) -> str:
+    return fragment(
+        templates, "partials/_probe_strip_cells.html", cells=run.results[start:end], colors=colors
+    )
+
+
+def live_strip(state: AppState, templates: Jinja2Templates, run: Run, colors: dict[str, int]) -> StripLog:
+    """The run's live strip shared by its viewers; a new one (all cells drawn again) when a pod's colour
+    changed, so that a viewer that connects later sees every cell in the colours of the bars."""
+    log = state.fragments.get(("strip", run.id), lambda: StripLog(colors))
+    if log.colors != colors:
+        log = StripLog(colors)
+        state.fragments.put(("strip", run.id), log)
+    return log
+
+
 @router.post("/probes", include_in_schema=False, response_model=None)
 async def start_probe_form(
     request: Request, form: Annotated[ProbeForm, Form()], state: StateDep, templates: TemplatesDep
@@ -473,11 +490,8 @@ async def run_stream(
         total = len(run.results)
         if cursor < min(total, STRIP_MAX):
             end = min(total, STRIP_MAX)
-            render = functools.partial(
-                fragment, templates, "partials/_probe_strip_cells.html", cells=run.results[cursor:end]
-            )
-            html = state.fragments.get(
-                ("strip", run.id, cursor, end), functools.partial(render, colors=ctx["colors"])
+            html = live_strip(state, templates, run, ctx["colors"]).cells(
+                cursor, end, functools.partial(strip_cells, templates, run, ctx["colors"])
             )
             cursor = end
             yield ServerSentEvent(raw_data=html, event="strip", id=str(cursor))

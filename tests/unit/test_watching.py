@@ -14,7 +14,7 @@ from app.domain import ObjectKey
 from app.probe.spec import RunLimitError, SpecError
 from app.probe.targets import UnknownService
 from app.probe.watch import EventKind
-from app.probe.watchrun import Watch, WatchSpec, WatchStatus
+from app.probe.watchrun import MAX_TICK_S, TICK_S, Watch, WatchSpec, WatchStatus, start_grid
 from app.store import AsyncRunStore, Kind, RunRecord, StoreConfig
 from app.watching import WatchManager
 from tests.unit.fakes import SLICE_PORTS, WEB, Cluster, make_cluster, watch_bounds
@@ -63,6 +63,12 @@ async def test_a_watch_paces_attributes_and_counts_every_request(cluster: Cluste
     assert sum(s.requests for s in w.series.seconds()) == w.series.requests
     assert all(s.p50_ms is not None for s in w.series.seconds())
     await manager.aclose()
+
+
+def test_the_start_grid_groups_requests_at_high_rates_only_up_to_the_events_resolution() -> None:
+    assert start_grid(200) == MAX_TICK_S  # 20 requests a step
+    assert start_grid(2000) == TICK_S  # already 40 a step at the finest grid
+    assert start_grid(1) == MAX_TICK_S and start_grid(400) == pytest.approx(0.05)
 
 
 async def test_stop_and_shutdown_end_watches_and_count_what_was_sent(cluster: Cluster) -> None:
@@ -158,8 +164,12 @@ async def test_affinity_flip_is_an_event(cluster: Cluster) -> None:
     svc = cluster.view.services[key]
     cluster.view.services[key] = dataclasses.replace(svc, session_affinity="ClientIP", affinity_timeout_s=60)
     await until(lambda: w.affinity == "ClientIP", "the flip to be seen")
+    # The requests after the flip are judged by the new rule: the loopback balancer still round-robins, so
+    # under ClientIP each change of pod is a re-pick, unexpected (no idle gap beyond the 60 s timeout).
+    await until(lambda: len(w.series.repicks) >= 2, "re-picks under ClientIP")
     manager.stop(w.id)
     await until(lambda: w.finished, "the stop")
+    assert all(not r.expected for r in w.series.repicks)
     fields = [e.field for e in w.events if e.kind == EventKind.SERVICE]
     assert fields == ["sessionAffinity", "sessionAffinityTimeoutSeconds"]
     (c,) = w.measurements().convergence
