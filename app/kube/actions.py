@@ -26,7 +26,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -394,10 +394,11 @@ class KubeActions:
         name: str | None = None,
         node: str | None = None,
         host_network: bool = False,
+        started: Callable[[str | None, str | None], None] | None = None,
     ) -> AsyncGenerator[str, None]:
         """Run ``argv`` in a fresh pod of the svcscope image in the probe namespace (on the node's network
-        with ``host_network``); yield its output lines as they are written; delete the pod when done,
-        failed or closed early."""
+        with ``host_network``); tell ``started`` its IP and node once it runs; yield its output lines as
+        they are written; delete the pod when done, failed or closed early."""
         namespace = self.pods.namespace or ""
         name = name or f"svcscope-probe-{secrets.token_hex(4)}"
         self._allow(namespace, Write.PROBE_POD, name)
@@ -414,7 +415,9 @@ class KubeActions:
             raise _ws_or_client_error(exc, what, forbidden_hint=hint) from exc
         try:
             deadline = time.monotonic() + self.pods.deadline_s(budget_s) + 10
-            phase = await self._started(core, namespace, name, deadline, node=node)
+            phase, ip, on_node = await self._started(core, namespace, name, deadline, node=node)
+            if started is not None:
+                started(ip, on_node)
             got_any = False
             for _ in range(LOG_REOPENS + 1):
                 async for line in self._follow_log(core, namespace, name, deadline):
@@ -437,8 +440,11 @@ class KubeActions:
 
     async def _started(
         self, core: k8s.CoreV1Api, namespace: str, name: str, deadline: float, *, node: str | None = None
-    ) -> str:
+    ) -> tuple[str, str | None, str | None]:
+        """The pod's phase once it runs or ended, with its IP and node."""
         phase = ""
+        ip: str | None = None
+        on_node: str | None = None
         silent_until = time.monotonic() + NODE_SILENT_S
         while phase not in ("Running", "Succeeded", "Failed"):
             if time.monotonic() > deadline:
@@ -451,6 +457,8 @@ class KubeActions:
             except (ApiTimeout, OSError):  # the pod starts on meanwhile: ask again until the deadline
                 continue
             phase = current.status.phase or ""
+            ip = current.status.pod_ip or ip
+            on_node = current.spec.node_name if current.spec is not None else on_node
             # The apiserver accepts any nodeName (and svcscope may not list nodes): a name no kubelet
             # answers to shows as a pod without any condition.
             if node and not current.status.conditions:
@@ -469,7 +477,7 @@ class KubeActions:
                 if waiting is not None and waiting.reason in STUCK_REASONS:
                     reason = f"{waiting.reason} (image {self.pods.image})"
                     raise ActionError(f"probe pod {namespace}/{name} cannot start: {reason}")
-        return phase
+        return phase, ip, on_node
 
     async def _follow_log(
         self, core: k8s.CoreV1Api, namespace: str, name: str, deadline: float

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import secrets
 import shlex
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Protocol
 
 from app.domain import PROBE_POD_ORIGINS, Origin
@@ -67,6 +68,7 @@ class RemoteProber(Protocol):
         name: str | None = None,
         node: str | None = None,
         host_network: bool = False,
+        started: Callable[[str | None, str | None], None] | None = None,
     ) -> AsyncGenerator[str, None]: ...
 
     def exec_in_pod(
@@ -78,6 +80,15 @@ class RemoteProber(Protocol):
         *,
         container: str | None = None,
     ) -> AsyncGenerator[str, None]: ...
+
+
+def _note_client(run: Run, ip: str | None, node: str | None) -> None:
+    """A probe pod's address and node as read when it started: a short run can end before the watch
+    reports them, and the pod is deleted then."""
+    if ip and run.client_ip is None:
+        run.client_ip = ip
+    if node and run.client_node is None:
+        run.client_node = node
 
 
 def client_budget_s(spec: ProbeSpec) -> float:
@@ -297,7 +308,12 @@ async def execute_remote(
     reader: RecordReader | ToolReader = RecordReader(run)
     if spec.origin in PROBE_POD_ORIGINS:
         lines = remote.probe_pod(
-            argv, budget, name=run.client_pod, node=spec.node, host_network=spec.origin is Origin.NODE
+            argv,
+            budget,
+            name=run.client_pod,
+            node=spec.node,
+            host_network=spec.origin is Origin.NODE,
+            started=functools.partial(_note_client, run),
         )
     else:
         assert spec.exec_pod is not None

@@ -342,6 +342,7 @@ class FakeRemote:
         self.closed = 0  # streams closed (cleanly or early): the pod deleted / the exec closed
         self.nodes: list[str | None] = []
         self.host_network: list[bool] = []  # per probe pod: on the node's network (origin node)
+        self.started_ip: str | None = "198.18.0.99"  # what a started probe pod reports as its IP
         # What an exec's look for tools finds (None: the container has no shell); svcscope's image by default.
         self.tools: str | None = tools
         self.detections: list[tuple[str, str, str | None]] = []
@@ -366,7 +367,10 @@ class FakeRemote:
         name: str | None = None,
         node: str | None = None,
         host_network: bool = False,
+        started: Callable[[str | None, str | None], None] | None = None,
     ) -> AsyncGenerator[str, None]:
+        if started is not None:  # as the real one does once the pod runs: its address and node
+            started(self.started_ip, node or "node-1")
         self.host_network.append(host_network)
         self.names.append(name)
         self.nodes.append(node)

@@ -226,6 +226,9 @@ async def test_runs_know_their_client() -> None:
     runner = ProbeRunner(view, limits(), remote=remote, origins=BOTH)
     run = await finished(runner.start(spec(count=1)))
     assert run.client_pod == f"svcscope-probe-{run.id}" and remote.names == [run.client_pod]
+    # The probe pod is not in the watch here (a short run can end before it is): its address and node come
+    # from the pod as read when it started.
+    assert (run.client_ip, run.client_node) == (remote.started_ip, "node-1")
     run = await finished(runner.start(spec(origin=Origin.EXEC, exec_pod="web-2", count=1)))
     assert run.client_pod == "web-2" and run.client_ip == view.pods[ObjectKey(NS, "web-2")].pod_ip
 
@@ -233,13 +236,17 @@ async def test_runs_know_their_client() -> None:
 async def test_the_node_origin_runs_a_host_network_probe_pod_and_tallies_what_the_server_saw() -> None:
     lines = [record_line(i, "web-0", peer=f"198.18.0.1:{4000 + i}") for i in (1, 2, 3)]
     remote = FakeRemote(lines)
+    remote.started_ip = "198.18.255.1"  # a hostNetwork pod has its node's address
     runner = ProbeRunner(web_view(), limits(), remote=remote, origins=(Origin.NODE,))
     run = await finished(runner.start(spec(count=3, origin=Origin.NODE, node="svcscope-dc")))
     assert run.status == RunStatus.DONE and remote.host_network == [True] and remote.nodes == ["svcscope-dc"]
     seen = run.summary().seen
     assert seen is not None and seen.peers == (("198.18.0.1", 3),)
-    assert seen.snat is None  # the probe pod's own address is not known here: nothing is claimed
+    assert run.client_ip == "198.18.255.1" and seen.snat is True  # the server saw another source
     plain = FakeRemote(lines)
+    plain.started_ip = "198.18.0.1"  # the address the server saw: no source NAT claimed
     pod_runner = ProbeRunner(web_view(), limits(), remote=plain, origins=(Origin.PROBE_POD,))
-    await finished(pod_runner.start(spec(count=3)))
+    pod_run = await finished(pod_runner.start(spec(count=3)))
     assert plain.host_network == [False]
+    pod_seen = pod_run.summary().seen
+    assert pod_seen is not None and pod_seen.snat is False
