@@ -136,8 +136,15 @@ class FakeCore:
         phase = self.phases.pop(0) if len(self.phases) > 1 else self.phases[0]
         waiting = SimpleNamespace(reason=self.waiting) if self.waiting else None
         statuses = [SimpleNamespace(state=SimpleNamespace(waiting=waiting))]
+        running = phase not in ("Pending", "")
         return SimpleNamespace(
-            status=SimpleNamespace(phase=phase, container_statuses=statuses, conditions=None)
+            spec=SimpleNamespace(node_name="node-1" if running else None),
+            status=SimpleNamespace(
+                phase=phase,
+                container_statuses=statuses,
+                conditions=None,
+                pod_ip="198.18.0.77" if running else None,
+            ),
         )
 
     async def read_namespaced_pod_log(self, name: str, namespace: str, **kw: Any) -> FakeResponse:
@@ -161,8 +168,13 @@ async def test_a_probe_pods_log_is_followed_and_the_pod_deleted(monkeypatch: pyt
     # The stream drops once while the pod runs: it is followed again (the reader ignores repeated records).
     core = FakeCore(["Pending", "Running", "Running", "Succeeded"], [[b"one\ntw", b"o\n"], [b"one\nthree\n"]])
     actions = actions_with(core, monkeypatch)
-    lines = [line async for line in actions.probe_pod(["python3"], 5.0, name="svcscope-probe-1")]
+    started: list[tuple[str | None, str | None]] = []
+    stream = actions.probe_pod(
+        ["python3"], 5.0, name="svcscope-probe-1", started=lambda ip, node: started.append((ip, node))
+    )
+    lines = [line async for line in stream]
     assert lines == ["one", "two", "one", "three"]
+    assert started == [("198.18.0.77", "node-1")]  # told once, when the pod runs
     assert [c["namespace"] for c in core.created] == ["svcscope"]
     assert core.deleted == [("svcscope", "svcscope-probe-1")] and all(r.released for r in core.responses)
 
