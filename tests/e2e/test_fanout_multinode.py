@@ -306,8 +306,10 @@ def test_browser_starts_from_every_node_and_sees_the_matrix_fill_in_live(pods: P
     seen = pg.evaluate("window.__fanout_seen")
     assert pg.evaluate("window.__fanout_loaded") is True, "the page was reloaded"
     live = [total for fin, total in seen if fin == "false"]
-    # Live: while the clients ran, the matrix showed at least two different partial totals in place.
-    assert len(set(live)) >= 2 and max(live) < LIVE_COUNT * len(topo.nodes), seen
+    # Live: while the clients ran, the matrix showed at least two different partial totals in place (the
+    # full total can show before the rows are marked finished: the pods are still being cleaned up).
+    partial = {total for total in live if total < LIVE_COUNT * len(topo.nodes)}
+    assert len(partial) >= 2 and max(live) <= LIVE_COUNT * len(topo.nodes), seen
     for node in topo.nodes:
         row = pg.locator(f"tr[data-node='{node}']")
         assert row.get_attribute("data-state") in ("as expected", "differs"), row.inner_text()
