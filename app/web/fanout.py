@@ -102,7 +102,7 @@ def start(state: AppState, settings: Settings, body: FanoutRequest) -> fanout.Fa
     return started
 
 
-def found_fanout(fanout_id: FanoutIdPath, state: StateDep) -> fanout.Fanout:
+async def found_fanout(fanout_id: FanoutIdPath, state: StateDep) -> fanout.Fanout:
     found = state.fanouts.get(fanout_id)
     if found is None:
         raise HTTPException(404, f"fan-out {fanout_id}: not kept (fan-outs live in this process's memory)")

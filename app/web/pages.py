@@ -25,7 +25,7 @@ from app.web.render import page, wants_fragment
 router = APIRouter()
 
 
-def list_query(
+async def list_query(
     settings: SettingsDep,
     namespace: Annotated[
         str | None, Query(max_length=LABEL_MAX, pattern=r"^$|" + DNS_LABEL, description="only this namespace")
