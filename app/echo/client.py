@@ -10,7 +10,7 @@ import json
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from app.echo.record import Proto, Record, safe_identity, valid_peer
@@ -29,6 +29,18 @@ class Answer:
     peer: str | None = None
     status: int | None = None
     truncated: bool = False
+    local: str | None = None  # the client's own address on the connection (before any NAT)
+
+
+def local_address(sock: socket.socket | None) -> str | None:
+    """``IP:PORT`` (``[IPv6]:PORT``) of the socket's own end, as a record writes addresses."""
+    if sock is None:
+        return None
+    try:
+        host, port = sock.getsockname()[:2]
+    except OSError:
+        return None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class ProbeError(Exception):
@@ -119,6 +131,7 @@ class HttpProber:
         headers = {} if self._keepalive else {"Connection": "close"}
         try:
             conn.request("GET", self._path, headers=headers)
+            local = local_address(conn.sock)
             resp = conn.getresponse()
             body = resp.read(MAX_REPLY_BYTES + 1)
         except BaseException:
@@ -136,7 +149,7 @@ class HttpProber:
             raise ProbeError("http_status", resp.status)
         said = parse_reply(body[:MAX_REPLY_BYTES].decode("utf-8", "replace"))
         name = safe_identity(resp.getheader("X-Pod-Name"))
-        return Answer(name or said.identity, said.peer, resp.status, truncated)
+        return Answer(name or said.identity, said.peer, resp.status, truncated, local)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -154,7 +167,7 @@ def tcp_once(host: str, port: int, timeout: float) -> Answer:
         f.flush()
         if f.readline(MAX_LINE_BYTES) != b"ping\n":
             raise ProbeError("bad_response")
-        return parse_reply(banner.decode("utf-8", "replace"))
+        return replace(parse_reply(banner.decode("utf-8", "replace")), local=local_address(sock))
 
 
 def udp_once(host: str, port: int, timeout: float) -> Answer:
@@ -164,7 +177,8 @@ def udp_once(host: str, port: int, timeout: float) -> Answer:
         sock.settimeout(timeout)
         sock.connect((host, port))
         sock.send(b"ping\n")
-        return parse_reply(sock.recv(MAX_LINE_BYTES).decode("utf-8", "replace"))
+        said = parse_reply(sock.recv(MAX_LINE_BYTES).decode("utf-8", "replace"))
+        return replace(said, local=local_address(sock))
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +237,7 @@ def run_client(
                 status=answer.status,
                 latency_ms=round(max(clock() - started, 0.0) * 1000, 3),
                 peer=answer.peer,
+                local=answer.local,
                 conn=target.conn(seq),
                 truncated=answer.truncated,
             )

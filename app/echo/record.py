@@ -8,7 +8,7 @@ unescaped: a reply that contains newlines and ``ERROR …`` lines must not becom
 U+2028 can split a record) and keys always present::
 
     {"seq":1,"proto":"http","identity":"echo-a","error":null,"status":200,"latency_ms":1.234,
-     "peer":"10.244.1.7:40112","conn":1,"truncated":false}
+     "peer":"10.244.1.7:40112","local":"10.244.1.7:40112","conn":1,"truncated":false}
 
 ``--format lines`` is the older format, one answering identity or ``ERROR <kind>`` per line; identities
 that are not a single safe token are reported as ``ERROR bad_response`` so that they cannot forge lines.
@@ -59,6 +59,9 @@ class Record:
     status: int | None = None  # HTTP only
     latency_ms: float | None = None  # None when the request was never sent
     peer: str | None = None  # the client address the server saw (svcscope's echo reports it)
+    # The client's own address on that connection: the source before any NAT, so the dashboard learns a
+    # probe pod's address from its output even when the pod is gone before its status was read.
+    local: str | None = None
     conn: int = 0  # connection number (1..); several requests share one with keep-alive
     truncated: bool = False  # the reply was longer than the client reads
 
@@ -76,6 +79,8 @@ class Record:
             raise ValueError("bad latency")
         if self.peer is not None and not valid_peer(self.peer):
             raise ValueError("bad peer address")
+        if self.local is not None and not valid_peer(self.local):
+            raise ValueError("bad local address")
 
     def json_line(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=True, allow_nan=False)
@@ -119,6 +124,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "status": (int, type(None)),
     "latency_ms": (int, float, type(None)),
     "peer": (str, type(None)),
+    "local": (str, type(None)),
     "conn": int,
     "truncated": bool,
 }

@@ -147,6 +147,10 @@ class RecordReader:
             return False
         self.seen.add(record.seq)
         self.run.peers.note(record.peer)
+        if record.local and self.run.client_ip is None:
+            # The client's own end of the connection: its address even when the probe pod finished before
+            # its status was read (a 10-request pod can be Succeeded, without an IP, at the first read).
+            self.run.client_ip = record.local.rpartition(":")[0].strip("[]")
         self.run.add(self._outcome(record))
         return True
 

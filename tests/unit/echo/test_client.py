@@ -102,6 +102,8 @@ def test_client_http_tcp_udp(server: RunningServer) -> None:
         assert (r.identity, r.error, r.truncated) == ("echo-a", None, False)
         assert r.latency_ms is not None and 0 <= r.latency_ms < 5000
         assert r.peer is not None and r.peer.startswith("127.0.0.1:")  # the address the server saw
+        # The client's own end: here no NAT, so the very address and port the server saw.
+        assert r.local == r.peer
     assert {r.status for r in records if r.proto == "http"} == {200}
 
 
@@ -318,7 +320,9 @@ def test_error_kinds_are_a_closed_set(exc: BaseException) -> None:
     assert error_kind(exc) in ERROR_KINDS
 
 
-GOOD = Record(1, "http", identity="web-1", status=200, latency_ms=1.5, peer="[fd00::1]:80", conn=1)
+GOOD = Record(
+    1, "http", identity="web-1", status=200, latency_ms=1.5, peer="[fd00::1]:80", local="[fd00::2]:47", conn=1
+)
 
 
 def test_record_round_trip() -> None:
@@ -332,6 +336,7 @@ def test_record_round_trip() -> None:
         "status": 200,
         "latency_ms": 1.5,
         "peer": "[fd00::1]:80",
+        "local": "[fd00::2]:47",
         "conn": 1,
         "truncated": False,
     }
@@ -357,6 +362,7 @@ def _tampered(**changes: object) -> str:
         pytest.param(_tampered(proto="sctp"), id="unknown-proto"),
         pytest.param(_tampered(peer="10.0.0.1"), id="peer-without-port"),
         pytest.param(_tampered(peer="fd00::1:80"), id="ipv6-peer-unbracketed"),
+        pytest.param(_tampered(local="<b>x</b>:1"), id="local-not-an-address"),
         pytest.param(_tampered(identity="x" * 254), id="identity-too-long"),
         pytest.param(_tampered(identity=""), id="identity-empty"),
         pytest.param(_tampered(latency_ms=-1), id="negative-latency"),

@@ -233,6 +233,18 @@ async def test_runs_know_their_client() -> None:
     assert run.client_pod == "web-2" and run.client_ip == view.pods[ObjectKey(NS, "web-2")].pod_ip
 
 
+async def test_a_probe_pod_gone_before_its_address_was_read_is_known_by_its_own_records() -> None:
+    """A 10-request pod can have finished (Succeeded, no IP any more) when its status is first read; the
+    client's records carry its own end of each connection."""
+    remote = FakeRemote([record_line(i, "web-0", local=f"198.18.0.42:{40000 + i}") for i in (1, 2)])
+    remote.started_ip = None
+    run = await finished(ProbeRunner(web_view(), limits(), remote=remote, origins=BOTH).start(spec(count=2)))
+    assert run.status == RunStatus.DONE and run.client_ip == "198.18.0.42"
+    remote = FakeRemote([record_line(1, "web-0", local="198.18.0.42:40001")])
+    run = await finished(ProbeRunner(web_view(), limits(), remote=remote, origins=BOTH).start(spec(count=1)))
+    assert run.client_ip == remote.started_ip  # what the pod said when it started is kept
+
+
 async def test_the_node_origin_runs_a_host_network_probe_pod_and_tallies_what_the_server_saw() -> None:
     lines = [record_line(i, "web-0", peer=f"198.18.0.1:{4000 + i}") for i in (1, 2, 3)]
     remote = FakeRemote(lines)
