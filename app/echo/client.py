@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from app.echo.record import Proto, Record, safe_identity, valid_peer
+from app.echo.record import MAX_EXCERPT_CHARS, Proto, Record, safe_identity, valid_peer
 
 # The most of one reply the client reads. The identity sits at the start of a reply; a backend that sends
 # 250 MB must not grow a probe pod's memory, so the rest is never read (the connection is closed instead).
@@ -30,6 +30,7 @@ class Answer:
     status: int | None = None
     truncated: bool = False
     local: str | None = None  # the client's own address on the connection (before any NAT)
+    excerpt: str | None = None  # the reply's start, when it names no identity
 
 
 def local_address(sock: socket.socket | None) -> str | None:
@@ -55,20 +56,29 @@ class ProbeError(Exception):
 def parse_reply(text: str) -> Answer:
     """Identity and peer from a banner line (``pod=… peer=…``) or an HTTP JSON body.
 
-    The identity is the pod name, else the anonymous token, else None."""
+    The identity is the pod name, else the anonymous token, else None (and the reply's start is kept)."""
     text = text.strip()
     fields: dict[str, object]
     if text.startswith("{"):
         try:
             data = json.loads(text)
         except (ValueError, RecursionError):
-            return Answer()
+            return Answer(excerpt=excerpt_of(text))
         fields = data if isinstance(data, dict) else {}
     else:
         fields = dict(part.partition("=")[::2] for part in text.split())
     identity = next((v for k in ("pod", "token") if isinstance(v := fields.get(k), str) and v), None)
     peer = fields.get("peer")
-    return Answer(safe_identity(identity), peer if isinstance(peer, str) and valid_peer(peer) else None)
+    return Answer(
+        safe_identity(identity),
+        peer if isinstance(peer, str) and valid_peer(peer) else None,
+        excerpt=None if identity else excerpt_of(text),
+    )
+
+
+def excerpt_of(text: str) -> str | None:
+    """The start of a reply that names no identity (None for an empty one)."""
+    return text[:MAX_EXCERPT_CHARS] or None
 
 
 def parse_identity(text: str) -> str:
@@ -149,7 +159,14 @@ class HttpProber:
             raise ProbeError("http_status", resp.status)
         said = parse_reply(body[:MAX_REPLY_BYTES].decode("utf-8", "replace"))
         name = safe_identity(resp.getheader("X-Pod-Name"))
-        return Answer(name or said.identity, said.peer, resp.status, truncated, local)
+        return Answer(
+            name or said.identity,
+            said.peer,
+            resp.status,
+            truncated,
+            excerpt=None if name else said.excerpt,
+            local=local,
+        )
 
     def close(self) -> None:
         if self._conn is not None:
@@ -240,6 +257,7 @@ def run_client(
                 local=answer.local,
                 conn=target.conn(seq),
                 truncated=answer.truncated,
+                excerpt=None if error else answer.excerpt,
             )
             out(render(record))
         target.close()

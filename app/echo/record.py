@@ -8,7 +8,10 @@ unescaped: a reply that contains newlines and ``ERROR …`` lines must not becom
 U+2028 can split a record) and keys always present::
 
     {"seq":1,"proto":"http","identity":"echo-a","error":null,"status":200,"latency_ms":1.234,
-     "peer":"10.244.1.7:40112","local":"10.244.1.7:40112","conn":1,"truncated":false}
+     "peer":"10.244.1.7:40112","local":"10.244.1.7:40112","conn":1,"truncated":false,"excerpt":null}
+
+A reply that names no pod (any backend but svcscope's echo) carries its first characters as ``excerpt``,
+so that the dashboard can attribute it as it attributes its own replies (pod name or IP in the text).
 
 ``--format lines`` is the older format, one answering identity or ``ERROR <kind>`` per line; identities
 that are not a single safe token are reported as ``ERROR bad_response`` so that they cannot forge lines.
@@ -43,7 +46,12 @@ ERROR_KINDS = frozenset(
     }
 )
 MAX_IDENTITY_CHARS = 253  # a pod name is a DNS subdomain: at most 253 characters
-MAX_LINE_CHARS = 2048  # a record is far shorter; the parser refuses anything longer without decoding it
+# The start of a reply that names no pod (a backend other than svcscope's echo): the dashboard attributes it
+# itself, as it does its own replies. Escaped, it stays well inside a line.
+MAX_EXCERPT_CHARS = 256
+# A record is far shorter; the parser refuses anything longer without decoding it. An identity and an
+# excerpt escaped as \uXXXX throughout take about 3 KiB.
+MAX_LINE_CHARS = 4096
 # Pod names, tokens and IP addresses: what an identity can be when it is to name a pod.
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
@@ -64,6 +72,7 @@ class Record:
     local: str | None = None
     conn: int = 0  # connection number (1..); several requests share one with keep-alive
     truncated: bool = False  # the reply was longer than the client reads
+    excerpt: str | None = None  # the reply's start when it gave no identity (MAX_EXCERPT_CHARS at most)
 
     def __post_init__(self) -> None:
         # Checked on both sides: the client never writes, and the parser never returns, a malformed record.
@@ -81,6 +90,8 @@ class Record:
             raise ValueError("bad peer address")
         if self.local is not None and not valid_peer(self.local):
             raise ValueError("bad local address")
+        if self.excerpt is not None and not 0 < len(self.excerpt) <= MAX_EXCERPT_CHARS:
+            raise ValueError("excerpt empty or too long")
 
     def json_line(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=True, allow_nan=False)
@@ -127,7 +138,10 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "local": (str, type(None)),
     "conn": int,
     "truncated": bool,
+    "excerpt": (str, type(None)),
 }
+# A client of an older image prints neither excerpt nor local address; its records are read all the same.
+_OLDER_FIELDS = frozenset(_FIELDS) - {"excerpt", "local"}
 
 
 def parse_line(line: str) -> Record | None:
@@ -138,10 +152,10 @@ def parse_line(line: str) -> Record | None:
         doc = json.loads(line)
     except (ValueError, RecursionError):  # a line of "[[[[…" fails on depth, cleanly
         return None
-    if not isinstance(doc, dict) or set(doc) != set(_FIELDS):
+    if not isinstance(doc, dict) or set(doc) not in (set(_FIELDS), _OLDER_FIELDS):
         return None
     for key, types in _FIELDS.items():
-        value = doc[key]
+        value = doc.get(key)
         # bool is an int to isinstance; only "truncated" may be one.
         if not isinstance(value, types) or (isinstance(value, bool) and key != "truncated"):
             return None

@@ -122,6 +122,9 @@ class Observation:
     errors: Mapping[str, int]  # error kind -> count
     routing: Routing | None
     pod_nodes: Mapping[str, str | None]  # every endpoint pod the run saw -> its node
+    # Replies no pod could be named for, and the commonest reason: they are neither hits nor errors.
+    unattributed: int = 0
+    unattributed_reason: str | None = None
 
 
 def observation_of(run: Run) -> Observation:
@@ -139,6 +142,8 @@ def observation_of(run: Run) -> Observation:
         errors=dict(s.errors),
         routing=s.routing,
         pod_nodes={**{name: b.node for name, b in run.known.items()}, **{p.pod: p.node for p in s.pods}},
+        unattributed=s.unattributed,
+        unattributed_reason=s.unattributed_reasons[0][0] if s.unattributed_reasons else None,
     )
 
 
@@ -263,6 +268,10 @@ def _judged(obs: Observation) -> tuple[RowState, tuple[str, ...]]:
     if routing.as_expected:
         state = RowState.DROPPED if routing.fate == "dropped" else RowState.AS_EXPECTED
         return state, routing.lines
+    if obs.unattributed:
+        # Otherwise a row of replies that named no pod reads "nothing answered".
+        said = f"{obs.unattributed} of {obs.done} replies named no endpoint: {obs.unattributed_reason}"
+        return RowState.DIFFERS, (*routing.lines, said)
     return RowState.DIFFERS, routing.lines
 
 

@@ -1,7 +1,8 @@
 """Probes from other origins: a client runs in a pod (a probe pod, or exec into an existing pod) and prints
 one line per request as soon as it is done; those lines become the run's outcomes while it still sends.
 
-A probe pod runs svcscope's echo client, which prints JSON records (``app.echo.record``). Exec works in
+A probe pod runs svcscope's echo client, which prints JSON records (``app.echo.record``): the pod a reply
+names, or the reply's start, which the dashboard attributes as its own replies. Exec works in
 any pod: one short exec first finds out which client the container has (``app.probe.toolclient``); a pod
 of svcscope's image runs the echo client, any other pod the loop that sends with its curl, wget, nc,
 python3 or bash, whose replies the dashboard attributes itself.
@@ -29,6 +30,7 @@ from app.domain import PROBE_POD_ORIGINS, Origin
 from app.echo.record import Record, parse_line
 from app.kube.waiting import reporting_to
 from app.probe import toolclient
+from app.probe.attribution import Reply
 from app.probe.run import AttributionMode, Run, sample_of
 from app.probe.spec import ProbeSpec
 from app.probe.stats import Outcome
@@ -165,7 +167,13 @@ class RecordReader:
             )
         pod = self.run.pod_named(record.identity) if record.identity else None
         reason = None
-        if pod is None:
+        method = "auto" if pod else None
+        if pod is None and record.excerpt is not None:
+            # A backend other than svcscope's echo: its reply is attributed here, as the dashboard's own.
+            who = self.run.attribute(Reply(body=record.excerpt.encode(), status=record.status))
+            pod, reason = who.pod, who.reason
+            method = who.method.value if who.method else None
+        elif pod is None:
             said = repr(record.identity[:60]) if record.identity else "no identity"
             reason = f"the client reported {said}, which is no current endpoint's pod"
         return Outcome(
@@ -175,7 +183,7 @@ class RecordReader:
             record.latency_ms,
             conn,
             reason=reason,
-            method="auto" if pod else None,
+            method=method,
             status=record.status,
             at_ms=at_ms,
         )
@@ -307,7 +315,8 @@ async def execute_remote(
     argv = client_argv(run.target, spec)
     run.calibration.mode = AttributionMode.AUTO
     run.calibration.note = (
-        f"the echo client in a pod ({spec.origin.value}) reports the answering pod per request"
+        f"the echo client in a pod ({spec.origin.value}) reports the answering pod per request; a reply "
+        "that does not name its pod is attributed by svcscope (a pod name or IP in its start)"
     )
     reader: RecordReader | ToolReader = RecordReader(run)
     if spec.origin in PROBE_POD_ORIGINS:

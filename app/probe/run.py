@@ -28,7 +28,7 @@ from app.probe.attribution import Attribution, Candidate, Fingerprints, Matcher,
 from app.probe.seen import PeerTally
 from app.probe.sink import NULL_SINK, RunSink
 from app.probe.spec import ProbeSpec
-from app.probe.stats import Outcome, RunShape, Summary, summarize
+from app.probe.stats import Outcome, RunShape, Summary, Tally, summarize
 from app.probe.targets import Backend, ClusterView, ProbeTarget, backends, forbidden_endpoint
 from app.probe.verdicts import routing_for
 
@@ -97,6 +97,7 @@ class Run:
         self.status = RunStatus.RUNNING
         self.error: str | None = None
         self.results: list[Outcome] = []
+        self._tally = Tally()  # the results' counts, kept as they arrive (a summary need not recount)
         self.samples: dict[str, str] = {}
         self.calibration = Calibration()
         self.first_reply_ms: float | None = None
@@ -236,6 +237,7 @@ class Run:
 
     def add(self, outcome: Outcome, sample: str | None = None) -> None:
         self.results.append(outcome)
+        self._tally.add(outcome)
         if outcome.error is None and self.first_reply_ms is None:
             self.first_reply_ms = outcome.at_ms + (outcome.latency_ms or 0.0)
         kept: tuple[str, str] | None = None
@@ -275,6 +277,7 @@ class Run:
             return
         self.final = replace(self.final, sequence=())
         self.results = []
+        self._tally = Tally()
         self.complete = False
 
     @property
@@ -340,7 +343,11 @@ class Run:
             endpoints_changed=self.endpoints_changed,
             finished=self.finished,
         )
-        summary = summarize(self.results, shape, self._current, tuple(self.known.values()))
+        known = tuple(self.known.values())
+        if self._tally.count == len(self.results):
+            summary = self._tally.summary(shape, self._current, known)
+        else:  # results set some other way (read back from the store): counted afresh
+            summary = summarize(self.results, shape, self._current, known)
         evidence = diagnosis.evidence_of(
             summary,
             self.calibration.probed,

@@ -7,6 +7,7 @@ verdict built from them are read together when a verdict surprises someone.
 from __future__ import annotations
 
 import math
+import operator
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -202,6 +203,110 @@ class RunShape:
     finished: bool = False
 
 
+class Tally:
+    """The counts a run's summary is made of, taken one outcome at a time as it arrives: the report of a
+    running run then costs about what its pods cost, not another pass over its thousands of requests.
+
+    The lists are kept in arrival order and sorted in place when a summary needs them: they are mostly
+    sorted already (the part seen last time), which a stable sort handles in about one pass. Ties keep
+    their arrival order, so the result is that of sorting every outcome afresh."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.hits: Counter[str] = Counter()
+        self.latencies: dict[str, list[float]] = {}
+        self.all_lat: list[float] = []
+        self.errors: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.unattributed = 0
+        self.connections: set[int] = set()
+        self.sequence: list[tuple[int, str | None]] = []  # (seq, pod or "!kind" or None)
+
+    @classmethod
+    def of(cls, outcomes: Sequence[Outcome]) -> Tally:
+        tally = cls()
+        for o in outcomes:
+            tally.add(o)
+        return tally
+
+    def add(self, o: Outcome) -> None:
+        self.count += 1
+        self.connections.add(o.connection)
+        if o.error is not None:
+            self.errors[o.error] += 1
+            self.sequence.append((o.seq, "!" + o.error))
+            return
+        if o.latency_ms is not None:
+            self.all_lat.append(o.latency_ms)
+        if o.pod is None:
+            self.unattributed += 1
+            self.reasons[o.reason or "unknown"] += 1
+            self.sequence.append((o.seq, None))
+            return
+        self.hits[o.pod] += 1
+        self.sequence.append((o.seq, o.pod))
+        if o.latency_ms is not None:
+            self.latencies.setdefault(o.pod, []).append(o.latency_ms)
+
+    def summary(self, shape: RunShape, current: Sequence[Backend], known: Sequence[Backend] = ()) -> Summary:
+        """The summary of the outcomes added so far (see ``summarize``)."""
+        ready = {b.pod for b in current if b.pod is not None and b.ready}
+        info: dict[str, Backend] = {}
+        for b in (*known, *current):
+            if b.pod is not None:
+                info[b.pod] = b
+        hits = self.hits
+        attributed = sum(hits.values())
+        # An even share is the expectation only when every request opens a new connection and nothing
+        # pins a client: with ClientIP one client gets one pod, with reused connections one per connection.
+        uniform_expected = shape.session_affinity != "ClientIP" and not shape.reuse
+        expected = 1.0 / len(ready) if ready and uniform_expected else None
+        pods: list[PodStats] = []
+        for pod in sorted(set(hits) | ready):
+            lat = self.latencies.get(pod, [])
+            lat.sort()
+            info_b = info.get(pod)
+            pods.append(
+                PodStats(
+                    pod=pod,
+                    ip=info_b.ip if info_b else None,
+                    node=info_b.node if info_b else None,
+                    hits=hits[pod],
+                    share=hits[pod] / attributed if attributed else 0.0,
+                    expected_share=expected if pod in ready else None,
+                    p50_ms=quantile(lat, 0.5),
+                    p95_ms=quantile(lat, 0.95),
+                    current=pod in ready,
+                )
+            )
+        self.all_lat.sort()
+        self.sequence.sort(key=_SEQ)
+        unattributed, errors = self.unattributed, self.errors
+        chi, verdict, explanations = _verdict(
+            shape, hits, ready, attributed, unattributed, self.count, errors
+        )
+        return Summary(
+            total=shape.total,
+            done=self.count,
+            replies=attributed + unattributed,
+            attributed=attributed,
+            pods=tuple(pods),
+            unattributed=unattributed,
+            unattributed_reasons=tuple(self.reasons.most_common()),
+            errors=tuple(sorted(errors.items())),
+            sequence=tuple(map(_LABEL, self.sequence)),
+            connections=len(self.connections),
+            latency_p50_ms=quantile(self.all_lat, 0.5),
+            latency_p95_ms=quantile(self.all_lat, 0.95),
+            chi_square=chi,
+            verdict=verdict,
+            explanations=tuple(explanations),
+        )
+
+
+_SEQ, _LABEL = operator.itemgetter(0), operator.itemgetter(1)
+
+
 def summarize(
     outcomes: Sequence[Outcome], shape: RunShape, current: Sequence[Backend], known: Sequence[Backend] = ()
 ) -> Summary:
@@ -209,78 +314,7 @@ def summarize(
 
     ``current`` are the endpoints now, ``known`` every endpoint seen during the run.
     """
-    ready = {b.pod for b in current if b.pod is not None and b.ready}
-    info: dict[str, Backend] = {}
-    for b in (*known, *current):
-        if b.pod is not None:
-            info[b.pod] = b
-    hits: Counter[str] = Counter()
-    latencies: dict[str, list[float]] = {}
-    all_lat: list[float] = []
-    errors: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    unattributed = 0
-    connections: set[int] = set()
-    ordered = sorted(outcomes, key=lambda o: o.seq)
-    sequence: list[str | None] = []
-    for o in ordered:
-        connections.add(o.connection)
-        if o.error is not None:
-            errors[o.error] += 1
-            sequence.append("!" + o.error)
-            continue
-        if o.latency_ms is not None:
-            all_lat.append(o.latency_ms)
-        if o.pod is None:
-            unattributed += 1
-            reasons[o.reason or "unknown"] += 1
-            sequence.append(None)
-            continue
-        hits[o.pod] += 1
-        sequence.append(o.pod)
-        if o.latency_ms is not None:
-            latencies.setdefault(o.pod, []).append(o.latency_ms)
-    attributed = sum(hits.values())
-    # An even share is the expectation only when every request opens a new connection and nothing pins
-    # a client: with ClientIP one client gets one pod, with reused connections one pod per connection.
-    uniform_expected = shape.session_affinity != "ClientIP" and not shape.reuse
-    expected = 1.0 / len(ready) if ready and uniform_expected else None
-    pods: list[PodStats] = []
-    for pod in sorted(set(hits) | ready):
-        lat = sorted(latencies.get(pod, []))
-        info_b = info.get(pod)
-        pods.append(
-            PodStats(
-                pod=pod,
-                ip=info_b.ip if info_b else None,
-                node=info_b.node if info_b else None,
-                hits=hits[pod],
-                share=hits[pod] / attributed if attributed else 0.0,
-                expected_share=expected if pod in ready else None,
-                p50_ms=quantile(lat, 0.5),
-                p95_ms=quantile(lat, 0.95),
-                current=pod in ready,
-            )
-        )
-    all_lat.sort()
-    chi, verdict, explanations = _verdict(shape, hits, ready, attributed, unattributed, len(ordered), errors)
-    return Summary(
-        total=shape.total,
-        done=len(ordered),
-        replies=attributed + unattributed,
-        attributed=attributed,
-        pods=tuple(pods),
-        unattributed=unattributed,
-        unattributed_reasons=tuple(reasons.most_common()),
-        errors=tuple(sorted(errors.items())),
-        sequence=tuple(sequence),
-        connections=len(connections),
-        latency_p50_ms=quantile(all_lat, 0.5),
-        latency_p95_ms=quantile(all_lat, 0.95),
-        chi_square=chi,
-        verdict=verdict,
-        explanations=tuple(explanations),
-    )
+    return Tally.of(outcomes).summary(shape, current, known)
 
 
 REUSE_EXPLANATION = (

@@ -155,6 +155,7 @@ def matrix_json(m: fanout.Matrix, fan: fanout.Fanout) -> dict[str, Any]:
                 "total": r.obs.total,
                 "hits": dict(r.obs.hits),
                 "errors": dict(r.obs.errors),
+                "unattributed": r.obs.unattributed,
                 "expected": list(r.expected),
                 "fate": r.fate,
                 "state": r.state.value,

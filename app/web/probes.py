@@ -17,9 +17,9 @@ import io
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.templating import Jinja2Templates
@@ -43,6 +43,7 @@ from app.web.deps import SettingsDep, StateDep, TemplatesDep
 from app.web.errors import DOMAIN_ERRORS, http_error
 from app.web.execpicker import picker, with_pick
 from app.web.params import Name, NameQuery, PodName, RunIdPath
+from app.web.podrows import ALL_PODS, pod_rows
 from app.web.probe_json import CancelOut, RunDetailOut
 from app.web.render import fragment, page, wants_fragment
 from app.web.runstrip import StripLog
@@ -372,9 +373,34 @@ def server_timing(**parts: float) -> str:
     return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in parts.items())
 
 
-def run_context(run: Run) -> dict[str, Any]:
+def run_context(run: Run, *, every_pod: bool = False) -> dict[str, Any]:
+    """What the run's templates need; ``every_pod``: a row per pod in the table even while it runs."""
     s = run.summary()
-    return {"run": run, "s": s, "colors": colors(run, s), "strip": strip_of(run), "strip_max": STRIP_MAX}
+    rows = pod_rows(s, running=not run.finished, every=every_pod)
+    return {
+        "run": run,
+        "s": s,
+        "colors": colors(run, s),
+        "strip": strip_of(run),
+        "strip_max": STRIP_MAX,
+        "pod_rows": rows,
+        "every_pod": every_pod,
+    }
+
+
+def live_context(
+    state: AppState, run: Run, pods: str | None, interval: float
+) -> tuple[tuple[str, str, int], dict[str, Any]]:
+    """A running run's context, shared per moment by its viewers: the stream's, a reload, the fragment.
+    A moment is half the coalescing interval, so a shared render never predates the change its viewer
+    waited for, and a page drawn meanwhile is at most that much behind."""
+    moment = (run.id, pods or "", int(time.monotonic() / (interval / 2)))
+    context = functools.partial(run_context, run, every_pod=pods == ALL_PODS)
+    return moment, state.fragments.get(("context", *moment), context)
+
+
+# ?pods=all: a running run's table with a row per pod (by default a long one is cut while the run goes).
+PodsQuery = Annotated[Literal["all"] | None, Query(description="all: a row per pod while the run goes")]
 
 
 def final_block(state: AppState, templates: Jinja2Templates, run: Run) -> str:
@@ -435,17 +461,23 @@ async def start_probe_form(
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
 async def run_page(
-    request: Request, run_id: RunIdPath, state: StateDep, templates: TemplatesDep
+    request: Request,
+    run_id: RunIdPath,
+    state: StateDep,
+    settings: SettingsDep,
+    templates: TemplatesDep,
+    pods: PodsQuery = None,
 ) -> HTMLResponse:
     run = await find_or_404(state, run_id)
-    if wants_fragment(request):
-        if run.finished:
+    if run.finished:
+        if wants_fragment(request):
             return HTMLResponse(final_block(state, templates, run))
+        return page(request, "pages/probe_run.html", **run_context(run))
+    _, ctx = live_context(state, run, pods, max(settings.sse_coalesce_s, 0.05))
+    if wants_fragment(request):
         token = csrf_token(request)
-        return HTMLResponse(
-            fragment(templates, "partials/_probe_run.html", csrf_token=token, **run_context(run))
-        )
-    return page(request, "pages/probe_run.html", **run_context(run))
+        return HTMLResponse(fragment(templates, "partials/_probe_run.html", csrf_token=token, **ctx))
+    return page(request, "pages/probe_run.html", **ctx)
 
 
 @router.get("/probes/new", response_class=HTMLResponse, include_in_schema=False)
@@ -466,7 +498,12 @@ async def new_probe_page(
 
 @router.get("/runs/{run_id}/stream", include_in_schema=False, response_class=EventSourceResponse)  # noqa: FAST003 (run_id is FoundRun's)
 async def run_stream(
-    request: Request, run: FoundRun, state: StateDep, settings: SettingsDep, templates: TemplatesDep
+    request: Request,
+    run: FoundRun,
+    state: StateDep,
+    settings: SettingsDep,
+    templates: TemplatesDep,
+    pods: PodsQuery = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Live updates of a run: ``summary`` (bars, errors, verdict) and ``strip`` (new cells, appended).
 
@@ -483,10 +520,7 @@ async def run_stream(
         if run.finished:
             yield ServerSentEvent(raw_data=final_block(state, templates, run), event="done")
             return
-        # Viewers woken by the same change share one summary and one render per moment. A moment is half
-        # the coalescing interval, so a shared render never predates the change its viewer waited for.
-        moment = (run.id, int(time.monotonic() / (interval / 2)))
-        ctx = state.fragments.get(("context", *moment), functools.partial(run_context, run))
+        moment, ctx = live_context(state, run, pods, interval)
         total = len(run.results)
         if cursor < min(total, STRIP_MAX):
             end = min(total, STRIP_MAX)

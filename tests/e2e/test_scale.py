@@ -1,15 +1,17 @@
 """A Service with 250 endpoints across the nodes of the multi-node cluster (marker `scale`).
 
 250 is where Kubernetes starts truncating a Service's Endpoints object (EndpointSlices hold 100 each by
-default, so this Service has three). The backends are busybox httpd pods that name themselves in the
-reply (cheap to start 250 of on this machine). The chart is installed with its own ServiceAccount and RBAC
-and reached through `kubectl port-forward`. Checked: the dashboard sees every endpoint, calibration probes
-the pods and says how it attributes replies, every reply of a run is attributed, the expected set for the
-dashboard's node is all 250 pods and the verdict is "as expected"; while a 10,000-request run goes (at the
-form's default concurrency), its page and the fragment htmx refreshes keep answering: their 95th percentile
-stays within RUNNING_RATIO times that of the same page once the run is over (a baseline measured in the same
-test, so the bound holds on a slow machine too; the absolute numbers are printed, the issue's target being
-200 ms). Every wait is a poll with a deadline; every run is bounded.
+default, so this Service has three). The backends are busybox httpd pods that name themselves in the reply
+(cheap to start 250 of on this machine). The chart is installed with its own ServiceAccount and RBAC and
+reached through `kubectl port-forward`. Checked: the dashboard sees every endpoint, calibration probes the
+pods and says how it attributes replies, every reply of a run is attributed, the expected set for the
+dashboard's node is all 250 pods and the verdict is "as expected"; "from every node" (a probe pod per node,
+the chart's probe-pod RBAC) gets each row's replies attributed to the Service's pods, each row expecting all
+250 and judged "as expected"; while a 10,000-request run goes (at the form's default concurrency), its page
+and the fragment htmx refreshes keep answering: their 95th percentile stays within RUNNING_RATIO times that of
+the same page once the run is over (a baseline measured in the same test, so the bound holds on a slow machine
+too) and within the issue's 200 ms plus the p95 of /healthz fetched through the same port-forward at the same
+moments (what the machine charges any request). Every wait is a poll with a deadline; every run is bounded.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tests.e2e.conftest import REPO, Cluster, wait_for
 from tests.e2e.dashboard import Dashboard, wait_serving
 from tests.e2e.released import released_dashboard
 from tests.e2e.test_devcluster_multinode import Topology, _service
+from tests.e2e.test_fanout_multinode import finished, start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.multinode, pytest.mark.scale, pytest.mark.timeout(900)]
 
@@ -38,9 +41,11 @@ ENDPOINTS = 250
 SLICE_MAX = 100  # the EndpointSlice controller's default --max-endpoints-per-slice
 BIG_RUN = 10_000
 RUNNING_RATIO = 4.0  # page p95 while the run goes, against the finished run's page p95
+TARGET_MS = 200.0  # the issue's bound on the running page's p95 (beyond what any request costs here)
 BASELINE_FETCHES = 12
 MAX_PAGE_FETCHES = 2000  # the measuring loop's own bound, whatever the run's speed
 STEP = 50  # echo pods started at a time
+FANOUT_COUNT = 100  # requests per node's probe pod
 SCALE_UP_S = 480.0
 
 
@@ -141,7 +146,7 @@ def wide(multinode_cluster: Cluster) -> Iterator[Wide]:
         }
         print(f"\n{ENDPOINTS} pods Ready in {time.monotonic() - started:.1f} s")
         _service(Topology(cluster, namespace, {}, {}), "wide", "app: wide")
-        with released_dashboard(cluster, namespace) as (_, dash):
+        with released_dashboard(cluster, namespace, "rbac.probePods=true") as (_, dash):
             yield Wide(cluster, namespace, dash, pods)
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
@@ -204,6 +209,30 @@ def test_every_endpoint_is_seen_calibrated_attributed_and_expected(wide: Wide) -
     )
 
 
+def test_from_every_node_each_row_is_attributed_and_as_expected(wide: Wide) -> None:
+    w = wide
+    started = time.monotonic()
+    w.dash.wait_endpoints(w.namespace, "wide", ENDPOINTS, timeout=120)
+    wait_serving(w.dash, _body(w))
+    data = finished(w.dash, start(w.dash, **_body(w, mode="nodes", count=FANOUT_COUNT)), timeout=300)
+    rows = {r["node"]: r for r in data["rows"]}
+    assert set(rows) == set(w.pods.values()), data["rows"]
+    for node, row in rows.items():
+        brief = {k: row[k] for k in ("status", "error", "errors", "unattributed", "state", "verdict")}
+        assert row["status"] == "done" and row["error"] is None, (node, brief)
+        assert row["errors"] == {} and row["unattributed"] == 0, (node, brief)
+        assert sum(row["hits"].values()) == row["done"] == FANOUT_COUNT, (node, brief)
+        assert set(row["hits"]) <= set(w.pods), (node, sorted(set(row["hits"]) - set(w.pods)))
+        assert sorted(row["expected"]) == sorted(w.pods), (node, len(row["expected"]))
+        assert row["fate"] == "routed" and row["state"] == "as expected" and row["as_expected"], (node, brief)
+    assert data["as_expected"] is True, data["verdict"]
+    used = {p for r in rows.values() for p in r["hits"]}
+    print(
+        f"\nfrom every node: {len(rows)} rows of {FANOUT_COUNT}, {len(used)} distinct pods answered; "
+        f"{time.monotonic() - started:.1f} s"
+    )
+
+
 def test_a_10000_request_run_page_stays_responsive(wide: Wide) -> None:
     w = wide
     w.dash.wait_endpoints(w.namespace, "wide", ENDPOINTS, timeout=120)
@@ -213,10 +242,15 @@ def test_a_10000_request_run_page_stays_responsive(wide: Wide) -> None:
     fragment_ms: list[float] = []
     started = time.monotonic()
     status = "running"
+    floor_ms: list[float] = []
     for _ in range(MAX_PAGE_FETCHES):
-        for headers, into in (({}, page_ms), ({"HX-Request": "true"}, fragment_ms)):
+        for path, headers, into in (
+            (f"/runs/{run_id}", {}, page_ms),
+            (f"/runs/{run_id}", {"HX-Request": "true"}, fragment_ms),
+            ("/healthz", {}, floor_ms),
+        ):
             t0 = time.perf_counter()
-            r = w.dash.http.get(f"/runs/{run_id}", headers=headers)
+            r = w.dash.http.get(path, headers=headers)
             into.append((time.perf_counter() - t0) * 1000)
             assert r.status_code == 200, r.text[:500]
         listed = w.dash.http.get("/api/v1/probes").json()
@@ -235,10 +269,12 @@ def test_a_10000_request_run_page_stays_responsive(wide: Wide) -> None:
             into.append((time.perf_counter() - t0) * 1000)
     page_p95, fragment_p95 = _p95(page_ms), _p95(fragment_ms)
     idle_page_p95, idle_fragment_p95 = _p95(idle_page), _p95(idle_fragment)
+    floor_p95 = _p95(floor_ms)
     print(
         f"\n{BIG_RUN} requests in {run['elapsed_s']:.1f} s; {len(page_ms)} page fetches while running: "
         f"page p50 {statistics.median(page_ms):.0f} ms p95 {page_p95:.0f} ms, fragment p50 "
-        f"{statistics.median(fragment_ms):.0f} ms p95 {fragment_p95:.0f} ms; after the run: page p95 "
+        f"{statistics.median(fragment_ms):.0f} ms p95 {fragment_p95:.0f} ms, /healthz p50 "
+        f"{statistics.median(floor_ms):.0f} ms p95 {floor_p95:.0f} ms; after the run: page p95 "
         f"{idle_page_p95:.0f} ms, fragment p95 {idle_fragment_p95:.0f} ms; errors {run['errors']}"
     )
     assert run["status"] == "done" and run["done"] == BIG_RUN, (run["status"], run["done"], run["error"])
@@ -248,3 +284,8 @@ def test_a_10000_request_run_page_stays_responsive(wide: Wide) -> None:
     assert len(page_ms) >= 10, f"only {len(page_ms)} page fetches while the run went ({run_s:.1f} s)"
     assert page_p95 <= RUNNING_RATIO * idle_page_p95, (page_p95, idle_page_p95)
     assert fragment_p95 <= RUNNING_RATIO * idle_fragment_p95, (fragment_p95, idle_fragment_p95)
+    # The issue's target, less what this machine charges any request at the same moments (/healthz,
+    # which does nothing, through the same port-forward): on a quiet machine that is about the 200 ms
+    # itself; on a loaded CI machine a bare 200 ms would measure the machine, not the page.
+    assert page_p95 <= TARGET_MS + floor_p95, (page_p95, floor_p95)
+    assert fragment_p95 <= TARGET_MS + floor_p95, (fragment_p95, floor_p95)

@@ -11,6 +11,7 @@ import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,24 @@ def test_hostile_banner_is_one_record() -> None:
     ]
 
 
+def test_a_reply_that_names_no_pod_is_passed_on_as_an_escaped_excerpt() -> None:
+    # busybox httpd's page "pod NAME IP" (no JSON, no X-Pod-Name): the dashboard attributes the excerpt.
+    # A long hostile page is cut, and stays one record.
+    pages = [b"pod wide-7 198.18.0.9\n", b"wide-8\nERROR timeout\n" + b"z" * 5000]
+
+    def httpd(sock: socket.socket, n: int) -> None:
+        _read_head(sock)
+        sock.sendall(_http_reply(pages[n - 1]))
+
+    with raw_server(httpd, connections=2) as port:
+        lines = _client("--format", "json", "--count", "2", "--url", f"http://127.0.0.1:{port}/")
+    assert len(lines) == 2 and all(len(line.splitlines()) == 1 for line in lines), lines
+    first, second = (parse_line(line) for line in lines)
+    assert first is not None and (first.identity, first.excerpt) == (None, "pod wide-7 198.18.0.9")
+    assert second is not None and second.identity is None and second.excerpt is not None
+    assert second.excerpt.startswith("wide-8\nERROR timeout\nz") and len(second.excerpt) == 256
+
+
 def test_client_reads_at_most_a_capped_prefix_of_a_huge_reply() -> None:
     declared = 250 * 1024 * 1024
     sent: list[int] = []
@@ -339,7 +358,12 @@ def test_record_round_trip() -> None:
         "local": "[fd00::2]:47",
         "conn": 1,
         "truncated": False,
+        "excerpt": None,
     }
+    # A record of a client that predates the excerpt and the local address is still read.
+    older = json.loads(line)
+    del older["excerpt"], older["local"]
+    assert parse_line(json.dumps(older)) == replace(GOOD, local=None)
 
 
 def _tampered(**changes: object) -> str:
@@ -368,6 +392,9 @@ def _tampered(**changes: object) -> str:
         pytest.param(_tampered(latency_ms=-1), id="negative-latency"),
         pytest.param(_tampered(status=99), id="bad-status"),
         pytest.param(_tampered(extra=1), id="extra-key"),
+        pytest.param(_tampered(excerpt=""), id="excerpt-empty"),
+        pytest.param(_tampered(excerpt="x" * 257), id="excerpt-too-long"),
+        pytest.param(_tampered(excerpt=7), id="excerpt-not-text"),
         pytest.param(GOOD.json_line().replace('"conn":1,', ""), id="missing-key"),
         pytest.param(GOOD.json_line().replace("1.5", "NaN"), id="nan-latency"),
     ],

@@ -131,6 +131,16 @@ def test_a_row_that_differs_and_a_node_that_could_not_run_fail_the_whole_verdict
     )
 
 
+def test_a_row_whose_replies_named_no_pod_says_so_rather_than_only_nothing_answered() -> None:
+    reason = "no current endpoint's pod name or IP in the reply"
+    quiet = obs("r0", "n1", {}, routing("n1", ("a1",), False, "nothing answered"))
+    quiet = replace(quiet, done=20, unattributed=20, unattributed_reason=reason)
+    m = fanout.matrix(fan(n=1), [quiet], ZONES, client_ip_affinity=False)
+    assert m.rows[0].state is RowState.DIFFERS
+    assert m.rows[0].lines == ("nothing answered", f"20 of 20 replies named no endpoint: {reason}")
+    assert m.lines == tuple(f"n1: {line}" for line in m.rows[0].lines)
+
+
 def test_while_a_client_runs_there_is_no_verdict_yet() -> None:
     observations = [
         obs("r0", "n1", {"a1": 20}, routing("n1", ("a1",), True)),

@@ -51,6 +51,28 @@ async def first_result(run: Run) -> None:
             return
 
 
+async def test_replies_that_name_no_pod_are_attributed_by_the_dashboard() -> None:
+    # A backend other than svcscope's echo (busybox httpd: "pod NAME IP"): the client passes the reply's
+    # start on and the run attributes it like its own replies, by the pod name or IP in it.
+    lines = [
+        record_line(1, excerpt="pod web-1 198.18.0.11"),
+        record_line(2, excerpt="served by 198.18.0.12"),
+        record_line(3, excerpt="hello"),
+        record_line(4, excerpt="web-0 and web-2"),
+    ]
+    runner = ProbeRunner(web_view(), limits(), remote=FakeRemote(lines), origins=BOTH)
+    run = await finished(runner.start(spec(count=4)))
+    s = run.summary()
+    assert run.status == RunStatus.DONE and dict(s.errors) == {}
+    assert {p.pod: p.hits for p in s.pods} == {"web-0": 0, "web-1": 1, "web-2": 1}
+    assert [(o.pod, o.method) for o in run.results[:2]] == [("web-1", "auto"), ("web-2", "auto")]
+    assert s.unattributed == 2 and dict(s.unattributed_reasons) == {
+        "no current endpoint's pod name or IP in the reply": 1,
+        "reply names several endpoints (web-0, web-2)": 1,
+    }
+    assert "attributed by svcscope" in run.calibration.note
+
+
 async def test_records_become_outcomes_with_latency() -> None:
     lines = [
         record_line(1, "web-0", latency_ms=3.25),
