@@ -48,6 +48,7 @@ def limits_from(settings: Settings) -> Limits:
     return Limits(
         max_count=settings.probe_max_count,
         max_concurrency=settings.probe_max_concurrency,
+        max_in_flight=settings.probe_max_in_flight,
         max_active=settings.probe_max_runs_active,
         kept=settings.probe_runs_kept,
         per_minute=settings.probe_max_runs_per_minute,

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
@@ -98,6 +98,8 @@ class AppState:
     fanouts: FanoutBook = field(default_factory=FanoutBook)  # many-client runs (app.web.fanout)
     # Ping/TCP/DNS check runs started from the Service pages (bounded per minute like probe runs).
     check_limiter: Limiter = field(default_factory=Limiter)
+    # Open live streams per run: a run watched by many paces its updates (app.web.probes.run_interval).
+    run_viewers: Counter[str] = field(default_factory=Counter)
 
     async def find_run(self, run_id: str) -> Run | Missing:
         """A run of this process, or one read back from the store, or why there is none."""

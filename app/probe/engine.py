@@ -8,8 +8,10 @@ request and a reply; the workers and the per-pod calibration both use it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from app.probe import wire
 from app.probe.attribution import Reply
@@ -115,8 +117,10 @@ async def exchange_once(run: Run, ip: str, port: int, seq: int, dial: Dial) -> R
         channel.close()
 
 
-async def worker(run: Run, dial: Dial) -> None:
-    """Send requests until the run's count is issued; every outcome goes to ``run.add``."""
+async def worker(run: Run, dial: Dial, slots: asyncio.Semaphore | None = None) -> None:
+    """Send requests until the run's count is issued; every outcome goes to ``run.add``. With ``slots``
+    (shared by the process's runs), each request first waits for a slot; its latency starts once it has
+    one."""
     spec = run.spec
     clock = run.clock
     host, port = dial(run.target.address, run.target.port.port)
@@ -129,6 +133,7 @@ async def worker(run: Run, dial: Dial) -> None:
         next_id=run.next_connection,
     )
     pacing = spec.pacing if spec.pacing.paced else None
+    gate: contextlib.AbstractAsyncContextManager[Any] = slots or contextlib.nullcontext()
     try:
         while (seq := run.next_seq()) is not None:
             if pacing is not None and (wait := pacing.wait_before(seq)) > 0:
@@ -136,15 +141,19 @@ async def worker(run: Run, dial: Dial) -> None:
             run.current(ENDPOINTS_MAX_AGE_S)
             if run.forbidden:
                 raise ForbiddenAddress(run.forbidden)
-            t0 = clock()
-            at_ms = (t0 - run.started) * 1000.0
-            try:
-                async with asyncio.timeout(spec.timeout_s):
-                    reply = await channel.exchange(seq)
-            except Exception as exc:
-                failure = wire.classify(exc)
+            failed: Exception | None = None
+            async with gate:
+                t0 = clock()
+                try:
+                    async with asyncio.timeout(spec.timeout_s):
+                        reply = await channel.exchange(seq)
+                except Exception as exc:
+                    failed = exc
                 latency = (clock() - t0) * 1000.0
-                kind = failure_kind(exc, run, failure)
+            at_ms = (t0 - run.started) * 1000.0
+            if failed is not None:
+                failure = wire.classify(failed)
+                kind = failure_kind(failed, run, failure)
                 run.add(
                     Outcome(
                         seq, None, kind, latency, channel.ident, reason=failure.detail or None, at_ms=at_ms
@@ -152,7 +161,6 @@ async def worker(run: Run, dial: Dial) -> None:
                 )
                 channel.close()
                 continue
-            latency = (clock() - t0) * 1000.0
             who = run.attribute(reply)
             outcome = Outcome(
                 seq,

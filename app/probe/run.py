@@ -118,6 +118,8 @@ class Run:
         # Where the requests come from (the client kube-proxy sees), when known: a pod name and its IP.
         self.client_pod: str | None = None
         self.client_ip: str | None = None
+        # The dashboard's bound on requests in flight across its runs (its own runs only; None elsewhere).
+        self.in_flight_cap: int | None = None
         # The client's node (whose kube-proxy rules the requests meet): given for the dashboard, else read
         # from the client pod (in ``client_namespace``) once it is scheduled. None: unknown, no verdict.
         self.client_node: str | None = None

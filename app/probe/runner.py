@@ -67,6 +67,8 @@ class ProbeRunner:
         self._sinks = sinks
         self._closing = False
         self._cancelled: set[asyncio.Task[None]] = set()
+        # Requests in flight across the dashboard's own runs (each run's concurrency is its own bound too).
+        self._in_flight = asyncio.Semaphore(limits.max_in_flight)
 
     def use_sinks(self, sinks: SinkFactory) -> None:
         """Record every run started from now on (set before the first run)."""
@@ -245,10 +247,11 @@ class ProbeRunner:
                 if run.rule is None:
                     await calibrate(run, self.view, self._dial)
                 self._note_attribution(run)
+                run.in_flight_cap = self.limits.max_in_flight
                 run.restart_clock()
                 run.sink.note_started(time.time())
                 workers = [
-                    asyncio.create_task(worker(run, self._dial), name=f"probe-{run.id}-{i}")
+                    asyncio.create_task(worker(run, self._dial, self._in_flight), name=f"probe-{run.id}-{i}")
                     for i in range(run.spec.concurrency)
                 ]
                 await asyncio.gather(*workers)

@@ -34,6 +34,7 @@ class Limits:
 
     max_count: int
     max_concurrency: int
+    max_in_flight: int  # across all dashboard-origin runs of the process
     max_active: int
     kept: int
     per_minute: int

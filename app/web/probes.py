@@ -14,8 +14,10 @@ import contextlib
 import csv
 import functools
 import io
+import math
+import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -388,6 +390,19 @@ def run_context(run: Run, *, every_pod: bool = False) -> dict[str, Any]:
     }
 
 
+VIEWERS_PER_INTERVAL = 25
+
+
+def until_slot(now: float, phase: float, interval: float) -> float:
+    """Seconds from ``now`` to this viewer's next update slot: ``phase`` into each interval.
+
+    Viewers of one run are all woken by the same result; slept for a whole interval from there, they would
+    wake together again and again, and their updates come as one burst that holds the event loop (and
+    every page waiting for it) for as long as the burst takes. Each viewer keeps a slot of its own, so the
+    updates spread over the interval and no viewer gets more than one per interval."""
+    return interval - ((now - phase) % interval)
+
+
 def live_context(
     state: AppState, run: Run, pods: str | None, interval: float
 ) -> tuple[tuple[str, str, int], dict[str, Any]]:
@@ -515,12 +530,44 @@ async def run_stream(
     last = request.headers.get("last-event-id", "")
     cursor = int(last) if last.isdigit() else 0
     cursor = min(cursor, len(run.results), STRIP_MAX)
-    interval = max(settings.sse_coalesce_s, 0.05)
+    base = max(settings.sse_coalesce_s, 0.05)
+    phase = random.random()  # this viewer's own moment in each interval, as a share of it
+    state.run_viewers[run.id] += 1
+    try:
+        events = _run_events(state, templates, run, pods, cursor, base, phase)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
+    finally:
+        state.run_viewers[run.id] -= 1
+        if state.run_viewers[run.id] <= 0:
+            del state.run_viewers[run.id]
+
+
+def run_interval(base: float, viewers: int) -> float:
+    """How often each viewer of a run gets an update: ``base`` for up to VIEWERS_PER_INTERVAL viewers, one
+    more ``base`` per VIEWERS_PER_INTERVAL more. Every update of every viewer costs the event loop the same
+    (the rendering is shared, the sending is not): 100 viewers at 4 updates a second doubled a run's time
+    and tripled a page's wait. Paced like this, the updates of a run cost at most about
+    VIEWERS_PER_INTERVAL / base sends a second, however many watch it."""
+    return base * max(1, math.ceil(viewers / VIEWERS_PER_INTERVAL))
+
+
+async def _run_events(
+    state: AppState,
+    templates: Jinja2Templates,
+    run: Run,
+    pods: str | None,
+    cursor: int,
+    base: float,
+    phase: float,
+) -> AsyncGenerator[ServerSentEvent, None]:
     while True:
+        interval = run_interval(base, state.run_viewers[run.id])
         if run.finished:
             yield ServerSentEvent(raw_data=final_block(state, templates, run), event="done")
             return
-        moment, ctx = live_context(state, run, pods, interval)
+        moment, ctx = live_context(state, run, pods, base)
         total = len(run.results)
         if cursor < min(total, STRIP_MAX):
             end = min(total, STRIP_MAX)
@@ -535,4 +582,4 @@ async def run_stream(
         if not run.finished and cursor > 0:
             # Coalesce: at most one update per interval, but the first results go out at once (the
             # first bar on screen is what the user waits for after the click).
-            await asyncio.sleep(interval)
+            await asyncio.sleep(until_slot(time.monotonic(), phase * interval, interval))

@@ -211,6 +211,8 @@ class L4Balancer:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.connections = 0
+        self.open = 0  # connections open now, and the most at once
+        self.peak = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> L4Balancer:
@@ -230,6 +232,8 @@ class L4Balancer:
         assert task is not None
         self._tasks.add(task)
         self.connections += 1
+        self.open += 1
+        self.peak = max(self.peak, self.open)
         port = self.backends[next(self._next)]
         up_w: asyncio.StreamWriter | None = None
 
@@ -247,6 +251,7 @@ class L4Balancer:
         except OSError:
             pass
         finally:
+            self.open -= 1
             self._tasks.discard(task)
             for w in (writer, up_w):
                 if w is not None:

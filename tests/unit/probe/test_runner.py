@@ -66,6 +66,18 @@ async def test_new_connections_spread_over_every_pod(cluster: Cluster) -> None:
     assert set(run.samples) == {"web-0", "web-1", "web-2"}
 
 
+async def test_runs_share_the_dashboards_requests_in_flight(cluster: Cluster) -> None:
+    """Two runs of concurrency 8 under a cap of 3 in flight: never more than 3 connections open at the
+    balancer, and both runs send every request."""
+    runner = cluster.runner(max_in_flight=3)
+    runs = [runner.start(spec(count=40, concurrency=8)) for _ in range(2)]
+    for run in runs:
+        await finished(run)
+        assert run.status == RunStatus.DONE and run.summary().done == 40 and run.summary().errors == ()
+    assert cluster.http_lb.connections == 80 and cluster.http_lb.peak <= 3
+    assert runs[0].in_flight_cap == 3  # what the run page says beside the concurrency asked for
+
+
 async def test_reuse_one_connection_one_pod(cluster: Cluster) -> None:
     run = await finished(cluster.runner().start(spec(reuse=True, concurrency=1, count=30)))
     s = run.summary()
