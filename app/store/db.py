@@ -222,7 +222,7 @@ class RunStore:
             _put_endpoints(db, n, end.endpoints)
             db.execute(
                 """UPDATE runs SET status = ?, error = ?, finished = ?, elapsed_s = ?, endpoints_changed = ?,
-                    first_reply_ms = ?, summary = ? WHERE n = ?""",
+                    first_reply_ms = ?, summary = ?, client_ip = COALESCE(?, client_ip) WHERE n = ?""",
                 (
                     end.status,
                     end.error,
@@ -231,6 +231,7 @@ class RunStore:
                     int(end.endpoints_changed),
                     end.first_reply_ms,
                     encode_summary(end.summary) if end.summary is not None else None,
+                    end.client_ip,
                     n,
                 ),
             )

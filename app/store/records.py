@@ -140,6 +140,8 @@ class RunEnd:
     summary: Summary | None  # the report as the user saw it at the end (frozen: never recomputed)
     error: str | None = None
     first_reply_ms: float | None = None
+    # Learnt while the run went (a probe pod's address comes with its first records): kept when None.
+    client_ip: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,7 @@ def end_of(run: Run) -> RunEnd:
         summary=run.final,
         error=run.error,
         first_reply_ms=run.first_reply_ms,
+        client_ip=run.client_ip,
     )
 
 

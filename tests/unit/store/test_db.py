@@ -88,6 +88,23 @@ def test_round_trip_of_a_finished_run(tmp_path: Path) -> None:
     assert rec.summary == dataclasses.replace(live, sequence=())
 
 
+def test_a_client_address_learnt_during_the_run_is_stored_with_its_end(tmp_path: Path) -> None:
+    """A probe pod's address comes with its first records, after the run's start was stored: a run read
+    back (as a fan-out's older rows are) must still know its client."""
+    store = open_store(tmp_path)
+    results = outcomes(10)
+    store.begin(dataclasses.replace(start("p1"), client_pod="svcscope-probe-p1", client_ip=None))
+    store.finish(
+        "p1", dataclasses.replace(end(results), client_ip="198.18.2.9"), Batch(outcomes=tuple(results))
+    )
+    got = store.get("p1")
+    assert isinstance(got, StoredRun) and got.record.client_ip == "198.18.2.9"
+    store.begin(start("d1"))  # known from the start: an end without one keeps it
+    store.finish("d1", end(results), Batch(outcomes=tuple(results)))
+    kept = store.get("d1")
+    assert isinstance(kept, StoredRun) and kept.record.client_ip == "10.0.0.99"
+
+
 def test_resummarizing_stored_rows_is_deterministic(tmp_path: Path) -> None:
     """Outcomes stored out of order, floats through SQLite REAL: the pure summary comes out identical."""
     store = open_store(tmp_path)
