@@ -22,12 +22,15 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -64,8 +67,9 @@ async def trace_memory(path: str, warmup: float, every: float = 60.0) -> None:
             f.write("\n".join(lines) + "\n\n")
 
 
-def serve(port: int, backends: list[int], trace: str | None = None, warmup: float = 0.0) -> None:
-    """The dashboard process: the real app on 127.0.0.1:``port`` probing the echo backends."""
+def serve(port: int, backends: list[int], store: str, trace: str | None = None, warmup: float = 0.0) -> None:
+    """The dashboard process: the real app on 127.0.0.1:``port`` probing the echo backends, recording into
+    the run store at ``store``."""
     import tracemalloc
 
     import uvicorn
@@ -74,6 +78,7 @@ def serve(port: int, backends: list[int], trace: str | None = None, warmup: floa
     from app.lifespan import watch_bounds_from
     from app.main import create_app
     from app.probe.runner import ProbeRunner
+    from app.store.runs import store_sinks
     from app.watching import WatchManager
     from tests.unit.fakes import limits, web_view
     from tests.unit.web.test_probes import filled_cache
@@ -86,7 +91,7 @@ def serve(port: int, backends: list[int], trace: str | None = None, warmup: floa
             return "127.0.0.1", pods[host]
         return "127.0.0.1", backends[next(turn) % len(backends)]  # the ClusterIP: round robin
 
-    settings = Settings(csrf_secret="bench")
+    settings = Settings(csrf_secret="bench", store_path=store)
     cache = filled_cache(SimpleNamespace(view=web_view(len(backends))))  # type: ignore[arg-type]
     app = create_app(settings, cache=cache, start_watchers=False)
     state = app.state.svc
@@ -97,6 +102,9 @@ def serve(port: int, backends: list[int], trace: str | None = None, warmup: floa
     async def lifespan(a: Any) -> AsyncIterator[None]:
         async with inner(a):
             state.probe_runner = ProbeRunner(cache, limits(max_count=100_000), dial=dial)
+            if state.store is not None:  # both record into the store, as in the shipped app
+                state.probe_runner.use_sinks(store_sinks(state.store))
+                state.watches.store = state.store
             tracer = None
             if trace:  # started here, after the imports: tracing them would slow the start-up tenfold
                 tracemalloc.start()
@@ -121,7 +129,11 @@ def dashboard(
     backends: list[int], trace: str | None = None, warmup: float = 0.0
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
-    argv = [sys.executable, "-m", "bench.watch", "--serve", str(port), "--ports", *map(str, backends)]
+    # A run store of its own: a store has one writer, so two benches on the default path would collide.
+    tmp = tempfile.TemporaryDirectory(prefix="svcscope-bench-watch-")
+    store = str(Path(tmp.name) / "runs.db")
+    argv = [sys.executable, "-m", "bench.watch", "--serve", str(port), "--store", store]
+    argv += ["--ports", *map(str, backends)]
     if trace:
         argv += ["--tracemalloc", trace, "--warmup", str(warmup)]
     proc = subprocess.Popen(argv, cwd=REPO)
@@ -139,6 +151,7 @@ def dashboard(
     finally:
         proc.terminate()
         proc.wait(15)
+        tmp.cleanup()
 
 
 def rss_kib(pid: int) -> int:
@@ -148,9 +161,31 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def cpu_s(pid: int) -> float:
+@dataclass(frozen=True)
+class Usage:
+    """A process's CPU so far, user and system apart, and how often its threads went to sleep."""
+
+    user_s: float
+    system_s: float
+    sleeps: int  # voluntary context switches, all threads
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.system_s
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(self.user_s - other.user_s, self.system_s - other.system_s, self.sleeps - other.sleeps)
+
+
+def usage(pid: int) -> Usage:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    sleeps = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    sleeps += int(line.split()[1])
+    return Usage(int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK, sleeps)  # utime, stime
 
 
 async def viewer(
@@ -190,8 +225,30 @@ async def viewer(
     return updates
 
 
+@contextlib.contextmanager
+def profiled(py_spy: str | None, pid: int, out: str) -> Iterator[None]:
+    """Sample the dashboard with py-spy (``py_spy``: its path; None: not at all) into ``out`` (its raw
+    format: one line per distinct stack with its sample count) while the block runs."""
+    if py_spy is None:
+        yield
+        return
+    proc = subprocess.Popen([py_spy, "record", "-p", str(pid), "-f", "raw", "-F", "-r", "100", "-o", out])
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its file on an interrupt
+        proc.wait(60)
+
+
 async def bench(
-    url: str, pid: int, seconds: float, warmup: float, rate: float, viewers: int
+    url: str,
+    pid: int,
+    seconds: float,
+    warmup: float,
+    rate: float,
+    viewers: int,
+    py_spy: str | None = None,
+    profile_prefix: str = "",
 ) -> dict[str, Any]:
     # One client for all viewers: creating one per viewer (an SSL context each) stalls this loop for seconds,
     # long enough for the server to drop the poller's idle keep-alive connection.
@@ -222,32 +279,40 @@ async def bench(
             await asyncio.sleep(0.05)
         offset.append(min(samples)[1])
         started = time.monotonic()
-        cpu0, req0 = cpu_s(pid), 0
+        use0, req0 = usage(pid), 0
         rss: list[tuple[float, int]] = []
-        while time.monotonic() - started < seconds + 2:
-            rss.append((time.monotonic() - started, rss_kib(pid)))
-            data = (await c.get(f"/api/v1/watches/{watch_id}")).json()
-            if data["status"] not in ("starting", "running"):
-                break
-            await asyncio.sleep(5)
+        with profiled(py_spy, pid, f"{profile_prefix}watch.txt"):
+            while time.monotonic() - started < seconds + 2:
+                rss.append((time.monotonic() - started, rss_kib(pid)))
+                data = (await c.get(f"/api/v1/watches/{watch_id}")).json()
+                if data["status"] not in ("starting", "running"):
+                    break
+                await asyncio.sleep(5)
         data = (await c.get(f"/api/v1/watches/{watch_id}")).json()
-        watch_cpu = cpu_s(pid) - cpu0
+        watch_use = usage(pid) - use0
         requests = data["requests"] - req0
         updates = await asyncio.gather(*tasks)
         # A normal run in the same process, no viewers (per-request CPU: up to 12,000 requests suffice).
         count = max(1000, min(requests, 12_000))
-        cpu1 = cpu_s(pid)
-        r = await c.post(
-            "/api/v1/probes",
-            json={"namespace": "demo", "service": "web", "port": "http", "count": count, "concurrency": 8},
-        )
-        r.raise_for_status()
-        run_id = r.json()["id"]
-        for _ in range(2400):  # bounded: 20 minutes of polls
-            if (await c.get(f"/api/v1/probes/{run_id}")).json()["status"] != "running":
-                break
-            await asyncio.sleep(0.5)
-        run_cpu = cpu_s(pid) - cpu1
+        with profiled(py_spy, pid, f"{profile_prefix}run.txt"):
+            use1 = usage(pid)
+            r = await c.post(
+                "/api/v1/probes",
+                json={
+                    "namespace": "demo",
+                    "service": "web",
+                    "port": "http",
+                    "count": count,
+                    "concurrency": 8,
+                },
+            )
+            r.raise_for_status()
+            run_id = r.json()["id"]
+            for _ in range(2400):  # bounded: 20 minutes of polls
+                if (await c.get(f"/api/v1/probes/{run_id}")).json()["status"] != "running":
+                    break
+                await asyncio.sleep(0.5)
+            run_use = usage(pid) - use1
     base = next((kib for t, kib in rss if t >= warmup), rss[-1][1])
     after = [kib for t, kib in rss if t >= warmup]
     total = data["total"]
@@ -266,8 +331,12 @@ async def bench(
         "lag_max_s": max(lags) if lags else None,
         "gap_max_s": max(gaps) if gaps else None,
         "update_bytes_median": statistics.median(sizes) if sizes else None,
-        "watch_cpu_us_per_request": watch_cpu / max(requests, 1) * 1e6,
-        "run_cpu_us_per_request": run_cpu / count * 1e6,
+        "watch_cpu_us_per_request": watch_use.cpu_s / max(requests, 1) * 1e6,
+        "run_cpu_us_per_request": run_use.cpu_s / count * 1e6,
+        "watch_system_share": watch_use.system_s / max(watch_use.cpu_s, 1e-9),
+        "run_system_share": run_use.system_s / max(run_use.cpu_s, 1e-9),
+        "watch_sleeps_per_request": watch_use.sleeps / max(requests, 1),
+        "run_sleeps_per_request": run_use.sleeps / count,
         "run_count": count,
     }
 
@@ -284,17 +353,27 @@ def main() -> None:
         help="write the heap's growth since the warm-up to FILE every minute (slows the dashboard: its CPU "
         "numbers are then not comparable)",
     )
+    parser.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="sample the dashboard with this py-spy during the watch and during the normal run (raw "
+        "format, into PREFIXwatch.txt and PREFIXrun.txt; the sampling costs the dashboard CPU too)",
+    )
+    parser.add_argument("--profile-prefix", default="/tmp/watch-profile-", metavar="PREFIX")
     parser.add_argument("--warmup", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ports", type=int, nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.ports, args.tracemalloc, args.warmup or 0.0)
+        serve(args.serve, args.ports, args.store, args.tracemalloc, args.warmup or 0.0)
         return
     seconds = 600.0 if args.long else args.seconds
     warmup = 60.0 if args.long else seconds / 3
     with echo_backends() as ports, dashboard(ports, args.tracemalloc, warmup) as (proc, url):
-        result = asyncio.run(bench(url, proc.pid, seconds, warmup, args.rate, args.viewers))
+        result = asyncio.run(
+            bench(url, proc.pid, seconds, warmup, args.rate, args.viewers, args.py_spy, args.profile_prefix)
+        )
     ratio = result["watch_cpu_us_per_request"] / result["run_cpu_us_per_request"]
     print(
         f"\nwatch {args.rate:g} req/s for {seconds:g} s, {args.viewers} SSE viewers, warm-up {warmup:g} s; "
@@ -317,6 +396,14 @@ def main() -> None:
         f"| CPU per request: watch (with viewers) / normal run ({result['run_count']} requests) | "
         f"{result['watch_cpu_us_per_request']:.0f} µs / {result['run_cpu_us_per_request']:.0f} µs "
         f"= {ratio:.2f} |"
+    )
+    print(
+        f"| of it in the kernel: watch / normal run | {result['watch_system_share']:.0%} / "
+        f"{result['run_system_share']:.0%} |"
+    )
+    print(
+        f"| voluntary sleeps per request: watch / normal run | {result['watch_sleeps_per_request']:.2f} / "
+        f"{result['run_sleeps_per_request']:.2f} |"
     )
 
 

@@ -242,7 +242,14 @@ class Series:
 
     def seconds(self, after: int = -1) -> list[Second]:
         """The kept seconds after ``after`` (all with -1), oldest first."""
-        return [b.close(s) for s, b in self._ring if s > after]
+        # From the newest end: the callers each second want the last few of up to ring_s seconds.
+        out: list[Second] = []
+        for s, b in reversed(self._ring):
+            if s <= after:
+                break
+            out.append(b.close(s))
+        out.reverse()
+        return out
 
     def window(self, now_s: float, span_s: float) -> Distribution:
         """Hits per pod of the requests started in the last ``span_s`` seconds before ``now_s``."""
@@ -250,8 +257,10 @@ class Series:
         hits: Counter[str] = Counter()
         errors: Counter[str] = Counter()
         requests = unattributed = 0
-        for s, b in self._ring:
-            if s + 1 <= lo or s >= now_s:
+        for s, b in reversed(self._ring):  # the ring is in order: stop at the window's start
+            if s + 1 <= lo:
+                break
+            if s >= now_s:
                 continue
             requests += b.requests
             unattributed += b.unattributed
@@ -449,7 +458,9 @@ def measure(
             lasts.append(Lag(e.pod, e.at_s, series.last_hit.get(e.pod)))
     windows = [(e.at_s, e.at_s + change_window_s) for e in events]
     errors: Counter[str] = Counter()
-    for sec in series.seconds() if windows else ():  # nothing changed: no second to look at
+    # Only the seconds from the earliest window on (nothing changed: none at all).
+    first = math.floor(min(lo for lo, _ in windows)) - 2 if windows else 0
+    for sec in series.seconds(after=first) if windows else ():
         if any(lo - 1 < sec.second + 1 and sec.second <= hi for lo, hi in windows):
             errors.update(dict(sec.errors))
     return Measurements(

@@ -162,6 +162,8 @@ class Watch:
         self.finished_at: float | None = None
         self.skipped = 0  # schedule slots skipped because the process fell behind
         self.in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # the requests under way (a strong reference)
+        self._room: asyncio.Future[None] | None = None  # the pacer waits here while _tasks is at the cap
         self.stop_reason: str | None = None
         self.snapshot: Snapshot | None = None
         self._seen: tuple[Service | None, tuple[EndpointSlice, ...]] | None = None
@@ -276,8 +278,11 @@ class Watch:
         self._pick_rule = (self.affinity, self.affinity_timeout_s)
 
     async def _observe_loop(self, sleep: Sleep) -> None:
+        # Looks happen on multiples of OBSERVE_S since the start, the start grid's own points (at 200/s
+        # its step is OBSERVE_S): the loop then wakes once for both, not once for each at its own phase.
         while True:
-            await sleep(OBSERVE_S)
+            since = self._clock() - self.started
+            await sleep((math.floor(since / OBSERVE_S + 1e-9) + 1) * OBSERVE_S - since)
             self.observe()
 
     async def _pace(self, dial: Dial, sink: OutcomeSink | None, sleep: Sleep) -> None:
@@ -285,8 +290,12 @@ class Watch:
         interval = 1.0 / spec.rate
         tick = start_grid(spec.rate)
         end = self.started + spec.duration_s
-        slots = asyncio.Semaphore(min(MAX_IN_FLIGHT, math.ceil(spec.rate * spec.timeout_s) + 1))
-        tasks: set[asyncio.Task[None]] = set()
+        cap = min(MAX_IN_FLIGHT, math.ceil(spec.rate * spec.timeout_s) + 1)
+        loop = asyncio.get_running_loop()
+        # The requests under way are a plain set (each request leaves it as it ends), with a future only
+        # while the cap is reached: a semaphore and a done callback per request cost a few microseconds
+        # and a loop turn each.
+        tasks = self._tasks
         n = 0
         try:
             while self.error is None:
@@ -304,11 +313,11 @@ class Watch:
                     self.skipped += missed
                     n += missed
                     continue
-                await slots.acquire()
+                while len(tasks) >= cap:
+                    self._room = loop.create_future()
+                    await self._room
                 n += 1
-                task = asyncio.create_task(self._one(n, dial, sink, slots))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                tasks.add(loop.create_task(self._one(n, dial, sink)))
         finally:
             # Let the requests under way end by their own timeout, so each one sent is counted.
             if tasks:
@@ -319,7 +328,7 @@ class Watch:
                     await pending  # bounded by the requests' timeout
                     raise
 
-    async def _one(self, seq: int, dial: Dial, sink: OutcomeSink | None, slots: asyncio.Semaphore) -> None:
+    async def _one(self, seq: int, dial: Dial, sink: OutcomeSink | None) -> None:
         run, spec = self.run, self.spec
         self.in_flight += 1
         try:
@@ -364,4 +373,10 @@ class Watch:
                 sink.add(outcome)
         finally:
             self.in_flight -= 1
-            slots.release()
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
+            room = self._room
+            if room is not None and not room.done():
+                room.set_result(None)
+            self._room = None

@@ -17,6 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from fastapi.sse import format_sse_event
+
 from app.probe.watch import Event, EventKind, Second, Series
 from app.probe.watchrun import Watch, WatchSpec
 
@@ -172,6 +174,11 @@ def oob(html: str) -> str:
     return html.replace("<svg ", '<svg hx-swap-oob="true" ', 1)
 
 
+def sse_event(event: str, data: str) -> bytes:
+    """One server-sent event on the wire: its type, then each line of ``data`` as a ``data:`` line."""
+    return format_sse_event(data_str=data, event=event)
+
+
 class Feed:
     """One watch's live timeline for all its viewers: each column, and the status and panels once per
     second, are drawn once by whichever viewer asks first; a viewer gets the pieces it lacks as strings."""
@@ -189,6 +196,10 @@ class Feed:
         self._panels = ""
         self._final: str | None = None
         self.renders = 0  # columns and panels drawn (for tests and the bench)
+        # (have, since) -> the viewer's SSE event as sent, for the current second: viewers in step (all
+        # of them, once each has caught up) share one encoding instead of one each.
+        self._events: dict[tuple[int, int], tuple[bytes, int, int]] = {}
+        self.encodes = 0  # SSE events encoded (for tests and the bench)
 
     @property
     def version(self) -> int:
@@ -226,6 +237,7 @@ class Feed:
             self._columns.popitem(last=False)
         self._panels = self._render_panels(w)
         self.renders += 1
+        self._events.clear()
 
     def message(self, have: int, since: int) -> tuple[str, int, int]:
         """What a viewer showing the columns up to ``have``, drawn as of version ``since``, needs: the
@@ -240,6 +252,15 @@ class Feed:
                 parts.append(oob(html))
         parts.append(self._panels)
         return "".join(parts), max(have, self._upto), self._version
+
+    def event(self, have: int, since: int) -> tuple[bytes, int, int]:
+        """``message`` as a ``timeline`` server-sent event, encoded once per distinct viewer state."""
+        known = self._events.get((have, since))
+        if known is None:
+            html, new_have, new_since = self.message(have, since)
+            known = self._events[(have, since)] = (sse_event("timeline", html), new_have, new_since)
+            self.encodes += 1
+        return known
 
     def final(self, render: Callable[[], str]) -> str:
         """The finished watch's whole block, drawn once for all its viewers."""

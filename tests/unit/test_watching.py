@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from app.domain import ObjectKey
 from app.probe.spec import RunLimitError, SpecError
-from app.probe.targets import UnknownService
+from app.probe.targets import ProbeProtocol, UnknownService, resolve
 from app.probe.watch import EventKind
 from app.probe.watchrun import MAX_TICK_S, TICK_S, Watch, WatchSpec, WatchStatus, start_grid
 from app.store import AsyncRunStore, Kind, RunRecord, StoreConfig
@@ -63,6 +64,39 @@ async def test_a_watch_paces_attributes_and_counts_every_request(cluster: Cluste
     assert sum(s.requests for s in w.series.seconds()) == w.series.requests
     assert all(s.p50_ms is not None for s in w.series.seconds())
     await manager.aclose()
+
+
+async def test_at_200_per_s_the_loop_wakes_for_the_watch_only_on_the_start_grid(cluster: Cluster) -> None:
+    # Every timer the watch sets (the pacer's and the Service observer's) aims at a point of one grid
+    # since the start, so the loop wakes for them at most 10 times a second, not once per request
+    # and not once more per observation at a phase of its own.
+    read = [time.monotonic()]
+
+    def clock() -> float:
+        read.append(time.monotonic())
+        return read[-1]
+
+    w = Watch(
+        spec(rate=200, duration_s=1.0),
+        resolve(cluster.view, ObjectKey("demo", "web"), "http", ProbeProtocol.HTTP),
+        None,
+        cluster.view,
+        ring_s=60,
+        clock=clock,
+    )
+    aims: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        aims.append(read[-1] + delay - w.started)  # the time the caller aimed at, on its own clock
+        await asyncio.sleep(delay)
+
+    await asyncio.wait_for(w.execute(cluster.dial, sleep=sleep), 20)
+    assert w.status is WatchStatus.DONE and w.series.requests + w.skipped == 200
+    points = {round(a / MAX_TICK_S) for a in aims}
+    assert all(abs(a - round(a / MAX_TICK_S) * MAX_TICK_S) < 1e-6 for a in aims), aims
+    # At most one wake-up per grid point while it ran (a loaded machine stretches the run past 1 s).
+    assert w.finished_at is not None and len(aims) >= 10
+    assert len(points) <= (w.finished_at - w.started) / MAX_TICK_S + 2
 
 
 def test_the_start_grid_groups_requests_at_high_rates_only_up_to_the_events_resolution() -> None:

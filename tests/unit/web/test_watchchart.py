@@ -138,6 +138,29 @@ def test_each_second_is_drawn_once_however_many_viewers(templates: Jinja2Templat
     assert seconds_in(html) == [(False, 3)] and have == 3 and feed.renders == 4 + 2
 
 
+def test_viewers_in_step_share_one_encoded_event_each_second(templates: Jinja2Templates) -> None:
+    w = FakeWatch()
+    for i in range(30):
+        w.series.add(outcome(i, i / 10))
+    w.elapsed_s = 3.05
+    feed, _ = feed_for(templates, w)
+    feed.update()
+    first = feed.event(-1, -1)  # a viewer that just connected
+    events = [feed.event(first[1], first[2]) for _ in range(20)]  # 20 viewers already in step
+    assert feed.encodes == 1 + 1 and all(e is events[0] for e in events)
+    data, have, since = first
+    html, *_ = feed.message(-1, -1)
+    lines = "".join(f"data: {line}\n" for line in html.split("\n"))
+    assert data == f"event: timeline\n{lines}\n".encode()
+    assert (have, since) == feed.message(-1, -1)[1:]
+    # The next second: encoded again (once for all), not served from the last second's.
+    w.series.add(outcome(31, 3.5))
+    w.elapsed_s = 4.05
+    feed.update()
+    later = [feed.event(have, since) for _ in range(20)]
+    assert feed.encodes == 3 and later[0][0] != data and b"data: " in later[0][0]
+
+
 def test_a_late_reply_redraws_its_second_out_of_band(templates: Jinja2Templates) -> None:
     w = FakeWatch(elapsed_s=2.05)
     w.series.add(outcome(1, 0.5))
