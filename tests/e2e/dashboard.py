@@ -121,6 +121,9 @@ def start_dashboard(
         "SVCSCOPE_PROBE_MAX_RUNS_PER_MINUTE": "1000",
         "SVCSCOPE_PROBE_RUNS_KEPT": "200",
         "SVCSCOPE_STORE_PATH": "",  # runs in memory only, unless ``env`` gives the store a file
+        # The node's shell starts in /, so ``app`` would come from wherever the venv's editable install
+        # points (another checkout's code, for a venv shared by worktrees): this checkout's, always.
+        "PYTHONPATH": str(REPO),
         **(env or {}),
     }
     cmd = [
