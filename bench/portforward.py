@@ -1,12 +1,14 @@
 """How long the demo's URL is gone after a fault, with the port-forward kept alive by the plugin's supervisor.
 
-    python -m bench.portforward [--port 8080] [--rounds 3] [--fault pod|apiserver]
+    python -m bench.portforward [--port 8080] [--rounds 3] [--fault pod|force|kill|apiserver]
 
 Against a running `make demo` (or `python -m scripts.demo up`) on the instance SVCSCOPE_DC_INSTANCE names.
-Each round deletes the dashboard pod (`pod`) or SIGKILLs and restarts the apiserver (`apiserver`), then polls
+Each round deletes the dashboard pod (`pod`), force-deletes it (`force`), SIGKILLs its process from outside as
+the OOM killer would (`kill`: the container restarts in the same pod), or SIGKILLs and restarts the apiserver
+(`apiserver`), then polls
 the URL every 0.1 s: when it first stops answering, and when it answers again (for `pod`: from a new process,
 told by Prometheus' process_start_time_seconds). The baseline, measured in the same round, is what no
-supervisor can beat: the new pod's Ready time (whole seconds), or the apiserver's /readyz.
+supervisor can beat: the (new) pod's Ready time (whole seconds), or the apiserver's /readyz.
 Results: bench/portforward.md.
 """
 
@@ -15,13 +17,17 @@ from __future__ import annotations
 import argparse
 import calendar
 import contextlib
+import functools
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 
 from devcluster import kubeapi
 from scripts import demo
@@ -64,14 +70,39 @@ def _ready_at(pod: dict[str, object]) -> float | None:
     return None
 
 
-def round_pod(port: int) -> dict[str, float | None]:
+def _sigkill(pod: str) -> None:
+    """SIGKILL the pod's uvicorn by its PID on the node (the node's processes share the host's PID namespace),
+    found by the pod's name in its environment, so nothing else is touched."""
+    marker = f"POD_NAME={pod}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in environ and b"uvicorn" in cmdline:
+            os.kill(int(entry.name), signal.SIGKILL)
+            return
+    raise SystemExit(f"no uvicorn process of pod {pod} found")
+
+
+def round_pod(port: int, how: str = "pod") -> dict[str, float | None]:
     before = started_at(port)
     assert before is not None, f"nothing answers on port {port}: is the demo up?"
     (old,) = [str(p["metadata"]["name"]) for p in pods() if isinstance(p.get("metadata"), dict)]  # type: ignore[index]
-    subprocess.run(
-        [*demo.kubectl_base(), "-n", demo.NAMESPACE, "delete", "pod", old, "--wait=false"], check=True
-    )
-    t0, wall0 = time.monotonic(), time.time()
+    wall0 = time.time()
+    if how == "kill":
+        _sigkill(old)
+    else:
+        force = ["--force", "--grace-period=0"] if how == "force" else []
+        subprocess.run(
+            [*demo.kubectl_base(), "-n", demo.NAMESPACE, "delete", "pod", old, "--wait=false", *force],
+            check=True,
+            capture_output=True,
+        )
+    t0 = time.monotonic()
     miss = back = None
     while back is None and time.monotonic() - t0 < LIMIT_S:
         now = started_at(port)
@@ -83,8 +114,10 @@ def round_pod(port: int) -> dict[str, float | None]:
     ready = None
     deadline = time.monotonic() + LIMIT_S
     while ready is None and time.monotonic() < deadline:
-        new = [p for p in pods() if p["metadata"]["name"] != old]  # type: ignore[index]
-        ready = _ready_at(new[0]) if len(new) == 1 else None
+        # After a kill the pod is the same one, Ready again once its restarted container is.
+        new = [p for p in pods() if how == "kill" or p["metadata"]["name"] != old]  # type: ignore[index]
+        at = _ready_at(new[0]) if len(new) == 1 else None
+        ready = at if at is not None and at >= int(wall0) else None
         time.sleep(0.2)  # polling the pod's Ready condition, bounded by the deadline
     return {"miss": miss, "back": back, "baseline": None if ready is None else ready - wall0}
 
@@ -118,9 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.portforward", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=demo.DEFAULT_PORT)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--fault", choices=("pod", "apiserver"), default="pod")
+    parser.add_argument("--fault", choices=("pod", "force", "kill", "apiserver"), default="pod")
     args = parser.parse_args(argv)
-    measure = round_pod if args.fault == "pod" else round_apiserver
+    measure = round_apiserver if args.fault == "apiserver" else functools.partial(round_pod, how=args.fault)
     print("| round | first miss (s) | answers again (s) | baseline (s) | supervisor's lag (s) |")
     print("| --- | --- | --- | --- | --- |")
     for n in range(1, args.rounds + 1):
