@@ -65,8 +65,12 @@ def _record(name: str, value: object) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def poll(c: httpx.Client, watch_id: str, check: Any, timeout: float, what: str) -> dict[str, Any]:
-    """GET the watch until ``check(data)``; bounded by ``timeout``."""
+def poll(
+    c: httpx.Client, watch_id: str, check: Any, timeout: float, what: str, *, ended: bool = False
+) -> dict[str, Any]:
+    """GET the watch until ``check(data)``; bounded by ``timeout``. A watch that is no longer running ends the
+    wait at once, unless ``ended`` says the check is about what comes after its end (its requests under way
+    end by their own timeout, then its end is written to the store)."""
     deadline = time.monotonic() + timeout
     data: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -75,7 +79,7 @@ def poll(c: httpx.Client, watch_id: str, check: Any, timeout: float, what: str) 
         data = r.json()
         if check(data):
             return data
-        if data["status"] not in ("starting", "running"):
+        if data["status"] not in ("starting", "running") and not ended:
             break
         time.sleep(0.5)
     summary = {k: data.get(k) for k in ("status", "error", "requests", "total", "rolling", "measurements")}
@@ -241,7 +245,7 @@ def test_a_stored_watch_shows_its_markers_after_the_dashboard_restarts(
         live = {w: poll(c, w, first_hit, 120, "the new pod's first hit") for w in (stopped, running)}
         (new_pod,) = {x["pod"] for x in live[stopped]["measurements"]["ready_to_first_hit"]}
         live[stopped] = stop(c, stopped)
-        poll(c, stopped, lambda d: d["saved_final"], 30, "the stopped watch's end in the store")
+        poll(c, stopped, lambda d: d["saved_final"], 30, "the stopped watch's end in the store", ended=True)
         csv = c.get(f"/api/v1/watches/{stopped}.csv").text
         # The running watch's seconds reach the store once no request still under way can change them (the
         # timeout plus a margin after they end), a few at a time: wait on its own clock until the new pod's
