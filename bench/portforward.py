@@ -19,18 +19,16 @@ import calendar
 import contextlib
 import functools
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Sequence
-from pathlib import Path
 
 from devcluster import kubeapi
 from scripts import demo
+from tests.e2e.dashboard import sigkill_dashboard
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 SELECTOR = "app.kubernetes.io/name=svcscope"
@@ -70,31 +68,13 @@ def _ready_at(pod: dict[str, object]) -> float | None:
     return None
 
 
-def _sigkill(pod: str) -> None:
-    """SIGKILL the pod's uvicorn by its PID on the node (the node's processes share the host's PID namespace),
-    found by the pod's name in its environment, so nothing else is touched."""
-    marker = f"POD_NAME={pod}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker in environ and b"uvicorn" in cmdline:
-            os.kill(int(entry.name), signal.SIGKILL)
-            return
-    raise SystemExit(f"no uvicorn process of pod {pod} found")
-
-
 def round_pod(port: int, how: str = "pod") -> dict[str, float | None]:
     before = started_at(port)
     assert before is not None, f"nothing answers on port {port}: is the demo up?"
     (old,) = [str(p["metadata"]["name"]) for p in pods() if isinstance(p.get("metadata"), dict)]  # type: ignore[index]
     wall0 = time.time()
     if how == "kill":
-        _sigkill(old)
+        sigkill_dashboard(old)
     else:
         force = ["--force", "--grace-period=0"] if how == "force" else []
         subprocess.run(

@@ -9,6 +9,7 @@ Used by the e2e probe tests and bench/probe_rate.py. (No tests in this module.)
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -241,3 +242,22 @@ def _ended(http: httpx.Client, run_id: str) -> dict[str, Any] | None:
 
 def _hits_of(run: dict[str, Any]) -> dict[str, int]:
     return hits(run) if "pods" in run else {}
+
+
+def sigkill_dashboard(pod: str) -> None:
+    """SIGKILL the dashboard's process of ``pod`` the way the OOM killer would: from outside, by its PID on
+    the node (the node's processes share the host's PID namespace). Found by the pod's own name in its
+    environment, so nothing else is touched."""
+    marker = f"POD_NAME={pod}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in environ and b"uvicorn" in cmdline:
+            os.kill(int(entry.name), signal.SIGKILL)
+            return
+    raise AssertionError(f"no uvicorn process of pod {pod} found")

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +24,7 @@ import pytest
 
 from tests.chart.release import Release, port_forward
 from tests.e2e.conftest import Cluster, EchoApp, deploy_echo_app, wait_for
+from tests.e2e.dashboard import sigkill_dashboard
 from tests.e2e.released import chart_release
 
 pytestmark = pytest.mark.e2e
@@ -188,26 +186,6 @@ def _restarts(pod: dict[str, Any]) -> int:
     return sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses", []))
 
 
-def _sigkill(cluster: Cluster, pod: dict[str, Any]) -> None:
-    """SIGKILL the dashboard's process the way the OOM killer would: from outside, by its PID on the node
-    (the node's processes share the host's PID namespace). Found by the pod's own name in its environment,
-    so nothing else is touched."""
-    name = pod["metadata"]["name"]
-    marker = f"POD_NAME={name}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker in environ and b"uvicorn" in cmdline:
-            os.kill(int(entry.name), signal.SIGKILL)
-            return
-    raise AssertionError(f"no uvicorn process of pod {name} found")
-
-
 def _assert_kept(dash: Dash, run_id: str, expected: dict[str, Any], csv: str) -> None:
     r = dash.get(f"/api/v1/probes/{run_id}")
     assert r.status_code == 200, r.text
@@ -277,7 +255,7 @@ def test_runs_survive_every_kind_of_dashboard_death(
             last = dash.done(running)
             started = time.monotonic()
             if command is None:
-                _sigkill(cluster, pod)
+                sigkill_dashboard(pod["metadata"]["name"])
             else:
                 release.kubectl(*command, "-n", namespace, pod["metadata"]["name"])
             dash.wait_replaced(pod["metadata"]["uid"], _restarts(pod))
@@ -305,7 +283,7 @@ def test_default_empty_dir_keeps_runs_across_a_container_restart(
         pod = dash.pod()
         running = dash.start(app, **LONG_RUN)
         recorded = dash.wait_recorded(running, 20)
-        _sigkill(cluster, pod)
+        sigkill_dashboard(pod["metadata"]["name"])
         dash.wait_replaced(pod["metadata"]["uid"], _restarts(pod))
         assert dash.pod()["metadata"]["uid"] == pod["metadata"]["uid"]  # the same pod, a new container
         _assert_kept(dash, finished, first, csv)

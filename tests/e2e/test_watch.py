@@ -20,7 +20,8 @@ import pytest
 from scripts import demo
 from tests.chart.release import Release, port_forward
 from tests.e2e.conftest import Cluster, EchoApp, deploy_echo_app
-from tests.e2e.test_persist import Dash, _restarts, _sigkill
+from tests.e2e.dashboard import sigkill_dashboard
+from tests.e2e.test_persist import Dash, _restarts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -254,7 +255,7 @@ def test_a_stored_watch_shows_its_markers_after_the_dashboard_restarts(
         poll(c, running, lambda d: d["elapsed_s"] > hit_s + 8, 60, "the running watch to go on")
         pod = dash.pod()
         started = time.monotonic()
-        _sigkill(cluster, pod)
+        sigkill_dashboard(pod["metadata"]["name"])
         dash.wait_replaced(pod["metadata"]["uid"], _restarts(pod))
         back_after = round(time.monotonic() - started, 1)
         results: dict[str, Any] = {"back_after_s": back_after}
