@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     # Watch Nodes (zones, readiness) for the routing rules; off where RBAC does not allow it.
     watch_nodes: bool = True
 
+    @property
+    def stream_interval_s(self) -> float:
+        """The live streams' coalescing interval as they use it: never below 50 ms, whatever is set."""
+        return max(self.sse_coalesce_s, 0.05)
+
     @field_validator("namespaces", "allowed_hosts", "writable_namespaces", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:

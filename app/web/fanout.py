@@ -239,7 +239,7 @@ async def fanout_stream(
 ) -> AsyncIterator[ServerSentEvent]:
     """``matrix`` while the clients run (at most one per coalescing interval), then ``done``: the final
     block, which has no stream."""
-    interval = max(settings.sse_coalesce_s, 0.05)
+    interval = settings.stream_interval_s
     while True:
         m = await matrix_of(state, fan)
         if m.finished:

@@ -488,7 +488,7 @@ async def run_page(
         if wants_fragment(request):
             return HTMLResponse(final_block(state, templates, run))
         return page(request, "pages/probe_run.html", **run_context(run))
-    _, ctx = live_context(state, run, pods, max(settings.sse_coalesce_s, 0.05))
+    _, ctx = live_context(state, run, pods, settings.stream_interval_s)
     if wants_fragment(request):
         token = csrf_token(request)
         return HTMLResponse(fragment(templates, "partials/_probe_run.html", csrf_token=token, **ctx))
@@ -530,7 +530,7 @@ async def run_stream(
     last = request.headers.get("last-event-id", "")
     cursor = int(last) if last.isdigit() else 0
     cursor = min(cursor, len(run.results), STRIP_MAX)
-    base = max(settings.sse_coalesce_s, 0.05)
+    base = settings.stream_interval_s
     phase = random.random()  # this viewer's own moment in each interval, as a share of it
     state.run_viewers[run.id] += 1
     try:

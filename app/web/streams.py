@@ -140,7 +140,7 @@ async def runs_stream(
     namespace: NamespacePath, name: NamePath, state: StateDep, templates: TemplatesDep
 ) -> AsyncIterator[ServerSentEvent]:
     """The Service page's Recent runs table (event ``runs``): when a run starts, progresses or ends."""
-    interval = max(state.settings.sse_coalesce_s, 0.05)
+    interval = state.settings.stream_interval_s
     with state.hub.subscribe(runs_filter(namespace, name)) as sub:
         last = None
         while True:
