@@ -13,6 +13,7 @@ import pytest
 
 from app.domain import ObjectKey
 from app.probe.spec import RunLimitError, SpecError
+from app.probe.stats import Outcome
 from app.probe.targets import ProbeProtocol, UnknownService, resolve
 from app.probe.watch import EventKind
 from app.probe.watchrun import MAX_TICK_S, TICK_S, Watch, WatchSpec, WatchStatus, start_grid
@@ -103,6 +104,45 @@ def test_the_start_grid_groups_requests_at_high_rates_only_up_to_the_events_reso
     assert start_grid(200) == MAX_TICK_S  # 20 requests a step
     assert start_grid(2000) == TICK_S  # already 40 a step at the finest grid
     assert start_grid(1) == MAX_TICK_S and start_grid(400) == pytest.approx(0.05)
+
+
+async def test_a_request_without_a_reply_ends_at_its_own_timeout_as_a_timeout(cluster: Cluster) -> None:
+    # A backend that accepts and never answers. A grid point's requests share one timer; each must still
+    # end as "timeout" no sooner than its own timeout after its own start, and every one must be counted.
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()  # until the client gives up and closes
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    silent_port = server.sockets[0].getsockname()[1]
+    target = resolve(cluster.view, ObjectKey("demo", "web"), "http", ProbeProtocol.HTTP)
+
+    def dial(host: str, port: int) -> tuple[str, int]:
+        # The pods answer calibration; the ClusterIP leads to the silent backend.
+        return ("127.0.0.1", silent_port) if host == target.address else cluster.dial(host, port)
+
+    class Sink:
+        def __init__(self) -> None:
+            self.outcomes: list[Outcome] = []
+
+        def add(self, outcome: Outcome, sample: tuple[str, str] | None = None) -> None:
+            self.outcomes.append(outcome)
+
+    sink = Sink()
+    w = Watch(spec(rate=40, duration_s=1.0, timeout_s=0.3), target, None, cluster.view, ring_s=60)
+    async with server:
+        await asyncio.wait_for(w.execute(dial, sink), 20)
+        for writer in held:
+            writer.close()
+            await writer.wait_closed()
+    assert w.status is WatchStatus.DONE and w.in_flight == 0
+    assert w.series.requests + w.skipped == 40 and w.series.requests >= 30
+    assert dict(w.series.total().errors) == {"timeout": w.series.requests} == {"timeout": len(sink.outcomes)}
+    latencies = [o.latency_ms for o in sink.outcomes if o.latency_ms is not None]
+    assert len(latencies) == len(sink.outcomes)
+    assert 300.0 <= min(latencies) and max(latencies) < 300.0 + 1000.0, (min(latencies), max(latencies))
 
 
 async def test_stop_and_shutdown_end_watches_and_count_what_was_sent(cluster: Cluster) -> None:
