@@ -168,6 +168,7 @@ class Watch:
         self.snapshot: Snapshot | None = None
         self._seen: tuple[Service | None, tuple[EndpointSlice, ...]] | None = None
         self.done = asyncio.Event()
+        self._on_finish: list[Callable[[], None]] = []
         self.task: asyncio.Task[None] | None = None
         self.client_pod: str | None = None
         # What each request needs and only changes with the Service: worked out when it changes, not per
@@ -250,6 +251,16 @@ class Watch:
         self.error = self.error or error
         self.finished_at = self._clock()
         self.done.set()
+        callbacks, self._on_finish = self._on_finish, []
+        for callback in callbacks:
+            callback()
+
+    def when_finished(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the watch ends (at once if it has)."""
+        if self.finished:
+            callback()
+        else:
+            self._on_finish.append(callback)
 
     def fail(self, message: str) -> None:
         """Stop at the next request with this error (e.g. an endpoint turned to a refused address)."""

@@ -11,6 +11,7 @@ the feed draws it again and sends it out of band.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import weakref
 from collections import OrderedDict
@@ -32,6 +33,8 @@ LAT_MIN_MS = 0.1
 TICK_EVERY = 10
 CHART_S = 120  # seconds in a live strip (the browser's ring); a finished watch shows every kept second
 LATE_MARGIN_S = 1  # beyond the request timeout, how late a reply may still change its second
+BEAT_DELAY_S = 0.05  # after a whole second of the watch, before its column is drawn (its last starts)
+MIN_WAIT_S = 0.2  # the shortest wait for a beat (a viewer that joins just before one waits for the next)
 # What the templates draw with (one source for the column's and the axis's sizes).
 GEOMETRY = {
     "col_w": COL_W,
@@ -200,6 +203,13 @@ class Feed:
         # of them, once each has caught up) share one encoding instead of one each.
         self._events: dict[tuple[int, int], tuple[bytes, int, int]] = {}
         self.encodes = 0  # SSE events encoded (for tests and the bench)
+        # The viewers' beat: one timer for all of them, each waiting on its own future (an Event's), so a
+        # viewer that leaves cancels only its own wait. A timeout per viewer per second cost a timer and a
+        # raised exception each.
+        self._beat = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._following = False
+        self.beats = 0  # beat timers set (for tests and the bench)
 
     @property
     def version(self) -> int:
@@ -261,6 +271,33 @@ class Feed:
             known = self._events[(have, since)] = (sse_event("timeline", html), new_have, new_since)
             self.encodes += 1
         return known
+
+    async def beat(self) -> None:
+        """Wait until just after the watch's next whole second, when that second's column can be drawn,
+        or until the watch ends."""
+        w = self.watch
+        if w.finished:
+            return
+        if not self._following:
+            self._following = True
+            w.when_finished(self._end)
+        if self._timer is None:
+            elapsed = w.elapsed_s
+            wait = max(MIN_WAIT_S, math.floor(elapsed) + 1 + BEAT_DELAY_S - elapsed)
+            self._timer = asyncio.get_running_loop().call_later(wait, self._ring)
+            self.beats += 1
+        await self._beat.wait()
+
+    def _ring(self) -> None:
+        self._timer = None
+        self._beat.set()  # wakes every viewer waiting now
+        self._beat.clear()  # and the next beat is a new one
+
+    def _end(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._beat.set()  # left set: a finished watch has no more beats
 
     def final(self, render: Callable[[], str]) -> str:
         """The finished watch's whole block, drawn once for all its viewers."""

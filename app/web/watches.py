@@ -42,8 +42,6 @@ from app.web.watchchart import CHART_S, GEOMETRY, Column, Feed, Scale, colors_of
 
 router = APIRouter()
 
-BEAT_DELAY_S = 0.05  # after a whole second of the watch, before its column is drawn (its last starts)
-MIN_WAIT_S = 0.2
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # as FastAPI's event streams
 CSV_COLUMNS = ("second", "requests", "pod", "hits", "error", "errors", "unattributed", "p50_ms", "p95_ms")
 
@@ -520,14 +518,7 @@ async def watch_stream(
                 feed.update()
                 data, have, since = feed.event(have, since)
                 yield data
-                # Wake just after the watch's next whole second, when that second's column can be drawn.
-                elapsed = w.elapsed_s
-                wait = max(MIN_WAIT_S, math.floor(elapsed) + 1 + BEAT_DELAY_S - elapsed)
-                try:
-                    async with asyncio.timeout(wait):
-                        await w.done.wait()
-                except TimeoutError:
-                    pass
+                await feed.beat()
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -92,6 +94,15 @@ class FakeWatch:
     finished: bool = False
     series: Series = field(default_factory=lambda: Series(600))
     events: list[Event] = field(default_factory=list)
+    on_finish: list[Callable[[], None]] = field(default_factory=list)
+
+    def when_finished(self, callback: Callable[[], None]) -> None:
+        self.on_finish.append(callback)
+
+    def finish(self) -> None:
+        self.finished, self.status = True, WatchStatus.STOPPED
+        for callback in self.on_finish:
+            callback()
 
 
 def outcome(seq: int, at_s: float, pod: str | None = "web-0", error: str | None = None) -> Outcome:
@@ -192,3 +203,27 @@ def test_a_quiet_second_is_an_empty_column_and_the_feed_keeps_a_strip_at_most(
     got = seconds_in(html)
     assert len(got) == CHART_S and got[0] == (False, 50) and have == CHART_S + 49
     assert html.count("<title>second 51: 0 requests</title>") == 1
+
+
+async def test_viewers_wait_for_the_next_second_on_one_timer_and_the_end_wakes_them(
+    templates: Jinja2Templates,
+) -> None:
+    w = FakeWatch(elapsed_s=3.9)
+    feed, _ = feed_for(templates, w)
+    waiting = [asyncio.create_task(feed.beat()) for _ in range(20)]
+    await asyncio.sleep(0)
+    leaving = waiting.pop()
+    leaving.cancel()  # a viewer that goes away: only its own wait ends
+    await asyncio.wait_for(asyncio.gather(*waiting), 5)  # the beat just after second 4 (0.2 s from now)
+    assert leaving.cancelled() and feed.beats == 1  # one timer for twenty viewers
+    # Waiting for the next second (1.05 s away): the watch's end wakes every viewer without it.
+    w.elapsed_s = 4.0
+    waiting = [asyncio.create_task(feed.beat()) for _ in range(5)]
+    await asyncio.sleep(0)
+    assert feed.beats == 2 and not any(t.done() for t in waiting)
+    w.finish()
+    for _ in range(3):  # a few turns of the loop, far less than the beat's 1.05 s
+        await asyncio.sleep(0)
+    assert all(t.done() and t.exception() is None for t in waiting)
+    await feed.beat()  # a finished watch has no more beats to wait for
+    assert feed.beats == 2
