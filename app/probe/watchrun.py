@@ -401,7 +401,7 @@ class Watch:
                 kind = failure_kind(exc, run)
                 outcome = Outcome(seq, None, kind, (self._clock() - t0) * 1000.0, at_ms=at_ms)
             else:
-                who = run.attribute(reply)
+                who = run.who_sent(reply)  # a watch shows no SNAT check: its source addresses are not counted
                 outcome = Outcome(
                     seq,
                     who.pod,
