@@ -39,6 +39,9 @@ STATIC_DIR = ROOT / "static"
 
 def create_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    # The templates ship with the code and never change under a running process: no file check per render
+    # (a watch draws a column and its panels every second, each with its includes).
+    templates.env.auto_reload = False
     templates.env.globals["htmx_js"] = "/static/htmx-2.0.11.min.js"
     templates.env.globals["htmx_sse_js"] = "/static/htmx-ext-sse-2.2.4.js"
     templates.env.filters["age"] = human_age
