@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -30,7 +30,7 @@ from app.probe.run import ENDPOINTS_MAX_AGE_S, Run, new_run_id
 from app.probe.spec import MIN_TIMEOUT_S, ProbeSpec, SpecError, checked_request
 from app.probe.stats import Outcome
 from app.probe.targets import ClusterView, ProbeProtocol, ProbeTarget, backends
-from app.probe.watch import MAX_EVENTS, Event, Measurements, Series, Snapshot, diff, measure, snapshot
+from app.probe.watch import MAX_EVENTS, Event, Measurements, Second, Series, Snapshot, diff, measure, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,10 @@ class WatchSpec:
         )
 
 
-class OutcomeSink(Protocol):
-    """Where outcomes go besides memory (the run store's recorder)."""
+class SecondSink(Protocol):
+    """Where a watch's seconds go once no request can change them (the run store's recorder)."""
 
-    def add(self, outcome: Outcome, sample: tuple[str, str] | None = None) -> None: ...
+    def add_seconds(self, seconds: Sequence[Second]) -> None: ...
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -152,7 +152,9 @@ class Watch:
         self._wall = wall
         # The attribution context: a run that never sends, whose endpoints and calibration the watch uses.
         self.run = Run(self.id, spec.probe_spec(), target, rule, view, clock=clock)
-        self.series = Series(ring_s)
+        # A second leaves the ring only once final (handed to the store): every request started in it has
+        # ended, at most its timeout after the second is over.
+        self.series = Series(max(ring_s, math.ceil(spec.timeout_s) + 3))
         self.events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self.events_dropped = 0
         self.status = WatchStatus.STARTING
@@ -164,6 +166,11 @@ class Watch:
         self.in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()  # the requests under way (a strong reference)
         self._room: asyncio.Future[None] | None = None  # the pacer waits here while _tasks is at the cap
+        # The timeline's per-second fold is the store's too: a second goes to the sink once it is over and
+        # every request started in it has ended (so no late reply can change it).
+        self._sink: SecondSink | None = None
+        self._open: dict[int, int] = {}  # second -> its requests under way
+        self._handed = -1  # the seconds up to this one went to the sink
         self.stop_reason: str | None = None
         self.snapshot: Snapshot | None = None
         self._seen: tuple[Service | None, tuple[EndpointSlice, ...]] | None = None
@@ -216,7 +223,7 @@ class Watch:
 
     # -- running
     async def execute(
-        self, dial: Dial, sink: OutcomeSink | None = None, *, sleep: Sleep = asyncio.sleep
+        self, dial: Dial, sink: SecondSink | None = None, *, sleep: Sleep = asyncio.sleep
     ) -> None:
         """Calibrate (without an identity rule), then probe until the duration is over or cancelled."""
         run = self.run
@@ -230,7 +237,8 @@ class Watch:
             self.status = WatchStatus.RUNNING
             self.observe()
             observer = asyncio.create_task(self._observe_loop(sleep), name=f"watch-observe-{self.id}")
-            await self._pace(dial, sink, sleep)
+            self._sink = sink
+            await self._pace(dial, sleep)
             self.finish(WatchStatus.DONE)
         except asyncio.CancelledError:
             self.finish(WatchStatus.STOPPED)
@@ -242,6 +250,7 @@ class Watch:
                 observer.cancel()
                 await asyncio.gather(observer, return_exceptions=True)
             self.observe()
+            self._hand_over(everything=True)  # the requests have all ended (the pacer waited for them)
 
     def finish(self, status: WatchStatus, error: str | None = None) -> None:
         """End the watch with ``status`` (once: later calls change nothing)."""
@@ -296,7 +305,7 @@ class Watch:
             await sleep((math.floor(since / OBSERVE_S + 1e-9) + 1) * OBSERVE_S - since)
             self.observe()
 
-    async def _pace(self, dial: Dial, sink: OutcomeSink | None, sleep: Sleep) -> None:
+    async def _pace(self, dial: Dial, sleep: Sleep) -> None:
         spec = self.spec
         run = self.run
         interval = 1.0 / spec.rate
@@ -336,12 +345,13 @@ class Watch:
                 group = _Group(loop)
                 while due <= now and due < end and len(tasks) < cap:
                     n += 1
-                    task = loop.create_task(self._one(n, dial, sink, group, len(group.tasks)))
+                    task = loop.create_task(self._one(n, dial, group, len(group.tasks)))
                     group.tasks.append(task)
                     group.starts.append(math.inf)
                     tasks.add(task)
                     due = self.started + n * interval
                 group.left = len(group.tasks)
+                self._hand_over()
         finally:
             # Let the requests under way end by their own timeout, so each one sent is counted.
             if tasks:
@@ -371,9 +381,29 @@ class Watch:
         if later < math.inf:
             group.timer = group.loop.call_later(later - now, self._expire, group)
 
-    async def _one(self, seq: int, dial: Dial, sink: OutcomeSink | None, group: _Group, index: int) -> None:
+    def _hand_over(self, *, everything: bool = False) -> None:
+        """Give the sink the seconds that are over and whose requests have all ended."""
+        if self._sink is None:
+            return
+        if everything:
+            upto = math.inf
+        else:
+            upto = math.floor(self._clock() - self.started) - 1
+            if self._open:
+                upto = min(upto, min(self._open) - 1)
+        if upto <= self._handed:
+            return
+        seconds = [s for s in self.series.seconds(after=self._handed) if s.second <= upto]
+        if seconds:
+            self._handed = seconds[-1].second if everything else int(upto)
+            self._sink.add_seconds(seconds)
+        elif not everything:
+            self._handed = int(upto)
+
+    async def _one(self, seq: int, dial: Dial, group: _Group, index: int) -> None:
         run = self.run
         self.in_flight += 1
+        second = -1
         try:
             host, port = dial(self.target.address, self.target.port.port)
             t0 = self._clock()
@@ -381,6 +411,8 @@ class Watch:
             if group.timer is None:
                 group.timer = group.loop.call_later(self.spec.timeout_s, self._expire, group)
             at_ms = (t0 - self.started) * 1000.0
+            second = max(0, math.floor(at_ms / 1000.0))  # the second Series.add files it under
+            self._open[second] = self._open.get(second, 0) + 1
             channel = Channel(
                 host,
                 port,
@@ -416,10 +448,15 @@ class Watch:
                 channel.close()
             affinity, timeout_s = self._pick_rule
             self.series.add(outcome, affinity=affinity, timeout_s=timeout_s)
-            if sink is not None:
-                sink.add(outcome)
         finally:
             self.in_flight -= 1
+            if second >= 0:
+                left = self._open[second] - 1
+                if left:
+                    self._open[second] = left
+                else:
+                    del self._open[second]
+                    self._hand_over()
             self._tasks.discard(group.tasks[index])
             group.left -= 1
             if group.left == 0 and group.timer is not None:

@@ -168,6 +168,7 @@ class RunRecorder:
         self._flush_s = flush_s
         self._flush_outcomes = flush_outcomes
         self._seconds = SecondAggregator(timeout_s + LATE_MARGIN_S)
+        self._final: list[Second] = []  # seconds folded by the caller, final when given (a watch's)
         self._outcomes: list[Outcome] = []
         self._samples: dict[str, str] = {}
         self._endpoints: FrozenEndpoints | None = None
@@ -194,6 +195,14 @@ class RunRecorder:
         self._due.set()
         if len(self._outcomes) >= self._flush_outcomes:
             self._full.set()
+
+    def add_seconds(self, seconds: Sequence[Second]) -> None:
+        """Seconds the caller folded itself and that no request can change any more (a watch's timeline:
+        one fold serves the chart and the store, instead of a second fold of every outcome here)."""
+        if self.failed is not None or not seconds:
+            return
+        self._final.extend(seconds)
+        self._due.set()
 
     def note_endpoints(self, endpoints: FrozenEndpoints, changed: bool) -> None:
         """The endpoint sets as they are now (written with the next batch, so an interrupted run has them)."""
@@ -230,7 +239,8 @@ class RunRecorder:
                 pass
 
     def _take(self, closing: bool) -> Batch:
-        seconds = self._seconds.take_all() if closing else self._seconds.take_closed()
+        seconds = self._final + (self._seconds.take_all() if closing else self._seconds.take_closed())
+        self._final = []
         batch = Batch(
             outcomes=tuple(self._outcomes),
             seconds=tuple(seconds),

@@ -6,16 +6,15 @@ import asyncio
 import dataclasses
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from app.domain import ObjectKey
 from app.probe.spec import RunLimitError, SpecError
-from app.probe.stats import Outcome
 from app.probe.targets import ProbeProtocol, UnknownService, resolve
-from app.probe.watch import EventKind
+from app.probe.watch import EventKind, Second
 from app.probe.watchrun import MAX_TICK_S, TICK_S, Watch, WatchSpec, WatchStatus, start_grid
 from app.store import AsyncRunStore, Kind, RunRecord, StoreConfig
 from app.watching import WatchManager
@@ -108,12 +107,15 @@ def test_the_start_grid_groups_requests_at_high_rates_only_up_to_the_events_reso
 
 async def test_a_request_without_a_reply_ends_at_its_own_timeout_as_a_timeout(cluster: Cluster) -> None:
     # A backend that accepts and never answers. A grid point's requests share one timer; each must still
-    # end as "timeout" no sooner than its own timeout after its own start, and every one must be counted.
+    # end as "timeout", no sooner than its own timeout after its own start, and every one must be counted.
     held: list[asyncio.StreamWriter] = []
+    holds: list[float] = []  # how long the backend held each connection before the client closed it
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         held.append(writer)
+        accepted = time.monotonic()
         await reader.read()  # until the client gives up and closes
+        holds.append(time.monotonic() - accepted)
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     silent_port = server.sockets[0].getsockname()[1]
@@ -123,26 +125,59 @@ async def test_a_request_without_a_reply_ends_at_its_own_timeout_as_a_timeout(cl
         # The pods answer calibration; the ClusterIP leads to the silent backend.
         return ("127.0.0.1", silent_port) if host == target.address else cluster.dial(host, port)
 
-    class Sink:
-        def __init__(self) -> None:
-            self.outcomes: list[Outcome] = []
-
-        def add(self, outcome: Outcome, sample: tuple[str, str] | None = None) -> None:
-            self.outcomes.append(outcome)
-
-    sink = Sink()
     w = Watch(spec(rate=40, duration_s=1.0, timeout_s=0.3), target, None, cluster.view, ring_s=60)
     async with server:
-        await asyncio.wait_for(w.execute(dial, sink), 20)
+        await asyncio.wait_for(w.execute(dial), 20)
+        await until(lambda: len(holds) == len(held), "the backend to see every close")
         for writer in held:
             writer.close()
             await writer.wait_closed()
     assert w.status is WatchStatus.DONE and w.in_flight == 0
     assert w.series.requests + w.skipped == 40 and w.series.requests >= 30
-    assert dict(w.series.total().errors) == {"timeout": w.series.requests} == {"timeout": len(sink.outcomes)}
-    latencies = [o.latency_ms for o in sink.outcomes if o.latency_ms is not None]
-    assert len(latencies) == len(sink.outcomes)
-    assert 300.0 <= min(latencies) and max(latencies) < 300.0 + 1000.0, (min(latencies), max(latencies))
+    assert dict(w.series.total().errors) == {"timeout": w.series.requests} == {"timeout": len(holds)}
+    # Connected after the request's start (a loopback connect takes well under 10 ms), closed at its end.
+    assert 0.3 - 0.01 <= min(holds) and max(holds) < 0.3 + 1.0, (min(holds), max(holds))
+
+
+async def test_the_store_gets_each_second_once_when_no_request_can_change_it(cluster: Cluster) -> None:
+    # Every third request goes to a backend that never answers, so seconds end with requests still under
+    # way (until their 0.3 s timeout). A second handed to the store before those ended would miss them.
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    silent_port = server.sockets[0].getsockname()[1]
+    target = resolve(cluster.view, ObjectKey("demo", "web"), "http", ProbeProtocol.HTTP)
+    turn = itertools.count()
+
+    def dial(host: str, port: int) -> tuple[str, int]:
+        if host == target.address and next(turn) % 3 == 0:
+            return ("127.0.0.1", silent_port)
+        return cluster.dial(host, port)
+
+    class Sink:
+        def __init__(self) -> None:
+            self.seconds: list[Second] = []
+
+        def add_seconds(self, seconds: Sequence[Second]) -> None:
+            self.seconds.extend(seconds)
+
+    sink = Sink()
+    w = Watch(spec(rate=30, duration_s=2.5, timeout_s=0.3), target, None, cluster.view, ring_s=60)
+    async with server:
+        await asyncio.wait_for(w.execute(dial, sink), 20)
+        for writer in held:
+            writer.close()
+            await writer.wait_closed()
+    assert w.status is WatchStatus.DONE
+    handed = [s.second for s in sink.seconds]
+    assert handed == sorted(set(handed)) and handed[0] == 0 and len(handed) >= 3
+    assert sink.seconds == w.series.seconds()  # each as it finally is: nothing changed after it was handed
+    assert sum(s.requests for s in sink.seconds) == w.series.requests
+    assert sum(n for s in sink.seconds for k, n in s.errors if k == "timeout") >= w.series.requests // 4
 
 
 async def test_stop_and_shutdown_end_watches_and_count_what_was_sent(cluster: Cluster) -> None:
