@@ -416,15 +416,16 @@ class Run:
         ]
 
     def attribute(self, reply: Reply) -> Attribution:
-        """Which pod sent ``reply`` (``who_sent``), with the source address the reply reports counted for
-        the run's SNAT check."""
+        """Which pod sent ``reply`` among the endpoints re-read at most ``ENDPOINTS_MAX_AGE_S`` ago
+        (``who_sent``), with the source address the reply reports counted for the run's SNAT check."""
+        self.current(ENDPOINTS_MAX_AGE_S)
         self.peers.note_reply(reply.body)
         return self.who_sent(reply)
 
     def who_sent(self, reply: Reply) -> Attribution:
-        """Which pod sent ``reply``. A pure function of the reply and the current endpoints, so the answer
-        is remembered per distinct reply (a backend's replies repeat) until the endpoints change."""
-        self.current(ENDPOINTS_MAX_AGE_S)
+        """Which pod sent ``reply`` among the endpoints as last read (``current``). A pure function of the
+        reply and those endpoints, so the answer is remembered per distinct reply (a backend's replies
+        repeat) until the endpoints change."""
         known = self._attributions.get(reply)
         if known is not None:
             return known

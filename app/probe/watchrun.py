@@ -26,7 +26,7 @@ from app.probe import wire
 from app.probe.attribution import Rule
 from app.probe.calibrate import calibrate
 from app.probe.engine import Channel, Dial, failure_kind
-from app.probe.run import ENDPOINTS_MAX_AGE_S, Run, new_run_id
+from app.probe.run import Run, new_run_id
 from app.probe.spec import MIN_TIMEOUT_S, ProbeSpec, SpecError, checked_request
 from app.probe.stats import Outcome
 from app.probe.targets import ClusterView, ProbeProtocol, ProbeTarget, backends
@@ -286,6 +286,9 @@ class Watch:
             if all(a is b for a, b in zip(seen[1], slices, strict=True)):
                 return
         self._seen = (service, slices)
+        # The endpoints requests are attributed among: re-read here, when something changed, rather than
+        # by every request every ENDPOINTS_MAX_AGE_S as a run's are (a look every OBSERVE_S is as fresh).
+        self.run.current()
         now = snapshot(service, backends(self._view, self.target))
         if now == self.snapshot:
             return
@@ -337,9 +340,8 @@ class Watch:
                 while len(tasks) >= cap:
                     self._room = loop.create_future()
                     await self._room
-                # Every slot due by now starts now, as one group: one look at the endpoints, one timer.
-                run.current(ENDPOINTS_MAX_AGE_S)
-                if run.forbidden:
+                # Every slot due by now starts now, as one group, with one timer for their timeouts.
+                if run.forbidden:  # an endpoint's address is one a probe must not reach (seen by observe)
                     self.fail(run.forbidden)
                     break
                 group = _Group(loop)
@@ -469,9 +471,9 @@ class Watch:
 
 
 class _Group:
-    """Requests started together, at one point of the start grid. They share one look at the endpoints and
-    one timer for their timeouts: at 200 requests/s a timeout context per request (a timer, and two reads
-    of the running loop and task, each a system call here) was a measurable part of a watch's CPU."""
+    """Requests started together, at one point of the start grid. They share one timer for their timeouts:
+    at 200 requests/s a timeout context per request (a timer, and two reads of the running loop and task,
+    each a system call here) was a measurable part of a watch's CPU."""
 
     __slots__ = ("left", "loop", "starts", "tasks", "timed_out", "timer")
 
