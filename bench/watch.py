@@ -335,6 +335,8 @@ async def bench(
         "rss_base_mib": base / 1024,
         "rss_min_max_mib": (min(after) / 1024, max(after) / 1024),
         "rss_drift_pct": (max(abs(k - base) for k in after) / base * 100) if after else 0.0,
+        # One sample a minute, so the shape of a drift shows (a level reached, or a steady climb).
+        "rss_by_minute_mib": [kib / 1024 for t, kib in rss if t >= warmup][::12],
         "updates_per_viewer": (min(updates, default=0), max(updates, default=0)),
         "lag_p50_s": statistics.median(lags) if lags else None,
         "lag_max_s": max(lags) if lags else None,
@@ -413,6 +415,8 @@ def main() -> None:
     lo, hi = result["rss_min_max_mib"]
     print(f"| RSS after warm-up | {result['rss_base_mib']:.1f} MiB, range {lo:.1f} to {hi:.1f} MiB |")
     print(f"| RSS drift after warm-up | {result['rss_drift_pct']:.1f} % |")
+    by_minute = ", ".join(f"{mib:.1f}" for mib in result["rss_by_minute_mib"])
+    print(f"| RSS every minute after warm-up | {by_minute} MiB |")
     low, high = result["updates_per_viewer"]
     print(f"| timeline updates per viewer | {low} to {high} |")
     if args.viewers:
