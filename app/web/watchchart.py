@@ -187,7 +187,9 @@ class Feed:
     second, are drawn once by whichever viewer asks first; a viewer gets the pieces it lacks as strings."""
 
     def __init__(self, watch: Watch, render_column: RenderColumn, render_panels: RenderPanels) -> None:
-        self.watch = watch
+        # Weakly: the feeds are kept by watch in a WeakKeyDictionary, whose values must not hold their keys,
+        # or no watch with a feed is ever freed (nor its ring of per-second detail).
+        self._watch = weakref.ref(watch)
         self._render_column = render_column
         self._render_panels = render_panels
         self._scale = Scale.of(watch.spec)
@@ -210,6 +212,13 @@ class Feed:
         self._timer: asyncio.TimerHandle | None = None
         self._following = False
         self.beats = 0  # beat timers set (for tests and the bench)
+
+    @property
+    def watch(self) -> Watch:
+        w = self._watch()
+        if w is None:  # a feed is only used by someone who holds its watch
+            raise RuntimeError("the watch of this feed is gone")
+        return w
 
     @property
     def version(self) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -11,8 +13,10 @@ from typing import Any, cast
 import pytest
 from fastapi.templating import Jinja2Templates
 
+from app.domain import ObjectKey
 from app.main import create_templates
 from app.probe.stats import Outcome
+from app.probe.targets import ProbeProtocol, resolve
 from app.probe.watch import Event, EventKind, Second, Series
 from app.probe.watchrun import Watch, WatchSpec, WatchStatus
 from app.web.watchchart import (
@@ -27,8 +31,10 @@ from app.web.watchchart import (
     Feed,
     Scale,
     column,
+    feed_of,
     oob,
 )
+from tests.unit.fakes import web_view
 
 SPEC = WatchSpec("demo", "web", "http", rate=10, timeout_s=1.0)
 
@@ -227,3 +233,15 @@ async def test_viewers_wait_for_the_next_second_on_one_timer_and_the_end_wakes_t
     assert all(t.done() and t.exception() is None for t in waiting)
     await feed.beat()  # a finished watch has no more beats to wait for
     assert feed.beats == 2
+
+
+def test_a_watch_nobody_holds_is_freed_with_its_feed(templates: Jinja2Templates) -> None:
+    view = web_view(3)
+    target = resolve(view, ObjectKey("demo", "web"), "http", ProbeProtocol.HTTP)
+    w = Watch(SPEC, target, None, view, ring_s=60)
+    feed = feed_of(w, lambda wid, c: render_column(templates, wid, c), lambda _: "")
+    assert feed_of(w, lambda wid, c: "", lambda _: "") is feed  # one feed per watch
+    gone = weakref.ref(w)
+    del w, feed
+    gc.collect()
+    assert gone() is None  # the manager forgot it: its feed does not keep it (nor its ring)
