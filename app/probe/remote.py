@@ -32,6 +32,7 @@ from app.kube.waiting import reporting_to
 from app.probe import toolclient
 from app.probe.attribution import Reply
 from app.probe.run import AttributionMode, Run, sample_of
+from app.probe.seen import address_of
 from app.probe.spec import ProbeSpec
 from app.probe.stats import Outcome
 from app.probe.targets import ForbiddenAddress, ProbeProtocol, ProbeTarget
@@ -152,7 +153,7 @@ class RecordReader:
         if record.local and self.run.client_ip is None:
             # The client's own end of the connection: its address even when the probe pod finished before
             # its status was read (a 10-request pod can be Succeeded, without an IP, at the first read).
-            self.run.client_ip = record.local.rpartition(":")[0].strip("[]")
+            self.run.client_ip = address_of(record.local)
         self.run.add(self._outcome(record))
         return True
 
