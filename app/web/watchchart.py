@@ -210,8 +210,8 @@ class Feed:
         # raised exception each.
         self._beat = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
-        self._following = False
         self.beats = 0  # beat timers set (for tests and the bench)
+        watch.when_finished(self._end)
 
     @property
     def watch(self) -> Watch:
@@ -287,9 +287,6 @@ class Feed:
         w = self.watch
         if w.finished:
             return
-        if not self._following:
-            self._following = True
-            w.when_finished(self._end)
         if self._timer is None:
             elapsed = w.elapsed_s
             wait = max(MIN_WAIT_S, math.floor(elapsed) + 1 + BEAT_DELAY_S - elapsed)
